@@ -1,0 +1,16 @@
+"""lrfast: fused, learning-rate-schedule-aware optimizer kernels for NumPy, Numba, CuPy and PyTorch.
+
+    import lrfast
+    opt = lrfast.AdamW(params, lr=lrfast.schedules.warmup_cosine(1e-3, 100, 10_000))
+    opt.step(grads)          # one fused pass over every parameter
+
+Importing lrfast compiles nothing; the first step of an (optimizer, dtype) compiles once and Numba's disk
+cache serves every later process.
+"""
+
+from ._arena import ParamBuffer
+from ._optimizer import Optimizer
+from ._optimizers import SGD, Adam, AdamW, RMSprop
+from ._version import __version__
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "ParamBuffer", "__version__"]

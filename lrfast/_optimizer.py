@@ -1,0 +1,353 @@
+"""The optimizer base class: param groups, validation, learning rates, state and the fused step.
+
+Subclasses (``_optimizers.py``) declare their hyperparameter checks, the state each param needs and
+which backend rule updates it; everything else lives here once.
+
+Step numbering (as torch.optim with an lr_scheduler stepped after each ``optimizer.step()``): the update
+made after ``k`` completed steps uses the learning rate ``lr(k)``; the first update uses ``lr(0)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backends
+from ._arena import ParamBuffer
+from ._validate import check_disjoint, check_grads, check_params, finite_number, nonnegative
+from .backends._tensorlist import TensorList
+
+STATE_DICT_VERSION = 1
+
+
+class _Bucket:
+    """The params of one group that share a dtype, with their state; updated by one kernel call."""
+
+    def __init__(self, positions, params, arena=None):
+        self.positions = positions  # indices into the group's params
+        self.params = TensorList(params)
+        self.arena = arena
+        self.flat_params = TensorList([arena.flat_params]) if arena is not None else None
+        self.flat_grads = TensorList([arena.flat_grads]) if arena is not None else None
+        self.state = {}  # role -> (per-param TensorList of views, TensorList of the flat buffer)
+
+    def state_lists(self, role, xp):
+        """The TensorLists of state ``role``, allocated (zeros, one flat buffer) on first use."""
+        if role not in self.state:
+            flat = xp.zeros(self.params.total, dtype=self.params.dtype)
+            offsets = np.concatenate([[0], np.cumsum(self.params.sizes)])
+            views = [flat[offsets[i]:offsets[i + 1]].reshape(p.shape) for i, p in enumerate(self.params)]
+            self.state[role] = (TensorList(views, self.params.dtype), TensorList([flat]))
+        return self.state[role]
+
+
+class Optimizer:
+    """Base class of lrfast's optimizers (see ``SGD``, ``Adam``, ``AdamW``, ``RMSprop``)."""
+
+    #: hyperparameter name -> check(name, value) returning the validated value
+    _checks: dict = {}
+
+    def __init__(self, params, defaults, *, backend="auto", skip_nonfinite=False):
+        self.defaults = dict(defaults)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.param_groups = []
+        self._arenas = []
+        for group in _as_groups(params):
+            arena = group["params"] if isinstance(group["params"], ParamBuffer) else None
+            unknown = set(group) - set(self.defaults) - {"params", "lr_scale"}
+            if unknown:
+                raise TypeError(f"param group has unknown options {sorted(unknown)}")
+            group = {**self.defaults, "lr_scale": 1.0, **group, "params": list(group["params"])}
+            if not group["params"]:
+                raise ValueError("a param group has no params")
+            group["schedule"] = group["lr"]
+            self.param_groups.append(group)
+            self._arenas.append(arena)
+        all_params = [p for g in self.param_groups for p in g["params"]]
+        self.backend = backends.resolve(backend, all_params)
+        self._backend = backends.get(self.backend)
+        self._xp = np if self.backend != "cuda" else __import__("cupy")
+        check_params(all_params)
+        for i, group in enumerate(self.param_groups):
+            self._check_group(group, i)
+        self._buckets = [self._make_buckets(g, a) for g, a in zip(self.param_groups, self._arenas)]
+        self.step_count = 0
+        self.skipped_steps = 0
+        self.lr_multiplier = 1.0
+        self.plateau = None
+        self._lr_written = [None] * len(self.param_groups)
+        self._grad_key = None
+        self._grad_lists = None
+        self.current_lrs()
+
+    # -- construction ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _make_buckets(group, arena):
+        if arena is not None:
+            return [_Bucket(list(range(len(group["params"]))), group["params"], arena)]
+        by_dtype = {}
+        for i, p in enumerate(group["params"]):
+            by_dtype.setdefault(p.dtype, []).append(i)
+        return [_Bucket(pos, [group["params"][i] for i in pos]) for pos in by_dtype.values()]
+
+    def _check_group(self, group, index):
+        """Validate a group's hyperparameters in place; errors name the option and the group."""
+        try:
+            if not callable(group["schedule"]):
+                nonnegative("lr", group["schedule"])
+            group["lr_scale"] = nonnegative("lr_scale", group["lr_scale"])
+            for name, check in self._checks.items():
+                group[name] = check(name, group[name])
+            self._check_combination(group)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{exc} (param group {index})") from None
+
+    def _check_combination(self, group):
+        """Subclass hook: constraints between hyperparameters (e.g. nesterov needs momentum)."""
+
+    # -- learning rate -----------------------------------------------------------------------------
+
+    def current_lrs(self) -> list[float]:
+        """The learning rate of each group for the next step, also written to ``param_groups[i]["lr"]``.
+
+        lr = schedule(step_count) * lr_scale * lr_multiplier, then the attached plateau's reduction.
+        Assigning a number to ``param_groups[i]["lr"]`` makes it that group's constant base lr.
+        """
+        lrs = []
+        for i, group in enumerate(self.param_groups):
+            if self._lr_written[i] is not None and group["lr"] != self._lr_written[i]:
+                group["schedule"] = nonnegative("lr", group["lr"])  # the user assigned a new lr
+            schedule = group["schedule"]
+            base = schedule(self.step_count) if callable(schedule) else schedule
+            lr = float(base) * group["lr_scale"] * self.lr_multiplier
+            if self.plateau is not None:
+                lr = self.plateau.apply(lr)
+            lr = finite_number(f"lr (param group {i}, step {self.step_count})", lr, low=0.0)
+            group["lr"] = self._lr_written[i] = lr
+            lrs.append(lr)
+        return lrs
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step uses (first param group)."""
+        return self.current_lrs()[0]
+
+    def attach(self, plateau):
+        """Let a ``ReduceLROnPlateau`` scale this optimizer's lr; its state joins the state_dict."""
+        self.plateau = plateau
+        self.current_lrs()
+        return plateau
+
+    # -- the step ----------------------------------------------------------------------------------
+
+    def _grads_per_bucket(self, grads):
+        """TensorLists of the grads, bucket by bucket; cached while the same grad arrays come back."""
+        if grads is None:
+            if any(a is None for a in self._arenas):
+                raise TypeError("step() without grads needs every param group built from a ParamBuffer; "
+                                "pass the gradients: step(grads)")
+            return None
+        grads = list(grads)
+        params = [p for g in self.param_groups for p in g["params"]]
+        check_grads(params, grads)
+        key = tuple(map(id, grads))
+        if key != self._grad_key:
+            check_disjoint(grads, params + [tl[1][0] for bs in self._buckets for b in bs
+                                            for tl in b.state.values()])
+            lists, start = [], 0
+            for group, buckets in zip(self.param_groups, self._buckets):
+                mine = grads[start:start + len(group["params"])]
+                start += len(group["params"])
+                lists.append([TensorList([mine[i] for i in b.positions], b.params.dtype) for b in buckets])
+            self._grad_key, self._grad_lists = key, lists
+        return self._grad_lists
+
+    def step(self, grads=None) -> bool:
+        """Update every param in place from ``grads`` (arrays in the order of the params).
+
+        With params given as a ``ParamBuffer``, call ``step()`` with no argument: the gradients are read
+        from the arena. Everything is validated before anything is written. Returns True when the update
+        was applied, False when ``skip_nonfinite`` found a NaN/Inf gradient and skipped it (params,
+        state and ``step_count`` untouched; ``skipped_steps`` counts these).
+        """
+        grad_lists = self._grads_per_bucket(grads)
+        for i, group in enumerate(self.param_groups):
+            self._check_group(group, i)
+        lrs = self.current_lrs()
+        arena = grad_lists is None
+        if self.skip_nonfinite:
+            finite = self._backend.all_finite
+            lists = ([b.flat_grads for bs in self._buckets for b in bs] if arena
+                     else [tl for gl in grad_lists for tl in gl])
+            if not all(finite(tl) for tl in lists):
+                self.skipped_steps += 1
+                return False
+        for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
+            for bi, bucket in enumerate(buckets):
+                flat = 1 if arena else 0
+                state = {role: bucket.state_lists(role, self._xp)[flat] for role in self._roles(group)}
+                params = bucket.flat_params if arena else bucket.params
+                g = bucket.flat_grads if arena else grad_lists[gi][bi]
+                self._update(self._backend, params, g, state, group, lrs[gi])
+        self.step_count += 1
+        self.current_lrs()
+        return True
+
+    def zero_grad(self):
+        """Zero the gradients of every ParamBuffer-backed group (others own their grad arrays)."""
+        for arena in self._arenas:
+            if arena is not None:
+                arena.zero_grad()
+
+    # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> list[dict]:
+        """Per param (flat index over all groups): {state name: array view}; live, not a copy."""
+        out = []
+        for group, buckets in zip(self.param_groups, self._buckets):
+            per = [dict() for _ in group["params"]]
+            for b in buckets:
+                for role, (views, _) in b.state.items():
+                    for pos, view in zip(b.positions, views):
+                        per[pos][role] = view
+            out.extend(per)
+        return out
+
+    def state_dict(self) -> dict:
+        """A backend-neutral snapshot: NumPy copies of the state, plain values for the rest.
+
+        Params are referred to by their flat index over all groups, as in torch.optim.
+        """
+        to_host = (lambda a: a.copy()) if self._xp is np else (lambda a: a.get())
+        state = {i: {role: to_host(a) for role, a in s.items()} for i, s in enumerate(self.state) if s}
+        groups, start = [], 0
+        for group in self.param_groups:
+            entry = {k: v for k, v in group.items() if k not in ("params", "schedule")}
+            entry["params"] = list(range(start, start + len(group["params"])))
+            entry["schedule"] = _schedule_to_plain(group["schedule"])
+            start += len(group["params"])
+            groups.append(entry)
+        return {
+            "version": STATE_DICT_VERSION,
+            "optimizer": type(self).__name__,
+            "step_count": self.step_count,
+            "skipped_steps": self.skipped_steps,
+            "lr_multiplier": self.lr_multiplier,
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+            "state": state,
+            "param_groups": groups,
+        }
+
+    def load_state_dict(self, state_dict: dict):
+        """Restore a ``state_dict()`` (from any backend). Checked in full before anything changes."""
+        d = state_dict
+        if d.get("version") != STATE_DICT_VERSION:
+            raise ValueError(f"state_dict version {d.get('version')!r}; expected {STATE_DICT_VERSION}")
+        if d.get("optimizer") != type(self).__name__:
+            raise ValueError(f"state_dict is from {d.get('optimizer')!r}, not {type(self).__name__}")
+        if len(d["param_groups"]) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(d['param_groups'])} param groups; "
+                             f"this optimizer has {len(self.param_groups)}")
+        new_groups = []
+        for i, (saved, group) in enumerate(zip(d["param_groups"], self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"param group {i} has {len(saved['params'])} params in the state_dict, "
+                                 f"{len(group['params'])} here")
+            merged = {**group, **{k: v for k, v in saved.items() if k not in ("params", "schedule")}}
+            merged["schedule"] = _schedule_from_plain(saved.get("schedule"), group["schedule"])
+            self._check_group(merged, i)
+            new_groups.append(merged)
+        params = [p for g in self.param_groups for p in g["params"]]
+        roles = set(self._state_names())
+        for idx, entry in d["state"].items():
+            idx = int(idx)
+            if not 0 <= idx < len(params):
+                raise ValueError(f"state_dict has state for param {idx}; there are {len(params)} params")
+            for role, arr in entry.items():
+                if role not in roles:
+                    raise ValueError(f"state_dict has unknown state {role!r} for param {idx}")
+                if tuple(np.shape(arr)) != params[idx].shape:
+                    raise ValueError(f"state {role!r} of param {idx} has shape {np.shape(arr)}, "
+                                     f"the param has shape {params[idx].shape}")
+        if d.get("plateau") is not None and self.plateau is None:
+            raise ValueError("state_dict holds a ReduceLROnPlateau state; attach() a plateau first")
+        # everything checked: now write
+        for group, merged in zip(self.param_groups, new_groups):
+            group.update(merged)
+        self._lr_written = [None] * len(self.param_groups)
+        xp, flat_index, start = self._xp, {}, 0
+        for group, buckets in zip(self.param_groups, self._buckets):
+            for b in buckets:
+                for pos in b.positions:
+                    flat_index[start + pos] = (b, pos)
+            start += len(group["params"])
+        for b in (b for bs in self._buckets for b in bs):
+            for views, _ in b.state.values():
+                for v in views:
+                    v.fill(0)
+        for idx, entry in d["state"].items():
+            b, pos = flat_index[int(idx)]
+            where = b.positions.index(pos)
+            for role, arr in entry.items():
+                b.state_lists(role, xp)[0][where][...] = xp.asarray(arr, dtype=b.params.dtype)
+        self.step_count = int(d["step_count"])
+        self.skipped_steps = int(d.get("skipped_steps", 0))
+        self.lr_multiplier = float(d.get("lr_multiplier", 1.0))
+        if d.get("plateau") is not None:
+            self.plateau.load_state_dict(d["plateau"])
+        self.current_lrs()
+
+    # -- subclass interface ------------------------------------------------------------------------
+
+    def _roles(self, group) -> tuple:
+        """State names this group's update reads and writes."""
+        raise NotImplementedError
+
+    def _state_names(self) -> tuple:
+        """Every state name this optimizer can hold."""
+        raise NotImplementedError
+
+    def _update(self, backend, params, grads, state, group, lr):
+        """Call the backend rule for one bucket."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        sizes = sum(p.size for g in self.param_groups for p in g["params"])
+        return (f"{type(self).__name__}({len(self.param_groups)} group(s), {sizes} elements, "
+                f"backend={self.backend!r}, step_count={self.step_count})")
+
+
+def _as_groups(params):
+    if isinstance(params, ParamBuffer):
+        return [{"params": params}]
+    if isinstance(params, dict):
+        raise TypeError("params must be a list of arrays or of param-group dicts, not a dict")
+    params = list(params)
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    if all(isinstance(g, dict) for g in params):
+        for g in params:
+            if "params" not in g:
+                raise ValueError("each param group dict needs a 'params' entry")
+        return [dict(g) for g in params]
+    if any(isinstance(g, dict) for g in params):
+        raise TypeError("params mixes arrays and param-group dicts")
+    return [{"params": params}]
+
+
+def _schedule_to_plain(schedule):
+    if not callable(schedule):
+        return float(schedule)
+    to_dict = getattr(schedule, "to_dict", None)
+    return to_dict() if to_dict is not None else None
+
+
+def _schedule_from_plain(plain, current):
+    if plain is None:
+        return current  # a plain callable is not serialisable: keep the one this optimizer was built with
+    if isinstance(plain, dict):
+        from .schedules import from_dict
+
+        return from_dict(plain)
+    return float(plain)

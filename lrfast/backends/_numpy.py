@@ -1,0 +1,102 @@
+"""The NumPy reference backend: the specification of every update rule.
+
+Plain, readable NumPy. Each rule follows ``torch.optim``'s single-tensor implementation line by line and
+computes in float64, storing the result back in the array's own dtype. Every other backend is tested
+against this module, and this module is tested against ``torch.optim``. It imports numpy alone.
+
+Signature shared by all backends: tensor lists positional (sequences of arrays, ``None`` where a state is
+unused), hyperparameters keyword-only, arrays updated in place.
+"""
+
+import numpy as np
+
+name = "numpy"
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay, maximize,
+        first_step):
+    """SGD with momentum (torch.optim.SGD).
+
+    g = -grad if maximize else grad;  g += weight_decay * p
+    if momentum: buf = g on the first step, else momentum * buf + (1 - dampening) * g
+                 g = g + momentum * buf if nesterov else buf
+    p -= lr * g
+    """
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        if weight_decay != 0:
+            g = g + weight_decay * _f64(p)
+        if momentum != 0:
+            buf = momentum_buffers[i]
+            b = g if first_step else momentum * _f64(buf) + (1 - dampening) * g
+            buf[...] = b
+            g = g + momentum * b if nesterov else b
+        p[...] = _f64(p) - lr * g
+
+
+def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
+         decoupled, amsgrad, maximize, step):
+    """Adam / AdamW (torch.optim.Adam, torch.optim.AdamW); ``step`` counts from 1.
+
+    g = -grad if maximize else grad
+    decoupled (AdamW): p *= 1 - lr * weight_decay;  otherwise (Adam, L2): g += weight_decay * p
+    m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
+    vmax = max(vmax, v) if amsgrad;  v_hat = vmax if amsgrad else v
+    p -= lr / (1 - beta1^step) * m / (sqrt(v_hat) / sqrt(1 - beta2^step) + eps)
+    """
+    bc1 = 1 - beta1 ** step
+    bc2_sqrt = np.sqrt(1 - beta2 ** step)
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if decoupled:
+            pf = pf * (1 - lr * weight_decay)
+        elif weight_decay != 0:
+            g = g + weight_decay * pf
+        m = beta1 * _f64(exp_avgs[i]) + (1 - beta1) * g
+        v = beta2 * _f64(exp_avg_sqs[i]) + (1 - beta2) * g * g
+        exp_avgs[i][...] = m
+        exp_avg_sqs[i][...] = v
+        if amsgrad:
+            v = np.maximum(_f64(max_exp_avg_sqs[i]), v)
+            max_exp_avg_sqs[i][...] = v
+        p[...] = pf - (lr / bc1) * m / (np.sqrt(v) / bc2_sqrt + eps)
+
+
+def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay,
+            momentum, centered, maximize):
+    """RMSprop (torch.optim.RMSprop).
+
+    g = -grad if maximize else grad;  g += weight_decay * p
+    s = alpha * s + (1 - alpha) * g^2
+    centered: a = alpha * a + (1 - alpha) * g;  d = sqrt(s - a^2) + eps;  else d = sqrt(s) + eps
+    momentum: buf = momentum * buf + g / d;  p -= lr * buf;   else p -= lr * g / d
+    """
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if weight_decay != 0:
+            g = g + weight_decay * pf
+        s = alpha * _f64(square_avgs[i]) + (1 - alpha) * g * g
+        square_avgs[i][...] = s
+        if centered:
+            a = alpha * _f64(grad_avgs[i]) + (1 - alpha) * g
+            grad_avgs[i][...] = a
+            d = np.sqrt(s - a * a) + eps
+        else:
+            d = np.sqrt(s) + eps
+        if momentum > 0:
+            buf = momentum * _f64(momentum_buffers[i]) + g / d
+            momentum_buffers[i][...] = buf
+            p[...] = pf - lr * buf
+        else:
+            p[...] = pf - lr * g / d
+
+
+def all_finite(arrays):
+    """True when no element of any array is NaN or infinite."""
+    return all(bool(np.isfinite(a).all()) for a in arrays)
