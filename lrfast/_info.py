@@ -1,0 +1,55 @@
+"""Facts about this machine and lrfast's backends, for `lrfast info` and benchmark reports."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from . import backends
+from ._version import __version__
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numba_threading() -> tuple[int, str]:
+    """(thread count, threading layer); runs one tiny parallel kernel so Numba picks its layer."""
+    import numba
+    import numpy as np
+
+    from .backends import _cpu
+    from .backends._tensorlist import TensorList
+
+    _cpu.all_finite(TensorList([np.zeros(_cpu.SERIAL_BELOW, np.float32)]))
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not initialised"
+    return numba.get_num_threads(), layer
+
+
+def collect() -> dict:
+    """Everything `lrfast info` prints, as plain values."""
+    import numba
+    import numpy as np
+
+    threads, layer = numba_threading()
+    return {
+        "lrfast": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "numba_threads": threads,
+        "numba_threading_layer": layer,
+        "backends": {name: backends.unavailable_reason(name) or "available" for name in backends.NAMES},
+    }
