@@ -12,7 +12,7 @@ import numpy as np
 
 
 class TensorList:
-    __slots__ = ("arrays", "dtype", "sizes", "total", "_ptrs", "_chunks", "_like")
+    __slots__ = ("arrays", "dtype", "sizes", "total", "_ptrs", "_chunks", "_like", "_device")
 
     def __init__(self, arrays, dtype=None):
         self.arrays = tuple(arrays)
@@ -22,6 +22,7 @@ class TensorList:
         self._ptrs = None
         self._chunks = {}
         self._like = None
+        self._device = None  # cuda backend: device copies of the tables (backends/_cuda.py)
 
     def __len__(self):
         return len(self.arrays)

@@ -1,0 +1,394 @@
+"""The cuda backend: the CUDA kernels of ``src/`` launched through CuPy, one launch per step per dtype.
+
+Same signature as the numpy reference (``_numpy.py``); the tensor lists are ``TensorList``s of CuPy
+arrays. A step is one kernel call over every tensor of the list (the multi-tensor harness of
+``src/lrfast_multi_tensor.cuh``): the kernel gets a device table of each list's base addresses and a
+chunk table of (tensor, start, length) rows; both are built once per TensorList and cached on it, so a
+training loop that steps the same arrays uploads nothing per step. Per-step scalars (lr / bias
+corrections, 1 / sqrt(bc2), 1 - lr * weight_decay, ...) are computed here once, in float64, and passed
+rounded to the params' dtype, with the mode bits of ``src/lrfast_modes.cuh``.
+
+The kernels come from the fatbin built ahead of time (``lrfast/cuda_src/lrfast_kernels.fatbin``, see
+``cmake/fatbin.cmake``); when it is absent, was built for other GPUs, or is from another ABI version, the
+installed sources are compiled once per process with NVRTC (CuPy caches the result on disk).
+Launches go to the current CuPy stream of the arrays' device.
+
+The ``*_call`` functions are pure (no CuPy): they turn arrays + hyperparameters into (rule, tensor lists,
+scalars). ``Launcher`` turns that into a kernel call; ``tests/test_cuda_host.py`` runs the same calls
+through a host build of the same kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+name = "cuda"
+
+# ---- mirrors of src/lrfast_modes.cuh (tests/test_cuda_host.py checks they agree) --------------------
+
+ABI_VERSION = 1
+MAXIMIZE = 1
+WEIGHT_DECAY = 2
+DECOUPLED = 4
+AMSGRAD = 8
+MOMENTUM = 16
+NESTEROV = 32
+FIRST_STEP = 64
+CENTERED = 128
+#: every LRFAST_<name> flag of the header, by name
+FLAGS = {"MAXIMIZE": MAXIMIZE, "WEIGHT_DECAY": WEIGHT_DECAY, "DECOUPLED": DECOUPLED, "AMSGRAD": AMSGRAD,
+         "MOMENTUM": MOMENTUM, "NESTEROV": NESTEROV, "FIRST_STEP": FIRST_STEP, "CENTERED": CENTERED}
+
+# ---- launch geometry ------------------------------------------------------------------------------
+
+#: Threads per block.
+BLOCK = 256
+#: Chunk sizes (elements; powers of two, multiples of every pack width): a chunk is one block's work.
+MIN_CHUNK = 1 << 10
+MAX_CHUNK = 1 << 16
+#: Aim for about this many chunks per launch (enough blocks to fill any GPU, few enough to stay cheap).
+TARGET_CHUNKS = 4096
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+#: Environment variable: set to 1 to ignore the prebuilt fatbin and compile the sources with NVRTC.
+FORCE_NVRTC_ENV = "LRFAST_CUDA_NVRTC"
+
+
+def chunk_size(total: int) -> int:
+    """Elements per chunk for a launch over ``total`` elements: the smallest power of two giving at
+    most ``TARGET_CHUNKS`` chunks, within [MIN_CHUNK, MAX_CHUNK]."""
+    want = max(1, -(-int(total) // TARGET_CHUNKS))
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, 1 << (want - 1).bit_length())))
+
+
+def kernel_name(rule: str, dtype) -> str:
+    """Exported name of ``rule``'s kernel for params of ``dtype`` (lrfast_<rule>_<f32|f64>)."""
+    suffix = _SUFFIX.get(np.dtype(dtype))
+    if suffix is None:
+        raise TypeError(f"the cuda backend has no kernels for dtype {np.dtype(dtype)}; "
+                        f"supported: {', '.join(str(d) for d in _SUFFIX)}")
+    return f"lrfast_{rule}_{suffix}"
+
+
+# ---- what each step launches (pure: arrays + hyperparameters -> rule, tensor lists, scalars) -------
+
+def sgd_call(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay,
+             maximize, first_step):
+    s = params.dtype.type
+    flags = (MAXIMIZE if maximize else 0) | (WEIGHT_DECAY if weight_decay != 0 else 0)
+    if momentum != 0:
+        flags |= MOMENTUM | (NESTEROV if nesterov else 0) | (FIRST_STEP if first_step else 0)
+    lists = (params, grads, _used(momentum_buffers, momentum != 0, "momentum_buffers", params))
+    return "sgd", lists, (s(lr), s(weight_decay), s(momentum), s(1.0 - dampening), np.int32(flags))
+
+
+def adam_call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
+              decoupled, amsgrad, maximize, step):
+    s = params.dtype.type
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    flags = ((MAXIMIZE if maximize else 0) | (AMSGRAD if amsgrad else 0)
+             | (DECOUPLED if decoupled else (WEIGHT_DECAY if weight_decay != 0 else 0)))
+    lists = (params, grads, exp_avgs, exp_avg_sqs,
+             _used(max_exp_avg_sqs, amsgrad, "max_exp_avg_sqs", params))
+    scalars = (s(lr / bc1), s(beta1), s(1.0 - beta1), s(beta2), s(1.0 - beta2), s(1.0 / np.sqrt(bc2)), s(eps),
+               s(1.0 - lr * weight_decay), s(weight_decay), np.int32(flags))
+    return "adam", lists, scalars
+
+
+def rmsprop_call(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay,
+                 momentum, centered, maximize):
+    s = params.dtype.type
+    flags = ((MAXIMIZE if maximize else 0) | (WEIGHT_DECAY if weight_decay != 0 else 0)
+             | (CENTERED if centered else 0) | (MOMENTUM if momentum > 0 else 0))
+    lists = (params, grads, square_avgs, _used(grad_avgs, centered, "grad_avgs", params),
+             _used(momentum_buffers, momentum > 0, "momentum_buffers", params))
+    scalars = (s(lr), s(alpha), s(1.0 - alpha), s(eps), s(weight_decay), s(momentum), np.int32(flags))
+    return "rmsprop", lists, scalars
+
+
+def _used(tensors, needed, what, params):
+    """A state list the kernel reads; an unused one passes the params' table (never dereferenced)."""
+    if not needed:
+        return params
+    if tensors is None:
+        raise ValueError(f"{what} is None but this update needs it")
+    return tensors
+
+
+# ---- the backend functions ------------------------------------------------------------------------
+
+def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay, maximize,
+        first_step):
+    _gpu().run(*sgd_call(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+                         nesterov=nesterov, weight_decay=weight_decay, maximize=maximize,
+                         first_step=first_step))
+
+
+def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
+         decoupled, amsgrad, maximize, step):
+    _gpu().run(*adam_call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr=lr, beta1=beta1,
+                          beta2=beta2, eps=eps, weight_decay=weight_decay, decoupled=decoupled,
+                          amsgrad=amsgrad, maximize=maximize, step=step))
+
+
+def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay,
+            momentum, centered, maximize):
+    _gpu().run(*rmsprop_call(params, grads, square_avgs, grad_avgs, momentum_buffers, lr=lr, alpha=alpha,
+                             eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+                             maximize=maximize))
+
+
+def all_finite(tensors):
+    """True when no element of any array in the TensorList is NaN or infinite (one launch, one sync)."""
+    return _gpu().all_finite(tensors)
+
+
+# ---- launching ------------------------------------------------------------------------------------
+
+class Launcher:
+    """Turns a kernel call (rule, tensor lists, scalars) into one launch of ``kernel_name(rule, dtype)``.
+
+    Arguments passed: each list's address table, the chunk table, its row count, then the scalars; the
+    grid is one block per chunk (at most ``max_grid``; blocks loop over chunks). Subclasses say where
+    tables live and how a kernel is called: ``table``, ``chunk_table``, ``call``, ``xp``.
+    """
+
+    xp = np
+    block = BLOCK
+    max_grid = 2 ** 31 - 1
+
+    def run(self, rule, lists, scalars):
+        params = lists[0]
+        kernel = kernel_name(rule, params.dtype)
+        for i, tl in enumerate(lists[1:], 1):
+            if tl is not params and (len(tl) != len(params) or tl.total != params.total
+                                     or tl.dtype != params.dtype):
+                raise ValueError(f"{rule}: tensor list {i} ({len(tl)} arrays, {tl.total} elements, {tl.dtype}) "
+                                 f"does not match the params ({len(params)} arrays, {params.total} elements, "
+                                 f"{params.dtype})")
+        tables = self.tables(lists)  # validates every array (device, kind) before anything runs
+        size = chunk_size(params.total)
+        nchunks = params.chunks(size).shape[0]
+        if nchunks == 0:
+            return
+        grid = min(nchunks, self.max_grid)
+        self.call(kernel, grid, self.block, (*tables, self.chunk_table(params, size), np.int64(nchunks), *scalars))
+
+    def all_finite(self, tensors):
+        flag = self.xp.zeros(1, dtype=np.int32)
+        self.run("nonfinite", (tensors,), (flag,))
+        return int(flag[0]) == 0
+
+    def tables(self, lists):
+        return [self.table(tl) for tl in lists]
+
+    def table(self, tensors):
+        """The address table of a TensorList, as the kernel reads it."""
+        raise NotImplementedError
+
+    def chunk_table(self, params, size):
+        """The (tensor, start, length) table of ``params`` for chunks of ``size``, as the kernel reads it."""
+        raise NotImplementedError
+
+    def call(self, kernel, grid, block, args):
+        raise NotImplementedError
+
+
+class GpuLauncher(Launcher):
+    """Launches on the current CuPy stream of the arrays' device; tables cached on each TensorList."""
+
+    def __init__(self):
+        import cupy
+
+        self.cp = self.xp = cupy
+        self._kernels = {}
+
+    def _cache(self, tensors):
+        """{'device', 'ptrs', 'chunks'}: the TensorList's device-side tables, built (and checked) once."""
+        cache = tensors._device
+        if cache is None:
+            cp = self.cp
+            device = None
+            for i, a in enumerate(tensors):
+                if not isinstance(a, cp.ndarray):
+                    kind = "NumPy (host)" if isinstance(a, np.ndarray) else type(a).__name__
+                    raise TypeError(f"the cuda backend got a {kind} array (list entry {i}); it updates CuPy "
+                                    "arrays only: move the arrays with cupy.asarray or use backend='cpu'")
+                if device is None:
+                    device = a.device.id
+                elif a.device.id != device:
+                    raise ValueError(f"arrays on different GPUs: list entry {i} is on device {a.device.id}, "
+                                     f"entry 0 on device {device}; one optimizer step runs on one device")
+            with cp.cuda.Device(device):
+                ptrs = cp.asarray(np.fromiter((a.data.ptr for a in tensors), dtype=np.int64, count=len(tensors)))
+            cache = tensors._device = {"device": device, "ptrs": ptrs, "chunks": {}}
+        return cache
+
+    def tables(self, lists):
+        caches = [self._cache(tl) for tl in lists]
+        devices = {c["device"] for c in caches}
+        if len(devices) > 1:
+            where = ", ".join(f"list {i} on device {c['device']}" for i, c in enumerate(caches))
+            raise ValueError(f"arrays of one step are on different GPUs ({where})")
+        return [c["ptrs"] for c in caches]
+
+    def chunk_table(self, params, size):
+        cache = self._cache(params)
+        table = cache["chunks"].get(size)
+        if table is None:
+            with self.cp.cuda.Device(cache["device"]):
+                table = cache["chunks"][size] = self.cp.asarray(params.chunks(size))
+        return table
+
+    def call(self, kernel, grid, block, args):
+        device = args[0].device.id
+        cp = self.cp
+        if cp.cuda.runtime.getDevice() != device:
+            with cp.cuda.Device(device):
+                return self.call(kernel, grid, block, args)
+        fn = self._kernels.get((device, kernel))
+        if fn is None:
+            fn = self._kernels[(device, kernel)] = module(device)[0].get_function(kernel)
+        fn((grid,), (block,), args)
+
+    def all_finite(self, tensors):
+        if tensors.total == 0:
+            return True
+        with self.cp.cuda.Device(self._cache(tensors)["device"]):
+            return super().all_finite(tensors)
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu():
+    return GpuLauncher()
+
+
+# ---- kernel modules -------------------------------------------------------------------------------
+
+def source_dir() -> Path | None:
+    """Directory holding lrfast_kernels.cu: the installed copy, else a source checkout's src/."""
+    for d in (_PACKAGE / "cuda_src", _PACKAGE.parent / "src"):
+        if (d / "lrfast_kernels.cu").is_file():
+            return d
+    return None
+
+
+def fatbin_path() -> Path | None:
+    """The ahead-of-time fatbin installed with the package, if any."""
+    p = _PACKAGE / "cuda_src" / "lrfast_kernels.fatbin"
+    return p if p.is_file() else None
+
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
+
+
+def kernel_source(directory: Path | None = None) -> str:
+    """lrfast_kernels.cu with its local includes inlined (each once), as NVRTC compiles it.
+
+    Inlining makes the text self-contained, so CuPy's compile cache (keyed by the source text) sees a
+    change in any header.
+    """
+    directory = Path(directory) if directory is not None else source_dir()
+    if directory is None:
+        raise FileNotFoundError("lrfast's CUDA sources are not installed (no lrfast/cuda_src, no src/)")
+    seen = set()
+
+    def expand(path: Path) -> str:
+        if path.name in seen:
+            return ""
+        seen.add(path.name)
+        text = _INCLUDE.sub(lambda m: expand(path.parent / m.group(1)), path.read_text())
+        return f'#line 1 "{path.name}"\n{text}\n'
+
+    return expand(directory / "lrfast_kernels.cu")
+
+
+#: NVRTC options (CuPy adds the -arch of the current device).
+NVRTC_OPTIONS = ("--std=c++17",)
+
+_MODULES: dict = {}  # device id -> (cupy.RawModule, description of where it came from)
+
+
+def module(device: int | None = None):
+    """(RawModule, origin) of the kernels for ``device`` (default: current), loaded once per process."""
+    import cupy
+
+    device = cupy.cuda.runtime.getDevice() if device is None else int(device)
+    entry = _MODULES.get(device)
+    if entry is None:
+        with cupy.cuda.Device(device):
+            entry = _MODULES[device] = _load_module(cupy)
+    return entry
+
+
+def _abi_version(cupy, mod) -> int:
+    ptr = mod.get_global("lrfast_abi_version")
+    return int(cupy.ndarray((1,), dtype=np.int32, memptr=ptr).get()[0])
+
+
+def _load_module(cupy):
+    notes = []
+    fatbin = None if os.environ.get(FORCE_NVRTC_ENV, "") not in ("", "0") else fatbin_path()
+    if fatbin is not None:
+        try:
+            mod = cupy.RawModule(path=str(fatbin))
+            version = _abi_version(cupy, mod)  # loads the module: fails when no image fits this GPU
+            if version == ABI_VERSION:
+                return mod, f"fatbin {fatbin}"
+            notes.append(f"fatbin {fatbin} has ABI version {version}, expected {ABI_VERSION}")
+        except cupy.cuda.driver.CUDADriverError as exc:
+            notes.append(f"fatbin {fatbin} does not load on this GPU ({exc})")
+    try:
+        mod = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS)
+        version = _abi_version(cupy, mod)
+    except Exception as exc:
+        detail = "; ".join(notes + [f"NVRTC compile failed: {exc}"])
+        raise RuntimeError(f"cannot load lrfast's CUDA kernels: {detail}") from exc
+    if version != ABI_VERSION:
+        raise RuntimeError(f"lrfast's CUDA sources have ABI version {version}, the Python side {ABI_VERSION}")
+    return mod, "nvrtc" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+# ---- availability ---------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def unavailable_reason() -> str | None:
+    """None when the cuda backend can run here, else a short reason (never raises)."""
+    try:
+        import cupy
+    except ModuleNotFoundError:
+        return "cupy not installed (pip install 'lrfast[cuda]')"
+    except Exception as exc:  # a broken CUDA install can fail in many ways at import
+        return f"cupy failed to import ({_first_line(exc)})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return f"no CUDA GPU ({_first_line(exc)})"
+    if count == 0:
+        return "no CUDA GPU"
+    if fatbin_path() is None and source_dir() is None:
+        return "lrfast's CUDA kernels are not installed (no fatbin, no sources)"
+    return None
+
+
+def info() -> dict:
+    """What ``lrfast info`` can show: availability, where the kernels come from."""
+    out = {"available": unavailable_reason() is None, "reason": unavailable_reason(),
+           "fatbin": str(fatbin_path()) if fatbin_path() else None,
+           "sources": str(source_dir()) if source_dir() else None}
+    if out["available"]:
+        out["kernels"] = {dev: origin for dev, (_, origin) in _MODULES.items()} or "not loaded yet"
+    return out
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

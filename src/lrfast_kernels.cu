@@ -1,0 +1,125 @@
+// lrfast's exported kernels: the one translation unit compiled to the fatbin (cmake/fatbin.cmake), by
+// NVRTC at run time (lrfast/backends/_cuda.py), and for the host by tests/cuda_host.
+//
+// Every kernel has the same shape: the base-address tables of its tensor lists, the chunk table and its
+// row count, then the per-step scalars (in the params' dtype) and the mode flags (lrfast_modes.cuh).
+// Names are stable: lrfast_<rule>_<f32|f64>; the Python side builds the argument lists
+// (lrfast/backends/_cuda.py, *_call functions) and changing one means bumping LRFAST_ABI_VERSION.
+//
+// LRFAST_EXPORT(name, body, (params), (args)) defines the kernel `name` as a call of `body` with this
+// thread's grid coordinates. In a host build (no __CUDACC__, or LRFAST_HOST_GRID) the same macro defines
+// instead a host function `name(blocks, threads, params...)` that runs body for every (block, thread)
+// of that grid in turn: the exact grid loop, on the CPU.
+#include "lrfast_compat.cuh"
+#include "lrfast_modes.cuh"
+#include "lrfast_multi_tensor.cuh"
+#include "lrfast_optim.cuh"
+
+#define LRFAST_LIST(...) __VA_ARGS__
+
+#if defined(__CUDACC__) && !defined(LRFAST_HOST_GRID)
+#define LRFAST_EXPORT(NAME, BODY, PARAMS, ARGS) \
+  extern "C" __global__ void NAME(LRFAST_LIST PARAMS) { BODY(::lrfast::this_thread(), LRFAST_LIST ARGS); }
+extern "C" {
+__device__ int lrfast_abi_version = LRFAST_ABI_VERSION;
+}
+#else
+#define LRFAST_EXPORT(NAME, BODY, PARAMS, ARGS)                                         \
+  extern "C" void NAME(unsigned lrfast_blocks, unsigned lrfast_threads, LRFAST_LIST PARAMS) { \
+    for (unsigned b = 0; b < lrfast_blocks; ++b)                                        \
+      for (unsigned t = 0; t < lrfast_threads; ++t)                                     \
+        BODY(::lrfast::Grid{b, lrfast_blocks, t, lrfast_threads}, LRFAST_LIST ARGS);    \
+  }
+extern "C" {
+int lrfast_abi_version = LRFAST_ABI_VERSION;
+}
+#endif
+
+namespace lrfast {
+
+// ---- kernel bodies: what one thread of the grid does --------------------------------------------
+
+template <class T>
+LRFAST_HD void sgd_kernel(const Grid& grid, const i64* P, const i64* G, const i64* BUF, const i64* chunks,
+                          i64 nchunks, T lr, T weight_decay, T momentum, T one_minus_dampening, int flags) {
+  const i64* const tables[SgdOp<T>::LISTS] = {P, G, BUF};
+  const SgdOp<T> op = {{lr, weight_decay, momentum, one_minus_dampening, flags}};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+}
+
+template <class T>
+LRFAST_HD void adam_kernel(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
+                           const i64* VMAX, const i64* chunks, i64 nchunks, T step_size, T beta1,
+                           T one_minus_beta1, T beta2, T one_minus_beta2, T inv_bc2_sqrt, T eps, T decay,
+                           T weight_decay, int flags) {
+  const i64* const tables[AdamOp<T>::LISTS] = {P, G, M, V, VMAX};
+  const AdamOp<T> op = {{step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay,
+                         weight_decay, flags}};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+}
+
+template <class T>
+LRFAST_HD void rmsprop_kernel(const Grid& grid, const i64* P, const i64* G, const i64* SQ, const i64* GA,
+                              const i64* BUF, const i64* chunks, i64 nchunks, T lr, T alpha, T one_minus_alpha,
+                              T eps, T weight_decay, T momentum, int flags) {
+  const i64* const tables[RmspropOp<T>::LISTS] = {P, G, SQ, GA, BUF};
+  const RmspropOp<T> op = {{lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags}};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+}
+
+template <class T>
+LRFAST_HD void nonfinite_kernel(const Grid& grid, const i64* X, const i64* chunks, i64 nchunks, int* flag) {
+  const i64* const tables[NonfiniteOp<T>::LISTS] = {X};
+  const NonfiniteOp<T> op = {flag};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+}
+
+template <class T>
+LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
+                               const i64* chunks, i64 nchunks) {
+  const i64* const tables[RooflineOp<T>::LISTS] = {P, G, M, V};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, RooflineOp<T>());
+}
+
+}  // namespace lrfast
+
+// ---- exported kernels ----------------------------------------------------------------------------
+
+#define LRFAST_SGD_PARAMS(T)                                                                         \
+  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* BUF, const lrfast::i64* chunks,   \
+   lrfast::i64 nchunks, T lr, T weight_decay, T momentum, T one_minus_dampening, int flags)
+#define LRFAST_SGD_ARGS (P, G, BUF, chunks, nchunks, lr, weight_decay, momentum, one_minus_dampening, flags)
+LRFAST_EXPORT(lrfast_sgd_f32, lrfast::sgd_kernel<float>, LRFAST_SGD_PARAMS(float), LRFAST_SGD_ARGS)
+LRFAST_EXPORT(lrfast_sgd_f64, lrfast::sgd_kernel<double>, LRFAST_SGD_PARAMS(double), LRFAST_SGD_ARGS)
+
+#define LRFAST_ADAM_PARAMS(T)                                                                        \
+  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* M, const lrfast::i64* V,          \
+   const lrfast::i64* VMAX, const lrfast::i64* chunks, lrfast::i64 nchunks, T step_size, T beta1,    \
+   T one_minus_beta1, T beta2, T one_minus_beta2, T inv_bc2_sqrt, T eps, T decay, T weight_decay, int flags)
+#define LRFAST_ADAM_ARGS                                                                             \
+  (P, G, M, V, VMAX, chunks, nchunks, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2,    \
+   inv_bc2_sqrt, eps, decay, weight_decay, flags)
+LRFAST_EXPORT(lrfast_adam_f32, lrfast::adam_kernel<float>, LRFAST_ADAM_PARAMS(float), LRFAST_ADAM_ARGS)
+LRFAST_EXPORT(lrfast_adam_f64, lrfast::adam_kernel<double>, LRFAST_ADAM_PARAMS(double), LRFAST_ADAM_ARGS)
+
+#define LRFAST_RMSPROP_PARAMS(T)                                                                     \
+  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* SQ, const lrfast::i64* GA,        \
+   const lrfast::i64* BUF, const lrfast::i64* chunks, lrfast::i64 nchunks, T lr, T alpha,            \
+   T one_minus_alpha, T eps, T weight_decay, T momentum, int flags)
+#define LRFAST_RMSPROP_ARGS \
+  (P, G, SQ, GA, BUF, chunks, nchunks, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+LRFAST_EXPORT(lrfast_rmsprop_f32, lrfast::rmsprop_kernel<float>, LRFAST_RMSPROP_PARAMS(float), LRFAST_RMSPROP_ARGS)
+LRFAST_EXPORT(lrfast_rmsprop_f64, lrfast::rmsprop_kernel<double>, LRFAST_RMSPROP_PARAMS(double),
+              LRFAST_RMSPROP_ARGS)
+
+#define LRFAST_NONFINITE_PARAMS (const lrfast::i64* X, const lrfast::i64* chunks, lrfast::i64 nchunks, int* flag)
+#define LRFAST_NONFINITE_ARGS (X, chunks, nchunks, flag)
+LRFAST_EXPORT(lrfast_nonfinite_f32, lrfast::nonfinite_kernel<float>, LRFAST_NONFINITE_PARAMS, LRFAST_NONFINITE_ARGS)
+LRFAST_EXPORT(lrfast_nonfinite_f64, lrfast::nonfinite_kernel<double>, LRFAST_NONFINITE_PARAMS, LRFAST_NONFINITE_ARGS)
+
+#define LRFAST_ROOFLINE_PARAMS                                                                       \
+  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* M, const lrfast::i64* V,          \
+   const lrfast::i64* chunks, lrfast::i64 nchunks)
+#define LRFAST_ROOFLINE_ARGS (P, G, M, V, chunks, nchunks)
+LRFAST_EXPORT(lrfast_roofline_f32, lrfast::roofline_kernel<float>, LRFAST_ROOFLINE_PARAMS, LRFAST_ROOFLINE_ARGS)
+LRFAST_EXPORT(lrfast_roofline_f64, lrfast::roofline_kernel<double>, LRFAST_ROOFLINE_PARAMS, LRFAST_ROOFLINE_ARGS)

@@ -1,0 +1,426 @@
+"""The CUDA kernels of src/, compiled for the host and checked against the NumPy reference (no GPU needed).
+
+tests/cuda_host/host_kernels.cpp includes src/lrfast_kernels.cu; compiled by a plain C++ compiler (and,
+where nvcc is found, by nvcc's host path) every exported kernel becomes a host function that runs the
+kernel body for each (block, thread) of a given grid. ``HostLauncher`` runs lrfast/backends/_cuda.py's own
+kernel calls (same rule, tables, chunk table, scalars in the same dtypes) through it, so these tests cover
+the per-element math, the block -> chunk indexing, the pack and scalar paths and the Python argument
+packing; only the device compile itself is left to nvcc/NVRTC (checked below where they are installed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrfast.backends import _cuda
+from lrfast.backends import _numpy as ref
+from lrfast.backends._tensorlist import TensorList
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+DRIVER = Path(__file__).resolve().parent / "cuda_host" / "host_kernels.cpp"
+RULES = ("sgd", "adam", "rmsprop", "nonfinite", "roofline")
+
+
+def _cxx():
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _nvcc():
+    return shutil.which("nvcc") or next((str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.is_file()), None)
+
+
+def _build(compiler, out_dir):
+    lib = Path(out_dir) / f"lrfast_host_{compiler}.so"
+    if compiler == "cxx":
+        cmd = [_cxx(), "-x", "c++", "-std=c++17", "-O2", "-fno-strict-aliasing", "-Wall", "-Wextra", "-shared",
+               "-fPIC", f"-I{SRC}", str(DRIVER), "-o", str(lib)]
+    else:
+        cmd = [_nvcc(), "-x", "cu", "-DLRFAST_HOST_GRID", "-std=c++17", "-O2",
+               "-Xcompiler", "-fPIC,-fno-strict-aliasing", "-shared", f"-I{SRC}", str(DRIVER), "-o", str(lib)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"host build failed: {' '.join(cmd)}\n{done.stderr}")
+    return ctypes.CDLL(str(lib))
+
+
+@pytest.fixture(scope="module", params=["cxx", "nvcc"])
+def lib(request, tmp_path_factory):
+    if request.param == "cxx" and _cxx() is None:
+        pytest.skip("no C++ compiler found (g++, c++, clang++ or $CXX)")
+    if request.param == "nvcc" and (_nvcc() is None or _cxx() is None):
+        pytest.skip("nvcc (with a host compiler) not found: host path of nvcc not checked")
+    return _build(request.param, tmp_path_factory.mktemp("cuda_host"))
+
+
+_CTYPE = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int,
+          np.int64: ctypes.c_longlong}
+
+
+class HostLauncher(_cuda.Launcher):
+    """_cuda's launcher with host tables and the host-built kernels: the exact grid loop on the CPU."""
+
+    def __init__(self, lib, block=_cuda.BLOCK, max_grid=2 ** 31 - 1):
+        self.lib, self.block, self.max_grid = lib, block, max_grid
+        self.calls = []
+
+    def table(self, tensors):
+        assert all(isinstance(a, np.ndarray) for a in tensors)
+        return tensors.ptrs
+
+    def chunk_table(self, params, size):
+        return params.chunks(size)
+
+    def call(self, kernel, grid, block, args):
+        converted = [ctypes.c_uint(grid), ctypes.c_uint(block)]
+        for a in args:
+            if isinstance(a, np.ndarray):
+                converted.append(ctypes.c_void_p(a.ctypes.data))
+            else:  # exactly the numpy scalar types a CuPy launch passes with a fixed size
+                converted.append(_CTYPE[type(a)](a))
+        fn = getattr(self.lib, kernel)
+        fn.restype = None
+        fn(*converted)
+        self.calls.append((kernel, grid, block))
+
+
+# ---- cases: every option of every rule ---------------------------------------------------------
+
+def _sgd_cases():
+    for momentum, dampening, nesterov, wd, maximize in itertools.product(
+            (0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 0.01), (False, True)):
+        if nesterov and (momentum == 0 or dampening != 0):
+            continue
+        yield dict(momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=wd, maximize=maximize)
+
+
+def _adam_cases():
+    for decoupled, amsgrad, wd, maximize in itertools.product((False, True), (False, True), (0.0, 0.1),
+                                                              (False, True)):
+        yield dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd, decoupled=decoupled, amsgrad=amsgrad,
+                   maximize=maximize)
+
+
+def _rmsprop_cases():
+    for centered, momentum, wd, maximize in itertools.product((False, True), (0.0, 0.9), (0.0, 0.1),
+                                                              (False, True)):
+        yield dict(alpha=0.9, eps=1e-8, weight_decay=wd, momentum=momentum, centered=centered, maximize=maximize)
+
+
+CASES = ([("sgd", c) for c in _sgd_cases()] + [("adam", c) for c in _adam_cases()]
+         + [("rmsprop", c) for c in _rmsprop_cases()])
+
+# state lists of each rule, in the backend signature's order, and whether the case uses each
+STATES = {
+    "sgd": lambda c: [c["momentum"] != 0],
+    "adam": lambda c: [True, True, c["amsgrad"]],
+    "rmsprop": lambda c: [True, c["centered"], c["momentum"] > 0],
+}
+
+
+def _case_id(case):
+    rule, hp = case
+    on = [k if v is True else f"{k}={v}" for k, v in hp.items()
+          if v not in (False, 0.0) and k not in ("beta1", "beta2", "eps", "alpha")]
+    return rule + ("-" + "-".join(on) if on else "")
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+def _arrays(sizes, dtype, rng, misalign=0, scale=1.0):
+    """Arrays of ``sizes``, views into one buffer; ``misalign`` elements shift every start (0: each
+    array 64-byte aligned, so chunks take the pack path; 1: no 16-byte alignment, the scalar path)."""
+    itemsize = np.dtype(dtype).itemsize
+    stride = [-(-s // (64 // itemsize)) * (64 // itemsize) + 64 // itemsize for s in sizes]
+    raw = np.empty(sum(stride) * itemsize + 128, dtype=np.uint8)
+    first = (-raw.ctypes.data) % 64 // itemsize
+    flat = raw[first * itemsize:].view(dtype)
+    out, at = [], 0
+    for s, st in zip(sizes, stride):
+        a = flat[at + misalign: at + misalign + s]
+        a[...] = rng.standard_normal(s) * scale
+        out.append(a)
+        at += st
+    return out
+
+
+def _step(rule, hp, lists, launcher, step):
+    """One step of ``rule`` through _cuda's call builder and ``launcher``."""
+    params, grads, *states = [TensorList(l) if l is not None else None for l in lists]
+    if rule == "sgd":
+        call = _cuda.sgd_call(params, grads, *states, lr=0.05, first_step=step == 0, **hp)
+    elif rule == "adam":
+        call = _cuda.adam_call(params, grads, *states, lr=0.01, step=step + 1, **hp)
+    else:
+        call = _cuda.rmsprop_call(params, grads, *states, lr=0.01, **hp)
+    launcher.run(*call)
+
+
+def _ref_step(rule, hp, lists, step):
+    params, grads, *states = lists
+    if rule == "sgd":
+        ref.sgd(params, grads, *states, lr=0.05, first_step=step == 0, **hp)
+    elif rule == "adam":
+        ref.adam(params, grads, *states, lr=0.01, step=step + 1, **hp)
+    else:
+        ref.rmsprop(params, grads, *states, lr=0.01, **hp)
+
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-9}
+
+
+def _assert_close(got, want, dtype, what):
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g is None:
+            continue
+        g64, w64 = g.astype(np.float64), w.astype(np.float64)
+        err = np.linalg.norm(g64 - w64)
+        tol = RTOL[dtype] * max(np.linalg.norm(w64), 1e-30)
+        assert err <= tol, f"{what} array {i} (size {g.size}): |err| {err:.3g} > {tol:.3g}"
+
+
+def _run_case(lib, rule, hp, dtype, sizes, *, misalign=(0, 0), steps=4, block=_cuda.BLOCK, max_grid=2 ** 31 - 1,
+              seed=0):
+    """``steps`` steps on the host kernels and on the reference from the same start; compare every list.
+
+    ``misalign`` = (params, state) shifts (see ``_arrays``); returns the launcher (to count launches).
+    """
+    rng = np.random.default_rng(seed)
+    params = _arrays(sizes, dtype, rng, misalign[0])
+    used = STATES[rule](hp)
+    states = [(_arrays(sizes, dtype, rng, misalign[1], scale=0.0) if on else None) for on in used]  # zeros
+    mine = [params] + states
+    theirs = [[a.copy() for a in l] if l is not None else None for l in mine]
+    launcher = HostLauncher(lib, block=block, max_grid=max_grid)
+    for step in range(steps):
+        grads = _arrays(sizes, dtype, rng, misalign[0])
+        _step(rule, hp, [params, grads] + states, launcher, step)
+        _ref_step(rule, hp, [theirs[0], [g.copy() for g in grads]] + theirs[1:], step)
+        for k, (m, t) in enumerate(zip(mine, theirs)):
+            if m is not None:
+                _assert_close(m, t, dtype, f"{rule} {hp} {np.dtype(dtype).name} step {step} list {k}")
+    return launcher
+
+
+ODD_SIZES = [0, 1, 3, 4, 5, 17, 1023, 1024, 1025, 0, 4099, 7000]
+
+
+# ---- the tests ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_every_option_matches_reference(lib, case, dtype):
+    rule, hp = case
+    launcher = _run_case(lib, rule, hp, dtype, ODD_SIZES)
+    assert len(launcher.calls) == 4  # one launch per step for all the tensors
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("misalign", [(1, 0), (0, 1), (1, 1)], ids=["params", "state", "both"])
+@pytest.mark.parametrize("rule,hp", [("sgd", dict(momentum=0.9, dampening=0.1, nesterov=False, weight_decay=0.01,
+                                                  maximize=False)),
+                                     ("adam", dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                                                   decoupled=True, amsgrad=True, maximize=False)),
+                                     ("rmsprop", dict(alpha=0.9, eps=1e-8, weight_decay=0.01, momentum=0.9,
+                                                      centered=True, maximize=False))],
+                         ids=["sgd", "adam", "rmsprop"])
+def test_unaligned_slices_take_the_scalar_path(lib, rule, hp, dtype, misalign):
+    _run_case(lib, rule, hp, dtype, ODD_SIZES, misalign=misalign)
+
+
+@pytest.mark.parametrize("block,max_grid,min_chunk", [(1, 1, 8), (3, 5, 8), (32, 7, 16), (96, 2 ** 31 - 1, 6),
+                                                      (1024, 3, 4096)])
+def test_grid_shapes_and_chunk_sizes(lib, monkeypatch, block, max_grid, min_chunk):
+    """Blocks that loop over several chunks, threads over several packs, chunks that split tensors
+    (including a chunk size that is no multiple of the pack, so later chunks start unaligned)."""
+    monkeypatch.setattr(_cuda, "MIN_CHUNK", min_chunk)
+    hp = dict(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, decoupled=True, amsgrad=False, maximize=False)
+    for dtype in (np.float32, np.float64):
+        launcher = _run_case(lib, "adam", hp, dtype, ODD_SIZES, steps=2, block=block, max_grid=max_grid)
+        nchunks = TensorList(_arrays(ODD_SIZES, dtype, np.random.default_rng(0))).chunks(
+            _cuda.chunk_size(sum(ODD_SIZES))).shape[0]
+        assert all(grid == min(nchunks, max_grid) and b == block for _, grid, b in launcher.calls)
+
+
+def test_two_hundred_tensors_one_launch(lib):
+    sizes = list(np.random.default_rng(1).integers(0, 3000, size=200))
+    sizes[::17] = [0] * len(sizes[::17])
+    hp = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True, amsgrad=False, maximize=False)
+    launcher = _run_case(lib, "adam", hp, np.float32, [int(s) for s in sizes], steps=3)
+    assert [k for k, _, _ in launcher.calls] == ["lrfast_adam_f32"] * 3
+
+
+def test_all_empty_launches_nothing(lib):
+    launcher = _run_case(lib, "sgd", dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0,
+                                          maximize=False), np.float32, [0, 0, 0])
+    assert launcher.calls == []
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference's own inf - inf, inf / inf
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES[::3], ids=[_case_id(c) for c in CASES[::3]])
+def test_nonfinite_grads_propagate_like_the_reference(lib, case, dtype):
+    rule, hp = case
+    rng = np.random.default_rng(3)
+    sizes = [5, 1030, 3]
+    params = _arrays(sizes, dtype, rng)
+    grads = _arrays(sizes, dtype, rng)
+    grads[0][1], grads[1][0], grads[1][1029], grads[2][2] = np.nan, np.inf, -np.inf, np.inf
+    used = STATES[rule](hp)
+    states = [[np.zeros(s, dtype) for s in sizes] if on else None for on in used]
+    theirs = [[a.copy() for a in l] if l is not None else None for l in [params] + states]
+    _step(rule, hp, [params, grads] + states, HostLauncher(lib), 0)
+    _ref_step(rule, hp, [theirs[0], grads] + theirs[1:], 0)
+    for m, t in zip([params] + states, theirs):
+        for a, b in zip(m or [], t or []):
+            for kind in (np.isnan, np.isposinf, np.isneginf):
+                np.testing.assert_array_equal(kind(a), kind(b))
+            finite = np.isfinite(b)
+            _assert_close([a[finite]], [b[finite]], dtype, f"{rule} {hp} finite part")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_all_finite(lib, dtype):
+    rng = np.random.default_rng(4)
+    sizes = [0, 3, 1025, 4096, 7]
+    launcher = HostLauncher(lib, block=64)
+    arrays = _arrays(sizes, dtype, rng)
+    assert launcher.all_finite(TensorList(arrays))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i, j in ((1, 0), (2, 1024), (3, 4095), (4, 6)):
+            arrays = _arrays(sizes, dtype, rng, misalign=i % 2)
+            arrays[i][j] = bad
+            assert not launcher.all_finite(TensorList(arrays)), (bad, i, j)
+    assert launcher.all_finite(TensorList([np.zeros(0, dtype)]))
+
+
+def test_roofline_kernel_moves_the_same_lists(lib):
+    rng = np.random.default_rng(5)
+    p, g, m, v = (_arrays([10, 2000], np.float32, rng) for _ in range(4))
+    want = [(a - b, c + b, d + b) for a, b, c, d in zip(p, g, m, v)]
+    lists = tuple(TensorList(x) for x in (p, g, m, v))
+    HostLauncher(lib).run("roofline", lists, ())
+    for i, (wp, wm, wv) in enumerate(want):
+        np.testing.assert_array_equal(p[i], wp)
+        np.testing.assert_array_equal(m[i], wm)
+        np.testing.assert_array_equal(v[i], wv)
+
+
+def test_scalars_are_passed_in_the_params_dtype():
+    """A CuPy launch passes a Python float as a double: every scalar must be a sized numpy scalar."""
+    for dtype in (np.float32, np.float64):
+        tl = TensorList([np.zeros(3, dtype)])
+        calls = [_cuda.sgd_call(tl, tl, tl, lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.1,
+                                maximize=True, first_step=True),
+                 _cuda.adam_call(tl, tl, tl, tl, tl, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1,
+                                 decoupled=True, amsgrad=True, maximize=True, step=3),
+                 _cuda.rmsprop_call(tl, tl, tl, tl, tl, lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.9,
+                                    centered=True, maximize=True)]
+        for rule, lists, scalars in calls:
+            assert [type(s) for s in scalars[:-1]] == [dtype] * (len(scalars) - 1), rule
+            assert type(scalars[-1]) is np.int32, rule
+
+
+def test_missing_state_list_is_an_error_before_launch():
+    tl = TensorList([np.zeros(3)])
+    with pytest.raises(ValueError, match="max_exp_avg_sqs"):
+        _cuda.adam_call(tl, tl, tl, tl, None, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0,
+                        decoupled=False, amsgrad=True, maximize=False, step=1)
+
+
+def test_mismatched_lists_raise_before_launch(lib):
+    launcher = HostLauncher(lib)
+    p = TensorList([np.zeros(3), np.zeros(4)])
+    with pytest.raises(ValueError, match="does not match"):
+        launcher.run("sgd", (p, TensorList([np.zeros(3)]), p), (1.0,) * 4 + (np.int32(0),))
+    with pytest.raises(TypeError, match="no kernels for dtype"):
+        q = TensorList([np.zeros(3, np.float16)])
+        launcher.run("sgd", (q, q, q), ())
+    assert launcher.calls == []
+
+
+# ---- the constants and names shared by both sides -----------------------------------------------
+
+def _header_defines():
+    text = (SRC / "lrfast_modes.cuh").read_text()
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^#define LRFAST_(\w+) (\d+)\b", text, re.M)}
+
+
+def test_mode_constants_agree_with_python():
+    defines = _header_defines()
+    assert defines.pop("ABI_VERSION") == _cuda.ABI_VERSION
+    assert defines == _cuda.FLAGS
+    assert all(getattr(_cuda, k) == v for k, v in defines.items())
+    assert len(set(defines.values())) == len(defines)
+    assert all(v & (v - 1) == 0 for v in defines.values()), "flags are single bits"
+
+
+def test_exported_kernel_names_and_abi(lib):
+    assert ctypes.c_int.in_dll(lib, "lrfast_abi_version").value == _cuda.ABI_VERSION
+    source = (SRC / "lrfast_kernels.cu").read_text()
+    exported = set(re.findall(r"^LRFAST_EXPORT\((\w+),", source, re.M))
+    expected = {_cuda.kernel_name(r, d) for r in RULES for d in (np.float32, np.float64)}
+    assert exported == expected
+    for name in expected:
+        assert hasattr(lib, name)
+    assert lib.lrfast_host_pack_f32() == 4 and lib.lrfast_host_pack_f64() == 2
+
+
+def test_chunk_size_bounds():
+    assert _cuda.chunk_size(0) == _cuda.MIN_CHUNK
+    assert _cuda.chunk_size(10 ** 5) == _cuda.MIN_CHUNK
+    assert _cuda.chunk_size(10 ** 12) == _cuda.MAX_CHUNK
+    for total in (10 ** 6, 10 ** 7, 10 ** 8, 12345677):
+        size = _cuda.chunk_size(total)
+        assert size & (size - 1) == 0 and -(-total // size) <= _cuda.TARGET_CHUNKS
+
+
+def test_kernel_source_inlines_every_header_once():
+    text = _cuda.kernel_source(SRC)
+    assert not re.search(r'#\s*include\s+"', text)
+    for header in SRC.glob("*.cuh"):
+        assert text.count(f'#line 1 "{header.name}"') == 1
+
+
+# ---- the device compile (where the tools are installed) -----------------------------------------
+
+def test_nvcc_device_compile(tmp_path):
+    """The kernels compile for the oldest and newest archs of the fatbin (CI has nvcc)."""
+    if _nvcc() is None:
+        pytest.skip("nvcc not found")
+    for arch in ("sm_75", "sm_90"):
+        out = tmp_path / f"k_{arch}.cubin"
+        done = subprocess.run([_nvcc(), "-std=c++17", "-cubin", f"-arch={arch}", "-Xptxas", "-warn-spills",
+                               str(SRC / "lrfast_kernels.cu"), "-o", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "spill" not in done.stderr, done.stderr
+        assert out.stat().st_size > 0
+
+
+def test_nvrtc_compile():
+    """The inlined source compiles with NVRTC, as the runtime fallback does (no GPU needed)."""
+    nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="cupy (NVRTC bindings) not installed")
+    try:
+        nvrtc.getVersion()
+    except Exception as exc:
+        pytest.skip(f"NVRTC library not loadable: {exc}")
+    prog = nvrtc.createProgram(_cuda.kernel_source(SRC), "lrfast_kernels.cu", (), ())
+    try:
+        nvrtc.compileProgram(prog, list(_cuda.NVRTC_OPTIONS) + ["-arch=compute_75"])
+    except Exception:
+        pytest.fail(nvrtc.getProgramLog(prog))
+    ptx = nvrtc.getPTX(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    assert all(f".entry {_cuda.kernel_name(r, d)}" in ptx for r in RULES for d in (np.float32, np.float64))
