@@ -1,0 +1,16 @@
+"""lrfast for PyTorch code: drop-in optimizers and an lr scheduler over torch tensors, zero-copy.
+
+    import lrfast.torch as lt
+    opt = lt.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)   # was torch.optim.AdamW
+    sched = lt.LRScheduler(opt, lrfast.schedules.warmup_cosine(1e-3, 100, 10_000))
+    loss.backward(); opt.step(); sched.step(); opt.zero_grad()
+
+``SGD``, ``Adam``, ``AdamW`` and ``RMSprop`` are ``torch.optim.Optimizer`` subclasses with torch's
+constructor arguments and state layout (checkpoints load both ways); their ``step()`` is one lrfast
+kernel call per param group and dtype, on the tensors' own memory (CPU: Numba kernels; CUDA: DLPack into
+CuPy and lrfast's CUDA kernels). Importing this module imports torch; ``import lrfast`` does not.
+"""
+
+from ._optim import SGD, Adam, AdamW, RMSprop
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop"]

@@ -1,0 +1,121 @@
+"""Zero-copy TensorLists over torch tensors: what one lrfast kernel launch reads.
+
+CPU tensors: a kernel of the cpu backend reads only a TensorList's base-address table (``ptrs``), its
+element type (``like``, ``dtype``), its sizes (``total``, ``chunks()``). ``HostList`` fills those from the
+tensors themselves (``data_ptr()``, ``numel()``): the kernel's pointer *is* the tensor's storage, nothing
+is copied, and no NumPy view has to be made per tensor (``t.detach().numpy()`` would share the same
+storage, but costs ~2 us a tensor and the kernels never look at it). A ``HostList`` of params or state
+holds its tensors, so their storage stays valid while the list lives. A list of *grads* holds only their
+addresses (``HostList.addresses``): grads are usually replaced every step (``zero_grad()`` sets them to
+None), and holding the old ones would keep a model's worth of dead gradients alive.
+
+CUDA tensors: DLPack views as CuPy arrays (``torch`` -> ``cupy.from_dlpack``, zero-copy), in a plain
+``TensorList``: the cuda backend caches its device tables on the list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._dtypes import SUPPORTED
+from ..backends._tensorlist import TensorList
+
+#: torch dtype -> NumPy dtype, for every dtype in lrfast's one table (``lrfast/_dtypes.py``).
+DTYPES = {getattr(torch, name): np_dtype for np_dtype, name in SUPPORTED.items()}
+SUPPORTED_NAMES = ", ".join(SUPPORTED.values())
+
+_PTR = torch.Tensor.data_ptr
+
+
+class HostList(TensorList):
+    """A TensorList whose table is built from torch CPU tensors' ``data_ptr()``.
+
+    ``arrays`` holds the torch tensors (params, state) or nothing (grads, see ``addresses``); ``ptrs``,
+    ``sizes``, ``total``, ``like`` and ``chunks()`` are what the cpu backend's kernels read.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, tensors, dtype, shape_of: TensorList | None = None) -> "HostList":
+        """The list over ``tensors`` (same-dtype CPU tensors, each one dense block of memory).
+
+        ``shape_of``: a list over tensors of the same sizes, whose size and chunk tables are shared.
+        """
+        tensors = tuple(tensors)
+        out = cls._empty(dtype)
+        out.arrays = tensors
+        out._ptrs = np.fromiter(map(_PTR, tensors), dtype=np.int64, count=len(tensors))
+        if shape_of is not None:
+            out.sizes, out.total, out._chunks = shape_of.sizes, shape_of.total, shape_of._chunks
+        else:
+            out.sizes = np.fromiter((t.numel() for t in tensors), dtype=np.int64, count=len(tensors))
+            out.total = int(out.sizes.sum())
+        return out
+
+    @classmethod
+    def addresses(cls, ptrs, dtype, shape_of: TensorList) -> "HostList":
+        """A list that holds only addresses (``ptrs``, int64), with ``shape_of``'s sizes."""
+        out = cls._empty(dtype)
+        out._ptrs = np.ascontiguousarray(ptrs, dtype=np.int64)
+        out.sizes, out.total, out._chunks = shape_of.sizes, shape_of.total, shape_of._chunks
+        return out
+
+    @classmethod
+    def _empty(cls, dtype):
+        out = cls.__new__(cls)
+        TensorList.__init__(out, (), dtype)  # every slot (including ones added later) gets its default
+        return out
+
+    def __len__(self):
+        return len(self.sizes)
+
+
+def cuda_views(tensors):
+    """CuPy views (DLPack, zero-copy) of CUDA tensors, made on the current torch stream."""
+    import cupy
+
+    return [cupy.from_dlpack(t.detach()) for t in tensors]
+
+
+def cuda_list(tensors, dtype) -> TensorList:
+    """A TensorList of DLPack views of CUDA tensors (params, state): the views keep the tensors alive."""
+    return TensorList(cuda_views(tensors), dtype)
+
+
+def cuda_grad_list(tensors, dtype, device) -> TensorList:
+    """A TensorList of flat CuPy arrays over the grads' memory that do not own it (like
+    ``HostList.addresses``: a dead grad's memory goes back to torch's allocator)."""
+    import cupy
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    arrays = []
+    for t in tensors:
+        n = t.numel()
+        memory = cupy.cuda.UnownedMemory(t.data_ptr(), n * t.element_size(), None, index)
+        arrays.append(cupy.ndarray((n,), dtype=dtype, memptr=cupy.cuda.MemoryPointer(memory, 0)))
+    return TensorList(arrays, dtype)
+
+
+class CudaStream:
+    """Context: CuPy's current device and stream are torch's current ones for ``device``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        import cupy
+
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        stream = torch.cuda.current_stream(index)
+        self._device = cupy.cuda.Device(index)
+        self._device.__enter__()
+        self._stream = cupy.cuda.ExternalStream(stream.cuda_stream, index)
+        self._stream.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._stream.__exit__(*exc)
+        self._device.__exit__(*exc)
+        return False
