@@ -199,7 +199,10 @@ def multistep(lr: float, milestones, gamma: float = 0.1) -> Schedule:
     lr = c.lr("lr", lr)
     milestones = c.increasing("milestones", milestones, low=1)
     gamma = c.number("gamma", gamma, low=0.0, low_open=True)
-    levels = [lr * gamma**i for i in range(len(milestones) + 1)]
+    try:
+        levels = [lr * gamma**i for i in range(len(milestones) + 1)]
+    except OverflowError:
+        levels = [math.inf]
     if not math.isfinite(levels[-1]):
         raise ValueError(f"gamma={gamma!r} over {len(milestones)} milestones overflows the lr")
     rows = [row(CONSTANT, v, start=s) for v, s in zip(levels, [0, *milestones])]

@@ -47,7 +47,7 @@ class ReduceLROnPlateau:
         >>> lrs = []
         >>> for metric in [1.0, 1.0, 1.0, 0.5, 0.5, 0.5]:
         ...     lrs.append(p.apply(0.1))
-        ...     p.step(metric)
+        ...     reduced = p.step(metric)
         >>> print(lrs, p.scale)
         [0.1, 0.1, 0.1, 0.05, 0.05, 0.05] 0.25
     """
