@@ -77,6 +77,8 @@ class Optimizer:
         self._lr_written = [None] * len(self.param_groups)
         self._grad_key = None
         self._grad_lists = None
+        self._all_params = all_params
+        self._checked = [None] * len(self.param_groups)
         self.current_lrs()
 
     # -- construction ------------------------------------------------------------------------------
@@ -148,7 +150,7 @@ class Optimizer:
                                 "pass the gradients: step(grads)")
             return None
         grads = list(grads)
-        params = [p for g in self.param_groups for p in g["params"]]
+        params = self._all_params
         check_grads(params, grads)
         key = tuple(map(id, grads))
         if key != self._grad_key:
@@ -172,7 +174,10 @@ class Optimizer:
         """
         grad_lists = self._grads_per_bucket(grads)
         for i, group in enumerate(self.param_groups):
-            self._check_group(group, i)
+            key = tuple(group[name] for name in self._checks)
+            if key != self._checked[i]:  # a hyperparameter was changed since the last check
+                self._check_group(group, i)
+                self._checked[i] = tuple(group[name] for name in self._checks)
         lrs = self.current_lrs()
         arena = grad_lists is None
         if self.skip_nonfinite:

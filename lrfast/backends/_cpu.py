@@ -8,6 +8,8 @@ to the kernel rounded to the arrays' dtype.
 
 import numpy as np
 
+from . import _cpu_kernels as k
+
 name = "cpu"
 
 #: Elements per chunk: the unit of parallel work (128 KiB of float32 per buffer).
@@ -16,16 +18,9 @@ CHUNK = 1 << 15
 SERIAL_BELOW = 1 << 16
 
 
-def _launch(chunk_fn, params, *args):
-    from . import _cpu_kernels
-
-    _cpu_kernels.launch(chunk_fn, params.chunks(CHUNK), params.total < SERIAL_BELOW, args)
-
-
-def _kernels():
-    from . import _cpu_kernels
-
-    return _cpu_kernels
+def _launch(kernel, tensors, *args):
+    """One kernel call over every chunk of ``tensors`` (serial when the problem is small)."""
+    kernel(tensors.chunks(CHUNK), tensors.total < SERIAL_BELOW, args)
 
 
 def _ptrs(tensors, fallback):
@@ -38,7 +33,7 @@ def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, w
     s = params.dtype.type
     use_buf = momentum != 0
     buf_keep, buf_add = (0.0, 1.0) if first_step else (momentum, 1.0 - dampening)
-    _launch(_kernels().sgd_chunk, params, params.ptrs, grads.ptrs, _ptrs(momentum_buffers, params),
+    _launch(k.sgd, params, params.ptrs, grads.ptrs, _ptrs(momentum_buffers, params),
             params.like, s(lr), s(-1.0 if maximize else 1.0), s(weight_decay), s(momentum), s(buf_keep),
             s(buf_add), bool(nesterov), use_buf)
 
@@ -49,7 +44,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, be
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     decay, wd = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
-    _launch(_kernels().adam_chunk, params, params.ptrs, grads.ptrs, exp_avgs.ptrs, exp_avg_sqs.ptrs,
+    _launch(k.adam, params, params.ptrs, grads.ptrs, exp_avgs.ptrs, exp_avg_sqs.ptrs,
             _ptrs(max_exp_avg_sqs, params), params.like, s(lr / bc1), s(beta1), s(1.0 - beta1), s(beta2),
             s(1.0 - beta2), s(1.0 / np.sqrt(bc2)), s(eps), s(decay), s(wd), s(-1.0 if maximize else 1.0),
             bool(amsgrad))
@@ -58,7 +53,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, be
 def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay,
             momentum, centered, maximize):
     s = params.dtype.type
-    _launch(_kernels().rmsprop_chunk, params, params.ptrs, grads.ptrs, square_avgs.ptrs,
+    _launch(k.rmsprop, params, params.ptrs, grads.ptrs, square_avgs.ptrs,
             _ptrs(grad_avgs, params), _ptrs(momentum_buffers, params), params.like, s(lr),
             s(-1.0 if maximize else 1.0), s(weight_decay), s(alpha), s(1.0 - alpha), s(eps), s(momentum),
             bool(centered), momentum > 0)
@@ -66,8 +61,6 @@ def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alph
 
 def all_finite(tensors):
     """True when no element of any array in the TensorList is NaN or infinite."""
-    chunks = tensors.chunks(CHUNK)
-    flags = np.empty(chunks.shape[0], dtype=np.bool_)
-    _kernels().launch(_kernels().finite_chunk, chunks, tensors.total < SERIAL_BELOW,
-                      (tensors.ptrs, tensors.like, flags))
+    flags = np.empty(tensors.chunks(CHUNK).shape[0], dtype=np.bool_)
+    _launch(k.finite, tensors, tensors.ptrs, tensors.like, flags)
     return bool(flags.all())
