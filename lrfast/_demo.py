@@ -1,0 +1,316 @@
+"""``lrfast demo``: the whole learning-rate workflow on real data, in well under a minute.
+
+A small NumPy MLP (manual forward and backward) classifies scikit-learn's bundled 8x8 digits (1797
+images, no download). Its params live in one ``ParamBuffer``, so every optimizer step is one fused call.
+
+1. LR range test (``find_lr``) -> suggested lr; params and optimizer state are restored afterwards.
+2. Training with warmup + cosine to the suggested peak lr -> test accuracy.
+3. Side by side: the lr too high (diverges; a ``DivergenceGuard`` catches it and rolls back) and too low
+   (crawls).
+
+Prints a table (lr, final loss, accuracy, steps/s) and writes PNGs (range test, schedules, loss curves).
+Needs the ``demo`` extra (scikit-learn, matplotlib): ``pip install lrfast[demo]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from ._arena import ParamBuffer
+from ._guard import DivergenceGuard
+from ._lrfinder import find_lr
+from ._optimizers import SGD
+
+_EXTRA_HINT = ("the lrfast demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]' "
+               "(from a checkout: pip install '.[demo]')")
+
+#: How much above / below the suggestion the side-by-side runs go.
+TOO_HIGH, TOO_LOW = 30.0, 1.0 / 100.0
+
+
+def require_demo_deps():
+    """Import and return (sklearn.datasets, matplotlib.pyplot), or raise ImportError naming the extra."""
+    try:
+        import sklearn.datasets as datasets
+    except ImportError as exc:
+        raise ImportError(f"{_EXTRA_HINT} (missing: {exc.name})") from exc
+    return datasets, _pyplot()
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(f"{_EXTRA_HINT} (missing: {exc.name})") from exc
+    if "matplotlib.pyplot" not in __import__("sys").modules:
+        matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+def load_digits_split(seed=0, test_fraction=0.25, dtype=np.float32):
+    """The 8x8 digits, scaled to [0, 1] and centred by the training mean; a stratified split.
+
+    Returns (X_train, y_train, X_test, y_test).
+    """
+    datasets, _ = require_demo_deps()
+    X, y = datasets.load_digits(return_X_y=True)
+    X = (X / 16.0).astype(dtype)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):  # stratified: the same fraction of every class goes to the test set
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test[idx[:int(round(test_fraction * idx.size))]] = True
+    Xtr, Xte = X[~test], X[test]
+    mean = Xtr.mean(axis=0)
+    return Xtr - mean, y[~test], Xte - mean, y[test]
+
+
+class Batches:
+    """Endless shuffled minibatches of (X, y); reshuffled every epoch from a seeded generator."""
+
+    def __init__(self, X, y, batch_size, seed=0):
+        self.X, self.y, self.batch_size = X, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self._order, self._pos = self.rng.permutation(len(y)), 0
+
+    def __next__(self):
+        if self._pos + self.batch_size > len(self.y):
+            self._order, self._pos = self.rng.permutation(len(self.y)), 0
+        idx = self._order[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return self.X[idx], self.y[idx]
+
+    def __iter__(self):
+        return self
+
+
+# -- the model ---------------------------------------------------------------------------------------
+
+class MLP:
+    """x -> relu(x W1 + b1) -> W2 + b2 -> softmax cross-entropy; params in one ParamBuffer.
+
+    ``loss_and_grads(X, y)`` returns the mean loss and writes the gradients into ``buf.grads``, so the
+    optimizer's ``step()`` (no argument) updates every param in one fused call.
+    """
+
+    def __init__(self, n_in, n_hidden, n_out, seed=0, dtype=np.float32):
+        rng = np.random.default_rng(seed)
+        init = [rng.normal(0.0, math.sqrt(2.0 / n_in), (n_in, n_hidden)), np.zeros(n_hidden),
+                rng.normal(0.0, math.sqrt(1.0 / n_hidden), (n_hidden, n_out)), np.zeros(n_out)]
+        self.buf = ParamBuffer([a.astype(dtype) for a in init])
+        self.W1, self.b1, self.W2, self.b2 = self.buf.params
+        self.gW1, self.gb1, self.gW2, self.gb2 = self.buf.grads
+
+    def logits(self, X):
+        h = np.maximum(X @ self.W1 + self.b1, 0.0)
+        return h @ self.W2 + self.b2, h
+
+    def loss(self, X, y) -> float:
+        z, _ = self.logits(X)
+        return float(_cross_entropy(z, y)[0])
+
+    def loss_and_grads(self, X, y) -> float:
+        z, h = self.logits(X)
+        loss, dz = _cross_entropy(z, y)
+        np.matmul(h.T, dz, out=self.gW2)
+        self.gb2[...] = dz.sum(axis=0)
+        dh = dz @ self.W2.T
+        dh *= h > 0
+        np.matmul(X.T, dh, out=self.gW1)
+        self.gb1[...] = dh.sum(axis=0)
+        return loss
+
+    def accuracy(self, X, y) -> float:
+        z, _ = self.logits(X)
+        with np.errstate(invalid="ignore"):
+            return float(np.mean(np.argmax(z, axis=1) == y))
+
+
+def _cross_entropy(z, y):
+    """Mean softmax cross-entropy of logits z (n, k) and its gradient with respect to z."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = z - z.max(axis=1, keepdims=True)
+        ez = np.exp(z)
+        s = ez.sum(axis=1, keepdims=True)
+        logp = z - np.log(s)
+        n = len(y)
+        loss = -float(np.mean(logp[np.arange(n), y]))
+        dz = ez / s
+        dz[np.arange(n), y] -= 1.0
+        dz /= n
+    return loss, dz.astype(z.dtype, copy=False)
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+def train(model, opt, batches, steps, guard=None):
+    """``steps`` iterations; returns {"losses", "lrs" (per iteration), "seconds", "rollbacks" (iterations)}.
+
+    With a guard, a diverged run is rolled back (and counted) instead of continuing; the loop still
+    runs ``steps`` iterations in total, so a rolled-back run replays the steps after its snapshot.
+    A run without a guard that reaches a NaN/Inf loss stops there.
+    """
+    losses, lrs, rollbacks = [], [], []
+    t0 = time.perf_counter()
+    for it in range(steps):
+        X, y = next(batches)
+        lrs.append(opt.current_lrs()[0])
+        loss = model.loss_and_grads(X, y)
+        losses.append(loss)
+        if guard is not None:
+            if guard.observe(loss):
+                guard.rollback()
+                rollbacks.append(it)
+                continue
+        elif not math.isfinite(loss):
+            break
+        opt.step()
+    elapsed = time.perf_counter() - t0
+    return {"losses": np.array(losses), "lrs": np.array(lrs), "seconds": elapsed, "rollbacks": rollbacks}
+
+
+def run(out="lrfast-demo", *, quick=False, seed=0, backend="auto", log=print):
+    """Run the demo; write PNGs to ``out``; return a dict of the results (rows, range test, paths)."""
+    from .schedules import warmup_cosine
+
+    datasets, plt = require_demo_deps()
+    del datasets
+    Xtr, ytr, Xte, yte = load_digits_split(seed)
+    steps = 300 if quick else 900
+    warmup = steps // 10
+    batch = 64
+    num = 60 if quick else 100
+
+    model = MLP(Xtr.shape[1], 64, 10, seed=seed)
+    init = model.buf.flat_params.copy()
+    start_loss = model.loss(Xtr, ytr)
+    opt = SGD(model.buf, lr=0.1, momentum=0.9, backend=backend)
+    log(f"lrfast demo: {len(ytr)} train / {len(yte)} test digits (8x8), MLP 64-64-10 "
+        f"({model.buf.flat_params.size} params in one ParamBuffer), SGD momentum 0.9 on the "
+        f"{opt.backend!r} backend")
+
+    # 1. range test: restores params and optimizer state when done
+    range_batches = Batches(Xtr, ytr, batch, seed=seed + 1)
+
+    def step_fn():
+        loss = model.loss_and_grads(*next(range_batches))
+        opt.step()
+        return loss
+
+    t0 = time.perf_counter()
+    result = find_lr(step_fn, opt, start=1e-5, end=10.0, num=num)
+    t_range = time.perf_counter() - t0
+    lr = result.suggestion
+    log(f"range test: {len(result.lrs)} steps in {t_range:.2f} s -> {result}")
+    assert np.array_equal(model.buf.flat_params, init), "find_lr restores the params"
+
+    # 2./3. the same model and optimizer, from the same init, at three peak lrs
+    runs = [("suggested", lr, False), ("too high (x30), no guard", lr * TOO_HIGH, False),
+            ("too high (x30) + guard", lr * TOO_HIGH, True), ("too low (/100)", lr * TOO_LOW, False)]
+    rows, curves = [], {}
+    state0 = opt.state_dict()
+    for name, peak, guarded in runs:
+        model.buf.flat_params[...] = init
+        opt.load_state_dict(state0)
+        opt.lr_multiplier = 1.0
+        opt.param_groups[0]["schedule"] = warmup_cosine(peak, warmup, steps)
+        opt.current_lrs()
+        guard = DivergenceGuard(opt, every=20) if guarded else None
+        hist = train(model, opt, Batches(Xtr, ytr, batch, seed=seed + 2), steps, guard)
+        losses = hist["losses"]
+        final = model.loss(Xtr, ytr)
+        acc = model.accuracy(Xte, yte)
+        note = ""
+        if guard is not None:
+            note = f"guard: {guard.rollbacks} rollback(s), lr x{opt.lr_multiplier:g}"
+        elif len(losses) < steps:
+            note = f"diverged: loss NaN/Inf at step {len(losses) - 1}"
+        elif not math.isfinite(final) or final >= 0.9 * start_loss:
+            note = f"diverged: loss back at/above its start ({start_loss:.2f})"
+        elif rows and final > 10 * rows[0]["final_loss"]:
+            note = f"crawls: loss {final / rows[0]['final_loss']:.0f}x the suggested run's"
+        rows.append({"run": name, "lr": peak, "final_loss": final, "accuracy": acc,
+                     "steps_per_s": len(losses) / hist["seconds"], "note": note})
+        curves[name] = hist
+
+    log("")
+    log(format_table(rows))
+    os.makedirs(out, exist_ok=True)
+    paths = {
+        "range_test": os.path.join(out, "range_test.png"),
+        "schedule": os.path.join(out, "schedule.png"),
+        "loss_curves": os.path.join(out, "loss_curves.png"),
+    }
+    fig = result.plot(paths["range_test"])
+    plt.close(fig)
+    _plot_schedules(plt, curves, paths["schedule"])
+    _plot_losses(plt, curves, paths["loss_curves"])
+    log(f"\nplots: {', '.join(paths.values())}")
+    return {"rows": rows, "range_test": result, "paths": paths, "range_seconds": t_range}
+
+
+def format_table(rows) -> str:
+    """The compact results table."""
+    head = f"{'run':<26} {'peak lr':>9} {'final loss':>10} {'test acc':>8} {'steps/s':>8}  note"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        loss = f"{r['final_loss']:.4f}" if math.isfinite(r["final_loss"]) else str(r["final_loss"])
+        lines.append(f"{r['run']:<26} {r['lr']:>9.2e} {loss:>10} {100 * r['accuracy']:>7.1f}% "
+                     f"{r['steps_per_s']:>8.0f}  {r['note']}")
+    return "\n".join(lines)
+
+
+def _plot_schedules(plt, curves, path):
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, hist in curves.items():
+        ax.plot(np.arange(len(hist["lrs"])), hist["lrs"], label=name)
+    ax.set_yscale("log")
+    peaks = [np.nanmax(h["lrs"]) for h in curves.values() if len(h["lrs"])]
+    if peaks:
+        ax.set_ylim(min(peaks) / 100, max(peaks) * 2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate used (schedule x multiplier)")
+    ax.set_title("warmup + cosine schedules")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_losses(plt, curves, path):
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, hist in curves.items():
+        losses = np.clip(hist["losses"], None, 1e3)  # NaN/Inf are not drawn; huge values are capped
+        x = np.arange(len(losses))
+        line, = ax.plot(x, losses, lw=0.5, alpha=0.25)
+        ax.plot(x, _ema(losses, 0.95), color=line.get_color(), lw=1.5, label=name)
+        for i, it in enumerate(hist["rollbacks"]):
+            ax.axvline(it, color=line.get_color(), ls=":", lw=0.8, label="guard rollback" if i == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training batch loss (faint) and its moving average")
+    ax.set_title("loss curves")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+
+def _ema(x, beta):
+    """Bias-corrected moving average (non-finite points are skipped)."""
+    out, avg, n = np.empty(len(x)), 0.0, 0
+    for i, v in enumerate(x):
+        if np.isfinite(v):
+            n += 1
+            avg = beta * avg + (1 - beta) * v
+        out[i] = avg / (1 - beta ** n) if n else np.nan
+    return out

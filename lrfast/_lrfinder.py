@@ -1,0 +1,501 @@
+"""The learning-rate range test: ramp the lr, record the loss, suggest an lr, put everything back.
+
+``find_lr`` runs a few dozen training steps at learning rates growing from ``start`` to ``end`` (Leslie
+Smith's range test, as popularised by fastai's ``lr_find``), records the loss of each, smooths it, stops
+when the loss has clearly diverged, and then restores the params and the optimizer's state exactly as they
+were: a checksum of every param and state array is taken before and compared after, and a mismatch raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import sys
+
+import numpy as np
+
+from . import backends
+from ._optimizer import Optimizer
+
+#: The rule ``LRFinderResult.suggestion`` uses (one of the names in ``RULES``).
+DEFAULT_RULE = "min_div_10"
+RULES = ("steepest", "valley", "min_div_10")
+
+#: Fewer usable points than this and the suggestion is marked not confident.
+_MIN_POINTS = 10
+#: ``steepest`` skips this many leading points (fewer on short curves: at most a quarter of them).
+_SKIP_STEEPEST = 5
+#: The smoothed loss must fall by at least this fraction of its scale for the curve to count as a descent.
+_MIN_DROP = 0.05
+
+
+class LRFinderResult:
+    """What ``find_lr`` measured, and the learning rates it suggests.
+
+    Attributes:
+        lrs: float64 array, the base lr of each step run (first param group; see ``find_lr``).
+        losses: float64 array, the loss ``step_fn`` returned at each of those lrs (may end in NaN/Inf).
+        smoothed: float64 array, the bias-corrected exponential moving average of ``losses``.
+        diverged_at: the lr at which the test stopped because the loss diverged, or None if it ran to
+            ``end``.
+        steepest, valley, min_div_10: the suggestion of each rule (see ``find_lr``); always a float.
+        suggestion: the default pick, equal to the ``rule`` suggestion (``min_div_10``).
+        rule: the name of the rule ``suggestion`` comes from.
+        confident: False when the curve gives no clear answer (too few points, no descent, noise, ...);
+            the suggestions are then still the rules' best values, not None.
+        reason: why the result is not confident ("" when it is).
+        mode, smooth, diverge: the arguments the test ran with.
+    """
+
+    def __init__(self, lrs, losses, smoothed, diverged_at, *, mode, smooth, diverge):
+        self.lrs = np.asarray(lrs, dtype=np.float64)
+        self.losses = np.asarray(losses, dtype=np.float64)
+        self.smoothed = np.asarray(smoothed, dtype=np.float64)
+        self.diverged_at = diverged_at
+        self.mode, self.smooth, self.diverge = mode, smooth, diverge
+        self.rule = DEFAULT_RULE
+        self._suggest()
+
+    # -- the rules ---------------------------------------------------------------------------------
+
+    def _usable(self):
+        """Indices of the points the rules read: finite smoothed losses before the divergence point."""
+        end = len(self.lrs) - 1 if self.diverged_at is not None else len(self.lrs)
+        idx = np.arange(end)
+        return idx[np.isfinite(self.smoothed[:end])]
+
+    def _suggest(self):
+        use = self._usable()
+        if use.size == 0:  # only the first point, and it diverged at once: fall back to it
+            use = np.arange(1)
+        lrs, s = self.lrs[use], self.smoothed[use]
+        loglr = np.log(lrs) if np.all(lrs > 0) else lrs  # linear ramps may start at 0
+        self.i_min = int(use[np.argmin(s)])
+        self.min_div_10 = float(self.lrs[self.i_min] / 10.0)
+        if use.size >= 2:
+            slope = np.gradient(s, loglr)
+            skip = min(_SKIP_STEEPEST, use.size // 4)  # the average has seen too few losses there
+            self.i_steepest = int(use[skip + np.argmin(slope[skip:])])
+        else:
+            self.i_steepest = int(use[0])
+        self.steepest = float(self.lrs[self.i_steepest])
+        start, end = _longest_descent(s)
+        third = (end - start) / 3.0
+        self.i_valley = int(use[start + int(third) + int(third / 2)])
+        self.valley = float(self.lrs[self.i_valley])
+        self.suggestion = float(getattr(self, self.rule))
+        self.reason = self._doubt(use, s, start, end)
+        self.confident = not self.reason
+
+    def _doubt(self, use, s, v_start, v_end) -> str:
+        """Why the curve gives no clear answer, or "" when it does."""
+        n = len(self.lrs)
+        if use.size < _MIN_POINTS:
+            where = f"the loss diverged at lr={self.diverged_at:.3g}" if self.diverged_at is not None \
+                else "the test ended"
+            return (f"only {use.size} usable point(s) before {where}; "
+                    f"lower start or raise num")
+        first, low = s[0], float(np.min(s))
+        scale = max(abs(first), float(np.max(s) - low), np.finfo(np.float64).tiny)
+        drop = (first - low) / scale
+        if np.argmin(s) == 0:
+            return "the loss never fell below its first value: start may already be too high"
+        if drop < _MIN_DROP:
+            return (f"the smoothed loss fell by only {100 * drop:.2g}% over the range: "
+                    "the curve is flat (widen the range, or check that step_fn updates the model)")
+        raw = self.losses[use]
+        noise = 1.4826 * np.median(np.abs(np.diff(raw) - np.median(np.diff(raw)))) / math.sqrt(2)
+        if noise > 0.5 * (first - low):
+            return (f"the loss is noisy (per-step noise {noise:.3g} against a descent of {first - low:.3g}):"
+                    " use a larger batch, more steps (num) or stronger smoothing")
+        if self.diverged_at is None and self.i_min >= use[-1] - 1:
+            return (f"the loss was still falling at end={self.lrs[-1]:.3g}: the best lr may lie above the "
+                    "range; raise end")
+        if v_end - v_start < 3:
+            return "the longest descent of the loss spans fewer than 3 points"
+        del n
+        return ""
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def plot(self, path=None, *, ax=None):
+        """Plot loss against lr (log axis) with each suggestion marked; save to ``path`` if given.
+
+        Needs matplotlib (``pip install lrfast[plot]``). Returns the matplotlib Figure.
+        """
+        plt = _pyplot()
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+        else:
+            fig = ax.figure
+        finite = np.isfinite(self.losses)
+        ax.plot(self.lrs[finite], self.losses[finite], color="0.75", lw=1, label="loss")
+        ok = np.isfinite(self.smoothed)
+        ax.plot(self.lrs[ok], self.smoothed[ok], color="C0", lw=2, label="smoothed")
+        marks = (("steepest", "C1", "v"), ("valley", "C2", "o"), ("min_div_10", "C3", "s"))
+        for name, color, marker in marks:
+            lr = getattr(self, name)
+            y = float(np.interp(np.log(lr), np.log(self.lrs[ok]), self.smoothed[ok])) \
+                if np.all(self.lrs[ok] > 0) else float(self.smoothed[ok][0])
+            star = " (suggestion)" if name == self.rule else ""
+            ax.plot([lr], [y], marker=marker, color=color, ms=8, ls="none",
+                    label=f"{name} {lr:.3g}{star}")
+        ax.axvline(self.suggestion, color="C3", ls=":", lw=1)
+        if self.diverged_at is not None:
+            ax.axvline(self.diverged_at, color="k", ls="--", lw=0.8, label=f"diverged {self.diverged_at:.3g}")
+        if np.all(self.lrs > 0):
+            ax.set_xscale("log")
+        lo = np.nanmin(self.smoothed[ok]) if ok.any() else 0.0
+        hi = self.smoothed[ok][0] if ok.any() else 1.0
+        pad = max(abs(hi - lo), abs(hi) * 0.05, 1e-12)
+        ax.set_ylim(lo - 0.1 * pad, hi + 0.6 * pad)
+        ax.set_xlabel("learning rate (base lr of param group 0)")
+        ax.set_ylabel("loss")
+        title = "LR range test" + ("" if self.confident else " (not confident)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path)
+        return fig
+
+    def __repr__(self):
+        conf = "confident" if self.confident else f"not confident: {self.reason}"
+        div = "" if self.diverged_at is None else f", diverged_at={self.diverged_at:.3g}"
+        return (f"LRFinderResult(suggestion={self.suggestion:.3g} [{self.rule}], steepest={self.steepest:.3g},"
+                f" valley={self.valley:.3g}, min_div_10={self.min_div_10:.3g}, {len(self.lrs)} points"
+                f"{div}; {conf})")
+
+
+def _longest_descent(s):
+    """(start, end) indices of the longest strictly decreasing subsequence of ``s`` (fastai's valley).
+
+    O(n^2) dynamic programme: ``length[i]`` is the longest decreasing run (not necessarily contiguous)
+    ending at i. ``start`` is the index ``length[end] - 1`` points before ``end`` (fastai subtracts
+    ``length[end]``, one more, which can step outside the array; here it cannot).
+    """
+    n = len(s)
+    length = np.ones(n, dtype=np.int64)
+    best_end = 0
+    for i in range(1, n):
+        lower = s[:i] > s[i]
+        if lower.any():
+            length[i] = 1 + int(length[:i][lower].max())
+        if length[i] > length[best_end]:
+            best_end = i
+    return best_end - int(length[best_end]) + 1, best_end
+
+
+def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smooth=0.98, diverge=4.0, *,
+            progress=None) -> LRFinderResult:
+    r"""Learning-rate range test: run ``step_fn`` at lrs ramped from ``start`` to ``end``, suggest an lr.
+
+    Step k (k = 0 .. num-1) sets the base lr to
+
+        mode="exp":     lr_k = start * (end / start) ** (k / (num - 1))
+        mode="linear":  lr_k = start + (end - start) * k / (num - 1)
+
+    calls ``step_fn()`` and records the loss L_k it returns. The smoothed loss is the bias-corrected
+    exponential moving average with ``smooth`` = beta:  a_k = beta * a_{k-1} + (1 - beta) * L_k,
+    S_k = a_k / (1 - beta^(k+1)). The test stops early, after recording the point, when L_k is NaN/Inf
+    or S_k > ``diverge`` * min(S_0 .. S_k); ``diverged_at`` is then lr_k.
+
+    Param groups: the swept value is the *base* lr of param group 0 (what you pass as ``lr=``, or a
+    schedule's peak). Each group i runs at lr_k * r_i, where r_i = peak_i / peak_0 is the ratio of the
+    groups' own base lrs (a number, or for a schedule its largest value over the steps
+    step_count + {0, 1, 2, 4, ..., 2^24}); ``lr_scale``, ``lr_multiplier`` and an attached plateau apply
+    on top as in training. So layer-wise ratios are kept, and the suggestion is a base lr: give it to
+    the optimizer (or a schedule's peak) exactly where the group-0 lr went before. This is done by
+    temporarily setting each group's ``schedule`` to the number lr_k * r_i.
+
+    Restoring: the params (``p for g in optimizer.param_groups for p in g["params"]``), the optimizer's
+    state_dict (state arrays, step_count, lr_multiplier, plateau) and each group's schedule object are
+    restored afterwards, also when ``step_fn`` raises (the exception then propagates). A checksum of every
+    param and state array is taken before and compared after; a mismatch raises RuntimeError. Gradients
+    (e.g. a ParamBuffer's grad arena) are scratch and are not restored.
+
+    Suggestions (all computed on the smoothed loss S over the points before the divergence point):
+
+    * ``steepest``: the lr where S falls fastest against log(lr): argmin of ``np.gradient(S, log lr)``,
+      skipping the first 5 points (at most a quarter of the curve), where the moving average has seen
+      too few losses for its slope to mean anything.
+    * ``valley``: fastai's rule: the longest decreasing subsequence of S, from index a to index b; the
+      lr at index a + int((b - a) / 3) + int((b - a) / 6) (about halfway down the valley).
+    * ``min_div_10``: the lr of the minimum of S, divided by 10.
+    * ``suggestion`` (the default pick) = ``min_div_10``. Why: the minimum of the loss sits just below
+      the lr where training blows up (for SGD on a quadratic, 2 / lambda_max, plus the few steps the
+      blow-up needs to show), so a tenth of it lands safely inside the stable range with a margin for
+      the smoothing's lag, yet is within ~10x of the fastest rate. ``steepest`` and ``valley`` depend on
+      where the descent *starts*, which moves with the init, the spectrum of the problem and the
+      smoothing lag; on ill-conditioned problems they can land past the stability edge, while the
+      minimum is pinned by it.
+
+    ``confident`` is False (and ``reason`` says why) when fewer than 10 points are usable, the loss never
+    drops below its first value or drops by less than 5%, the per-step noise exceeds half the descent,
+    the loss is still falling at ``end``, or the longest descent spans fewer than 3 points. The suggestions
+    are still returned (never None).
+
+    Args:
+        step_fn: called with no arguments once per lr; runs one training step (compute the loss and its
+            gradients at the current params, call ``optimizer.step(...)``) and returns the loss: a Python
+            number, or a scalar (size-1) NumPy/CuPy array or torch tensor.
+        optimizer: an lrfast optimizer (``SGD``, ``Adam``, ...) whose params ``step_fn`` trains.
+        start, end: the first and last lr, 0 < start < end (start may be 0 with mode="linear").
+        num: number of lrs (steps) in the ramp, >= 2.
+        mode: "exp" (geometric ramp, the usual choice) or "linear".
+        smooth: beta of the loss's moving average, 0 <= smooth < 1 (0: no smoothing).
+        diverge: stop when the smoothed loss exceeds this multiple of its best value, > 1.
+        progress: show a tqdm progress bar; None (default): only when stderr is a terminal and tqdm is
+            installed.
+
+    Returns:
+        An ``LRFinderResult``.
+
+    Raises:
+        ValueError: bad arguments, an optimizer whose backend does not match its params, a first loss
+            that is not a finite scalar, or a ``step_fn`` that never calls ``optimizer.step``.
+        TypeError: ``optimizer`` is not an lrfast optimizer, ``step_fn`` not callable, a non-number loss.
+        RuntimeError: the params/state could not be restored bit-identically.
+
+    Example:
+        >>> res = lrfast.find_lr(train_step, opt, start=1e-5, end=1.0, num=80)
+        >>> print(res)            # suggestion, the other rules, confidence
+        >>> res.plot("lr_range.png")
+        >>> opt.param_groups[0]["schedule"] = lrfast.schedules.warmup_cosine(res.suggestion, 100, 5000)
+    """
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an lrfast optimizer (lrfast.SGD, lrfast.Adam, ...), got "
+                        f"{type(optimizer).__module__}.{type(optimizer).__name__}")
+    if mode not in ("exp", "linear"):
+        raise ValueError(f"Invalid mode: {mode!r}; expected 'exp' or 'linear'")
+    start = _number("start", start)
+    end = _number("end", end)
+    if mode == "exp" and start <= 0:
+        raise ValueError(f"Invalid start: {start!r}; mode='exp' needs start > 0")
+    if start < 0:
+        raise ValueError(f"Invalid start: {start!r}; expected start >= 0")
+    if start >= end:
+        raise ValueError(f"Invalid range: start={start!r} >= end={end!r}; expected start < end")
+    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
+        raise ValueError(f"Invalid num: {num!r}; expected an integer >= 2")
+    num = int(num)
+    smooth = _number("smooth", smooth)
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"Invalid smooth: {smooth!r}; expected 0 <= smooth < 1")
+    diverge = _number("diverge", diverge)
+    if diverge <= 1.0:
+        raise ValueError(f"Invalid diverge: {diverge!r}; expected diverge > 1")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    backends.resolve(optimizer.backend, params)  # raises on an optimizer/params backend mismatch
+
+    if mode == "exp":
+        ramp = start * (end / start) ** (np.arange(num) / (num - 1))
+    else:
+        ramp = start + (end - start) * (np.arange(num) / (num - 1))
+    ramp[-1] = end
+
+    optimizer.current_lrs()  # take in any lr the user assigned since the last step
+    ratios = _group_ratios(optimizer)
+    snap = _Snapshot(optimizer)
+    lrs, losses, smoothed = [], [], []
+    diverged_at = None
+    bar = _progress_bar(num, progress)
+    try:
+        avg, best = 0.0, math.inf
+        for k, lr in enumerate(ramp):
+            for group, r in zip(optimizer.param_groups, ratios):
+                group["schedule"] = float(lr) * r
+            before = (optimizer.step_count, optimizer.skipped_steps)
+            loss = _as_loss(step_fn(), first=k == 0)
+            if k == 0 and (optimizer.step_count, optimizer.skipped_steps) == before:
+                raise ValueError("step_fn did not call optimizer.step(): it must run one training step "
+                                 "(loss, gradients, optimizer.step) and return the loss")
+            lrs.append(float(lr))
+            losses.append(loss)
+            if math.isfinite(loss):
+                avg = smooth * avg + (1.0 - smooth) * loss
+                s = avg / (1.0 - smooth ** (k + 1))
+            else:
+                s = math.nan
+            smoothed.append(s)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(lr=f"{lr:.2e}", loss=f"{s:.4g}", refresh=False)
+            if not math.isfinite(s) or (k > 0 and s > diverge * best):
+                diverged_at = float(lr)
+                break
+            best = min(best, s)
+    finally:
+        if bar is not None:
+            bar.close()
+        snap.restore()
+    return LRFinderResult(lrs, losses, smoothed, diverged_at, mode=mode, smooth=smooth, diverge=diverge)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _pyplot():
+    """matplotlib.pyplot, imported on first use (the Agg backend when nothing chose one yet)."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("LRFinderResult.plot needs matplotlib: pip install 'lrfast[plot]'") from exc
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _number(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"Invalid {name}: {value!r}; expected a finite number")
+    return v
+
+
+def _as_loss(loss, *, first):
+    """The loss ``step_fn`` returned, as a Python float; the first one must be a finite scalar."""
+    if isinstance(loss, bool) or loss is None:
+        raise TypeError(f"step_fn must return the loss as a number, got {loss!r}")
+    shape = getattr(loss, "shape", None)
+    if shape is not None:
+        size = int(np.prod(tuple(shape), dtype=np.int64))
+        if size != 1:
+            raise ValueError(f"step_fn must return a scalar loss, got an array of shape {tuple(shape)} "
+                             "(reduce it, e.g. loss.mean())")
+        if hasattr(loss, "detach"):  # torch tensor
+            loss = loss.detach()
+        loss = loss.item() if hasattr(loss, "item") else loss
+    try:
+        value = float(loss)
+    except (TypeError, ValueError):
+        raise TypeError(f"step_fn must return the loss as a number, got {type(loss).__name__}") from None
+    if first and not math.isfinite(value):
+        raise ValueError(f"the first loss step_fn returned is {value}: the loss at the starting lr must be "
+                         "finite (check the model, data and loss; the params were restored)")
+    return value
+
+
+def _peak(schedule, step):
+    """A schedule's base value: the number itself, or its largest value over a geometric probe of steps."""
+    if not callable(schedule):
+        return float(schedule)
+    probe = step + np.concatenate([[0], 2 ** np.arange(25)]).astype(np.int64)
+    values = getattr(schedule, "values", None)
+    if values is not None:
+        out = np.asarray(values(probe), dtype=np.float64)
+    else:
+        out = np.array([float(schedule(int(k))) for k in probe])
+    out = out[np.isfinite(out)]
+    return float(out.max()) if out.size else 0.0
+
+
+def _group_ratios(optimizer):
+    """r_i = peak_i / peak_0: each group's base lr relative to group 0's."""
+    groups = optimizer.param_groups
+    first = groups[0]["schedule"]
+    if all(g["schedule"] is first for g in groups):
+        return [1.0] * len(groups)
+    peaks = [_peak(g["schedule"], optimizer.step_count) for g in groups]
+    if not peaks[0] > 0:
+        raise ValueError("param group 0's lr is 0 (at every probed step), so the other groups' lrs cannot "
+                         "be scaled relative to it; give group 0 a positive lr")
+    return [p / peaks[0] for p in peaks]
+
+
+def _progress_bar(total, progress):
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="lr range test", leave=False, file=sys.stderr)
+
+
+def _to_host(a):
+    return a if isinstance(a, np.ndarray) else a.get()
+
+
+def _digest(a) -> str:
+    a = np.ascontiguousarray(_to_host(a))
+    h = hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode(), digest_size=16)
+    h.update(a.data if a.size else b"")
+    return h.hexdigest()
+
+
+def _checksums(optimizer, params):
+    """Digest of every param and every state array (by flat param index and state name)."""
+    out = {("param", i): _digest(p) for i, p in enumerate(params)}
+    for i, entry in enumerate(optimizer.state):
+        for role, arr in entry.items():
+            out[(role, i)] = _digest(arr)
+    return out
+
+
+def _roles_held(optimizer):
+    """Per bucket, the state names allocated (private view of the optimizer; see ``_drop_new_state``)."""
+    buckets = getattr(optimizer, "_buckets", None)
+    if buckets is None:
+        return None
+    return [[set(b.state) for b in bs] for bs in buckets]
+
+
+def _drop_new_state(optimizer, held):
+    """Free state the test allocated that did not exist before (a fresh optimizer stays fresh).
+
+    ``load_state_dict`` keeps state arrays that the dict does not mention (zero-filled) rather than
+    freeing them; freed state and zeros update identically, but the state_dict would differ.
+    """
+    if held is None:
+        return
+    for bs, roles in zip(optimizer._buckets, held):
+        for b, keep in zip(bs, roles):
+            for role in set(b.state) - keep:
+                del b.state[role]
+
+
+class _Snapshot:
+    """Copies of the params, the state_dict, the group settings, and checksums of every array.
+
+    ``restore()`` writes them back and verifies the checksums (RuntimeError on a mismatch). Shared by
+    ``find_lr`` and ``DivergenceGuard``. Param copies stay on the params' device; the state_dict is
+    host copies.
+    """
+
+    def __init__(self, optimizer):
+        self.opt = optimizer
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.lrs = optimizer.current_lrs()  # also takes in an lr the user assigned since the last step
+        self.sums = _checksums(optimizer, self.params)
+        self.copies = [p.copy() for p in self.params]
+        self.state = optimizer.state_dict()
+        self.groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        self.held = _roles_held(optimizer)
+
+    def restore(self, who="find_lr"):
+        opt = self.opt
+        for p, c in zip(self.params, self.copies):
+            p[...] = c
+        for group, saved in zip(opt.param_groups, self.groups):
+            group["schedule"] = saved["schedule"]
+        opt.load_state_dict(self.state)
+        _drop_new_state(opt, self.held)
+        for group, saved in zip(opt.param_groups, self.groups):
+            # the original schedule objects and settings, not copies; "lr" is recomputed below
+            group.update({k: v for k, v in saved.items() if k != "lr"})
+        lrs = opt.current_lrs()
+        after = _checksums(opt, self.params)
+        if after != self.sums or lrs != self.lrs:
+            bad = sorted(str(k) for k in set(self.sums) | set(after) if self.sums.get(k) != after.get(k))
+            raise RuntimeError(f"{who} could not restore the optimizer exactly: "
+                               + (f"arrays {', '.join(bad[:5])} differ after restoring" if bad
+                                  else f"lrs {lrs} != {self.lrs}"))
