@@ -12,11 +12,21 @@ import numpy as np
 from ._dtypes import check_supported
 
 
+def _array_module(array):
+    """cupy for CuPy arrays, numpy for everything else (lists, NumPy arrays)."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
 class ParamBuffer:
     """Parameters (and their gradients) living in one contiguous buffer each.
 
     Args:
-        arrays: the initial parameter values (any shapes); they are copied into the arena.
+        arrays: the initial parameter values (any shapes); they are copied into the arena, which lives
+            on the arrays' device (NumPy arrays: host memory; CuPy arrays: the GPU).
         dtype: the arena's dtype (default: the arrays' common dtype; float32 or float64).
 
     Attributes:
@@ -31,9 +41,11 @@ class ParamBuffer:
     """
 
     def __init__(self, arrays, dtype=None):
-        arrays = [np.asarray(a) for a in arrays]
+        arrays = list(arrays)
         if not arrays:
             raise ValueError("ParamBuffer needs at least one array")
+        xp = _array_module(arrays[0])
+        arrays = [xp.asarray(a) for a in arrays]
         if dtype is None:
             dtypes = {a.dtype for a in arrays}
             if len(dtypes) != 1:
@@ -43,8 +55,8 @@ class ParamBuffer:
         self.shapes = [a.shape for a in arrays]
         sizes = [a.size for a in arrays]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        self.flat_params = np.empty(int(offsets[-1]), dtype=self.dtype)
-        self.flat_grads = np.zeros(int(offsets[-1]), dtype=self.dtype)
+        self.flat_params = xp.empty(int(offsets[-1]), dtype=self.dtype)
+        self.flat_grads = xp.zeros(int(offsets[-1]), dtype=self.dtype)
         self.params = self.views(self.flat_params, offsets)
         self.grads = self.views(self.flat_grads, offsets)
         for view, a in zip(self.params, arrays):

@@ -62,24 +62,66 @@ class Optimizer:
             group["schedule"] = group["lr"]
             self.param_groups.append(group)
             self._arenas.append(arena)
-        all_params = [p for g in self.param_groups for p in g["params"]]
-        self.backend = backends.resolve(backend, all_params)
-        self._backend = backends.get(self.backend)
-        self._xp = np if self.backend != "cuda" else __import__("cupy")
-        check_params(all_params)
         for i, group in enumerate(self.param_groups):
             self._check_group(group, i)
-        self._buckets = [self._make_buckets(g, a) for g, a in zip(self.param_groups, self._arenas)]
+        self._bind(backend)
         self.step_count = 0
         self.skipped_steps = 0
         self.lr_multiplier = 1.0
         self.plateau = None
         self._lr_written = [None] * len(self.param_groups)
-        self._grad_key = None
-        self._grad_lists = None
-        self._all_params = all_params
         self._checked = [None] * len(self.param_groups)
         self.current_lrs()
+
+    def _bind(self, backend):
+        """Check the params, pick the backend and lay out buckets and (empty) state for them."""
+        all_params = [p for g in self.param_groups for p in g["params"]]
+        self.backend = backends.resolve(backend, all_params)
+        self._backend = backends.get(self.backend)
+        self._xp = np if self.backend != "cuda" else __import__("cupy")
+        check_params(all_params)
+        self._all_params = all_params
+        self._buckets = [self._make_buckets(g, a) for g, a in zip(self.param_groups, self._arenas)]
+        self._grad_key = None
+        self._grad_lists = None
+
+    def to(self, backend: str):
+        """Move the params and the optimizer state to ``backend`` ("cpu", "numpy" or "cuda"); returns self.
+
+        Between the host backends the params stay where they are. Across devices (host <-> GPU) each param is copied
+        to the target device and ``param_groups[i]["params"]`` (or the group's new ``ParamBuffer``,
+        ``opt.param_buffers[i]``) hold the new arrays: read them back from there, the old arrays are no
+        longer updated. The state moves with them, so the run continues the same trajectory.
+        """
+        if backend not in backends.NAMES:
+            raise ValueError(f"Unknown backend {backend!r}; expected one of {', '.join(backends.NAMES)}")
+        backends.get(backend)  # raises with the reason when the target is unavailable
+        saved = self.state_dict()
+        if (backend == "cuda") != (self.backend == "cuda"):
+            self._move_params(backend)
+        self._bind(backend)
+        self.load_state_dict(saved)
+        return self
+
+    def _move_params(self, backend):
+        if backend == "cuda":
+            import cupy
+
+            move = cupy.asarray
+        else:
+            move = lambda a: a.get()  # noqa: E731
+        for i, (group, arena) in enumerate(zip(self.param_groups, self._arenas)):
+            if arena is not None:
+                arena = ParamBuffer([move(p) for p in arena.params], dtype=arena.dtype)
+                self._arenas[i] = arena
+                group["params"] = list(arena.params)
+            else:
+                group["params"] = [move(p) for p in group["params"]]
+
+    @property
+    def param_buffers(self) -> list:
+        """The ParamBuffer of each group (None for groups of separate arrays)."""
+        return list(self._arenas)
 
     # -- construction ------------------------------------------------------------------------------
 

@@ -114,3 +114,36 @@ def test_bad_state_dict_changes_nothing(bad):
         opt.load_state_dict(d)
     assert snapshot(opt) == before
     assert hyper == [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("case", CASES[1::5], ids=IDS[1::5])
+def test_to_switches_backend_and_continues(case):
+    """A run moved to another backend mid-way follows the trajectory of one that never moved."""
+    grads = grad_sequence(SHAPES, np.float64, 20)
+    moved, params = _fresh(case, "cpu")
+    stay, stay_params = _fresh(case, "cpu")
+    for g in grads[:10]:
+        moved.step(g)
+        stay.step(g)
+    assert moved.to("numpy") is moved and moved.backend == "numpy"
+    assert moved.param_groups[0]["params"][0] is params[0]  # host -> host: same arrays
+    for g in grads[10:15]:
+        moved.step(g)
+        stay.step(g)
+    moved.to("cpu")
+    for g in grads[15:]:
+        moved.step(g)
+        stay.step(g)
+    assert moved.step_count == 20
+    assert_close(params, stay_params, np.float64)
+
+
+def test_to_rejects_unknown_or_unavailable_backend():
+    opt, _ = _fresh((lrfast.SGD, {}), "cpu")
+    with pytest.raises(ValueError, match="Unknown backend"):
+        opt.to("tpu")
+    reason = lrfast.backends.unavailable_reason("cuda")
+    if reason:
+        with pytest.raises(RuntimeError, match="unavailable"):
+            opt.to("cuda")
+        assert opt.backend == "cpu"
