@@ -1,0 +1,310 @@
+"""The implementations a case is timed with: references, lrfast's paths and the peers.
+
+Every builder takes the case (optimizer configuration, the arrays of the workload, their gradients) and
+returns an ``Entry`` whose ``step()`` performs one optimizer step, or one marked unavailable/skipped with
+the reason. Each implementation owns its params and state (copies of the same initial values); all read
+the same gradient arrays. Optional peers (torch, optax, DeepSpeed, CuPy) are imported here, lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from ._timing import Entry
+
+#: name -> (group, device, description); the order is the table's row order.
+IMPLS = {
+    "roofline": ("reference", "cpu", "Numba kernel: the optimizer's loads/stores, trivial arithmetic, same launch"),
+    "copy": ("reference", "cpu", "Numba copy (read 1, write 1) through the same launch"),
+    "lrfast": ("lrfast", "cpu", "lrfast cpu backend, ParamBuffer arena: opt.step()"),
+    "lrfast-list": ("lrfast", "cpu", "lrfast cpu backend, separate arrays: opt.step(grads)"),
+    "lrfast-flat": ("lrfast", "cpu", "lrfast cpu backend, one flat array of the same total size: opt.step([g])"),
+    "numpy": ("peer", "cpu", "lrfast numpy reference backend (float64 math)"),
+    "torch-forloop": ("peer", "cpu", "torch.optim, foreach=False"),
+    "torch-foreach": ("peer", "cpu", "torch.optim, foreach=True"),
+    "torch-fused": ("peer", "cpu", "torch.optim, fused=True"),
+    "optax": ("peer", "cpu", "optax (jax.jit, donated buffers)"),
+    "deepspeed": ("peer", "cpu", "DeepSpeed DeepSpeedCPUAdam"),
+    "cuda": ("lrfast", "cuda", "lrfast cuda backend (CuPy): opt.step(grads)"),
+    "torch-cuda-fused": ("peer", "cuda", "torch.optim on CUDA, fused=True"),
+}
+
+#: --backends names -> implementations.
+GROUPS = {
+    "all": tuple(IMPLS),
+    "cpu": ("lrfast", "lrfast-list", "lrfast-flat"),
+    "torch": ("torch-forloop", "torch-foreach", "torch-fused"),
+    "gpu": ("cuda", "torch-cuda-fused"),
+}
+
+
+def parse_backends(spec: str | None) -> list[str]:
+    """``"cpu,torch-fused"`` -> implementation names; the roofline is always included."""
+    names = ["roofline"]
+    for item in (spec or "all").split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if item in GROUPS:
+            names.extend(GROUPS[item])
+        elif item in IMPLS:
+            names.append(item)
+        else:
+            raise ValueError(f"--backends: unknown {item!r}; expected any of "
+                             f"{', '.join(list(GROUPS) + list(IMPLS))}")
+    return [n for n in IMPLS if n in set(names)]
+
+
+class Unavailable(Exception):
+    """The implementation cannot run here; the message says why."""
+
+
+class Case:
+    """One (optimizer, workload, dtype): initial params and the gradients every implementation reads."""
+
+    def __init__(self, config, workload, dtype, seed=0):
+        self.config, self.workload, self.dtype = config, workload, np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+        self.params0 = [_randn(rng, s, self.dtype) for s in workload.shapes]
+        self.grads = [_randn(rng, s, self.dtype, scale=1e-3) for s in workload.shapes]
+        self.elements = workload.elements
+        self.bytes_per_element = config.bytes_per_element(self.dtype.itemsize)
+
+    def params(self):
+        """A fresh copy of the initial params (separate allocations)."""
+        return [p.copy() for p in self.params0]
+
+
+def _randn(rng, shape, dtype, scale=1.0):
+    a = rng.standard_normal(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
+    if scale != 1.0:
+        a *= scale
+    return a.astype(dtype, copy=False)
+
+
+def arrays_needed(name, config) -> int:
+    """Whole-workload-sized arrays an implementation allocates (for the memory estimate)."""
+    rw = config.read_write
+    return {"roofline": rw, "copy": 1, "lrfast": rw + 1, "lrfast-list": rw, "lrfast-flat": rw + 1,
+            "numpy": rw, "torch-forloop": rw, "torch-foreach": rw, "torch-fused": rw, "optax": 2 * rw,
+            "deepspeed": rw}.get(name, 0)
+
+
+def build(name, case, *, numpy_max):
+    group, device, _ = IMPLS[name]
+    entry = Entry(name=name, group=group, device=device, bytes_per_element=case.bytes_per_element)
+    try:
+        _BUILDERS[name](entry, case, numpy_max)
+    except Unavailable as exc:
+        entry.fail("unavailable", str(exc))
+    except _Skip as exc:
+        entry.fail("skipped", str(exc))
+    except Exception as exc:  # report, never abort the run
+        entry.fail("error", f"{type(exc).__name__}: {exc}")
+    return entry
+
+
+class _Skip(Exception):
+    pass
+
+
+# -- references -------------------------------------------------------------------------------------
+
+def _roofline(entry, case, numpy_max):
+    from ..backends._tensorlist import TensorList
+    from ._roofline import roofline_step
+
+    rw = [TensorList(case.params())] + [TensorList([np.zeros_like(g) for g in case.grads])
+                                        for _ in range(case.config.read_write - 1)]
+    grads = TensorList(case.grads)
+    entry.step, entry.keep = roofline_step(grads, rw), (grads, rw)
+    entry.note = (f"reads {case.config.read_only + case.config.read_write}, writes "
+                  f"{case.config.read_write} arrays per element")
+
+
+def _copy(entry, case, numpy_max):
+    from ..backends._tensorlist import TensorList
+    from ._roofline import copy_step
+
+    src, dst = TensorList(case.grads), TensorList([np.empty_like(g) for g in case.grads])
+    entry.step, entry.keep = copy_step(src, dst), (src, dst)
+    entry.bytes_per_element = 2 * case.dtype.itemsize
+
+
+# -- lrfast -----------------------------------------------------------------------------------------
+
+def _lrfast_class(case):
+    import lrfast
+
+    return getattr(lrfast, case.config.lrfast_class)
+
+
+def _lrfast_arena(entry, case, numpy_max):
+    from .._arena import ParamBuffer
+
+    buf = ParamBuffer(case.params0, dtype=case.dtype)
+    for view, g in zip(buf.grads, case.grads):
+        view[...] = g
+    opt = _lrfast_class(case)(buf, **case.config.hyperparameters)
+    entry.step, entry.keep = opt.step, (buf, opt)
+
+
+def _lrfast_list(entry, case, numpy_max, backend="cpu"):
+    params, grads = case.params(), case.grads
+    opt = _lrfast_class(case)(params, backend=backend, **case.config.hyperparameters)
+    entry.step, entry.keep = (lambda: opt.step(grads)), (params, opt)
+
+
+def _lrfast_flat(entry, case, numpy_max):
+    if case.workload.tensors == 1:
+        raise _Skip("the workload is one flat tensor already (see lrfast-list)")
+    p = np.concatenate([a.ravel() for a in case.params0])
+    g = [np.concatenate([a.ravel() for a in case.grads])]
+    opt = _lrfast_class(case)([p], **case.config.hyperparameters)
+    entry.step, entry.keep = (lambda: opt.step(g)), (p, g, opt)
+
+
+def _numpy(entry, case, numpy_max):
+    if case.elements > numpy_max:
+        raise _Skip(f"{case.elements:,} elements > {numpy_max:,} (the float64 reference is slow; "
+                    "raise with --numpy-max)")
+    _lrfast_list(entry, case, numpy_max, backend="numpy")
+
+
+# -- torch ------------------------------------------------------------------------------------------
+
+def _torch():
+    try:
+        return importlib.import_module("torch")
+    except ImportError:
+        raise Unavailable("torch not installed") from None
+
+
+def _torch_optimizer(entry, case, device, **flags):
+    torch = _torch()
+    cls = getattr(torch.optim, case.config.torch_class)
+    params = []
+    for p0, g in zip(case.params0, case.grads):
+        t = torch.nn.Parameter(torch.from_numpy(p0.copy()).to(device))
+        t.grad = torch.from_numpy(g).to(device)
+        params.append(t)
+    try:
+        opt = cls(params, **case.config.hyperparameters, **flags)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        flag = ", ".join(f"{k}={v}" for k, v in flags.items())
+        raise Unavailable(f"torch.optim.{cls.__name__}({flag}) not supported here: {exc}") from None
+    entry.step, entry.keep = opt.step, (params, opt)
+    entry.note = f"torch {torch.__version__}"
+    return torch
+
+
+def _torch_forloop(entry, case, numpy_max):
+    _torch_optimizer(entry, case, "cpu", foreach=False)
+
+
+def _torch_foreach(entry, case, numpy_max):
+    _torch_optimizer(entry, case, "cpu", foreach=True)
+
+
+def _torch_fused(entry, case, numpy_max):
+    torch = _torch()
+    import inspect
+
+    if "fused" not in inspect.signature(getattr(torch.optim, case.config.torch_class)).parameters:
+        raise Unavailable(f"torch.optim.{case.config.torch_class} has no fused implementation")
+    _torch_optimizer(entry, case, "cpu", fused=True)
+
+
+# -- other peers ------------------------------------------------------------------------------------
+
+def _optax(entry, case, numpy_max):
+    try:
+        jax = importlib.import_module("jax")
+        optax = importlib.import_module("optax")
+    except ImportError as exc:
+        raise Unavailable(f"{exc.name or 'optax'} not installed") from None
+    import jax.numpy as jnp
+
+    hp = case.config.hyperparameters
+    name = case.config.name
+    if name == "sgd":
+        tx = optax.sgd(hp["lr"], momentum=hp.get("momentum") or None)
+    elif name == "adam":
+        tx = optax.adam(hp["lr"])
+    elif name == "adamw":
+        tx = optax.adamw(hp["lr"], weight_decay=hp["weight_decay"])
+    else:
+        tx = optax.rmsprop(hp["lr"], decay=0.99, eps=1e-8)
+    cpu = jax.devices("cpu")[0]
+    params = [jax.device_put(jnp.asarray(p), cpu) for p in case.params0]
+    grads = [jax.device_put(jnp.asarray(g), cpu) for g in case.grads]
+
+    def _update(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    update = jax.jit(_update, donate_argnums=(0, 1))
+    box = {"params": params, "state": tx.init(params)}
+
+    def step():
+        box["params"], box["state"] = update(box["params"], box["state"], grads)
+
+    entry.step, entry.keep = step, (box, grads)
+    entry.sync = lambda: jax.block_until_ready(box["params"])
+    entry.note = f"optax {optax.__version__}, jax {jax.__version__}"
+
+
+def _deepspeed(entry, case, numpy_max):
+    if case.config.name not in ("adam", "adamw"):
+        raise Unavailable("DeepSpeedCPUAdam implements Adam/AdamW only")
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+    except Exception as exc:  # ImportError, or its op builder failing at import
+        raise Unavailable(f"deepspeed not importable ({type(exc).__name__}: {exc})") from None
+    torch = _torch()
+    params = []
+    for p0, g in zip(case.params0, case.grads):
+        t = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+        t.grad = torch.from_numpy(g)
+        params.append(t)
+    hp = case.config.hyperparameters
+    opt = DeepSpeedCPUAdam(params, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
+                           adamw_mode=case.config.name == "adamw")
+    entry.step, entry.keep = opt.step, (params, opt)
+
+
+def _cuda(entry, case, numpy_max):
+    from .. import backends
+
+    reason = backends.unavailable_reason("cuda")
+    if reason:
+        raise Unavailable(reason)
+    import cupy
+
+    params = [cupy.asarray(p) for p in case.params0]
+    grads = [cupy.asarray(g) for g in case.grads]
+    opt = _lrfast_class(case)(params, backend="cuda", **case.config.hyperparameters)
+    entry.step, entry.keep = (lambda: opt.step(grads)), (params, grads, opt)
+    entry.sync = cupy.cuda.get_current_stream().synchronize
+    entry.note = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+
+
+def _torch_cuda_fused(entry, case, numpy_max):
+    torch = _torch()
+    if torch.version.cuda is None:
+        raise Unavailable("torch is a CPU-only build")
+    if not torch.cuda.is_available():
+        raise Unavailable("no CUDA GPU visible to torch")
+    _torch_optimizer(entry, case, "cuda", fused=True)
+    entry.sync = torch.cuda.synchronize
+    entry.note = torch.cuda.get_device_name(0)
+
+
+_BUILDERS = {
+    "roofline": _roofline, "copy": _copy, "lrfast": _lrfast_arena, "lrfast-list": _lrfast_list,
+    "lrfast-flat": _lrfast_flat, "numpy": _numpy, "torch-forloop": _torch_forloop,
+    "torch-foreach": _torch_foreach, "torch-fused": _torch_fused, "optax": _optax,
+    "deepspeed": _deepspeed, "cuda": _cuda, "torch-cuda-fused": _torch_cuda_fused,
+}

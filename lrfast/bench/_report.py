@@ -1,0 +1,136 @@
+"""Present a benchmark document: the terminal table, the JSON file and the throughput plot."""
+
+from __future__ import annotations
+
+import json
+import os
+
+_CLASS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
+
+
+def _time(s):
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def _x(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _speedup_over(case, subject, peer):
+    if peer == subject:
+        return None
+    for r in case["ratios"]:
+        if r["subject"] == subject and r["peer"] == peer:
+            return r["speedup"]
+    return None
+
+
+def machine_line(doc) -> str:
+    m = doc["machine"]
+    threads = f"{m['numba_threads']} threads (numba {m['numba_threading_layer']}"
+    if m.get("torch"):
+        threads += f", torch {m['torch']} x{m.get('torch_threads')}"
+    threads += ")"
+    gpu = ", ".join(m["gpu"]["gpus"]) or "no GPU"
+    load = m.get("load_average_start")
+    return (f"{m['cpu']} ({m['logical_cpus']} logical CPUs), {threads}; {gpu}; "
+            f"load average {load[0] if load else '?'} at start, "
+            f"{(m.get('load_average_end') or ['?'])[0]} at end")
+
+
+def format_table(doc) -> str:
+    """The human table: one block per case, then the targets."""
+    cfg = doc["config"]
+    lines = [f"lrfast bench  {doc['created']}  ({doc['duration_s']:.0f} s, {cfg['repeats']} interleaved "
+             f"repeats, median per step, IQR as % of median)",
+             machine_line(doc), ""]
+    head = (f"  {'implementation':<17}{'time/step':>11}{'IQR':>6}{'Melem/s':>10}{'GB/s':>8}"
+            f"{'of roof':>9}{'lrfast':>9}{'list':>8}")
+    for case in doc["cases"]:
+        title = (f"{_CLASS.get(case['optimizer'], case['optimizer'])} {case['dtype']}  {case['workload']}: "
+                 f"{case['tensors']:,} tensor{'s' if case['tensors'] != 1 else ''}, "
+                 f"{case['elements']:,} elements, {case['bytes_per_element']} B/element")
+        lines.append(title)
+        if case.get("status") != "ok":
+            lines += [f"  skipped: {case.get('reason')}", ""]
+            continue
+        lines.append(head)
+        for name, r in case["results"].items():
+            if r["status"] != "ok":
+                lines.append(f"  {name:<17}{r['status']}: {r.get('reason', '')}")
+                continue
+            iqr = (r["q3_s"] - r["q1_s"]) / r["median_s"] * 100
+            lines.append(
+                f"  {name:<17}{_time(r['median_s']):>11}{iqr:>5.0f}%{r['elements_per_s'] / 1e6:>10.1f}"
+                f"{r['gb_per_s']:>8.1f}{_x(r['fraction_of_roofline']):>9}"
+                f"{_x(_speedup_over(case, 'lrfast', name)):>9}{_x(_speedup_over(case, 'lrfast-list', name)):>8}")
+        lines.append("")
+    lines.append("columns: 'of roof' = roofline time / this time; 'lrfast' / 'list' = this time / the time of "
+                 "lrfast's arena step() / multi-tensor step(grads) (> 1: lrfast is faster). "
+                 "GB/s counts the bytes the update must move.")
+    if doc.get("targets"):
+        lines += ["", "targets (AdamW float32, ratios from this run):"]
+        for t in doc["targets"]:
+            mark = {True: "MET ", False: "MISS", None: "n/a "}[t["met"]]
+            value = "-" if t["value"] is None else f"{t['value']:.3f}"
+            extra = f"  ({t['reason']})" if t.get("reason") else ""
+            lines.append(f"  {mark} {t['case']:<28} {t['subject']:<12} {value:>7} {t['op']} "
+                         f"{t['threshold']:<5g} {t['target']}{extra}")
+    return "\n".join(lines)
+
+
+def write_json(doc, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def plot(doc, path):
+    """Throughput (GB/s of algorithm bytes) vs elements, one panel per optimizer and dtype."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((c["optimizer"], c["dtype"]) for c in doc["cases"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    names = list(doc["implementations"])
+    colors = {n: plt.cm.tab20(i % 20) for i, n in enumerate(names)}
+    for ax, (opt, dtype) in zip(axes[0], panels):
+        cases = [c for c in doc["cases"] if c["optimizer"] == opt and c["dtype"] == dtype
+                 and c.get("status") == "ok"]
+        flat = sorted((c for c in cases if c["tensors"] == 1), key=lambda c: c["elements"])
+        models = [c for c in cases if c["tensors"] > 1]
+        for name in names:
+            pts = [(c["elements"], c["results"][name]["gb_per_s"]) for c in flat
+                   if c["results"].get(name, {}).get("status") == "ok"]
+            if pts:
+                x, y = zip(*pts)
+                style = "--" if name in ("roofline", "copy") else "-"
+                ax.plot(x, y, style, marker="o", ms=4, color=colors[name], label=name,
+                        lw=2.5 if name.startswith("lrfast") else 1.2)
+            for c in models:
+                r = c["results"].get(name, {})
+                if r.get("status") == "ok":
+                    ax.scatter([c["elements"]], [r["gb_per_s"]], marker="x", color=colors[name], s=30)
+        for c in models:
+            ax.annotate(c["workload"], (c["elements"], 0), textcoords="offset points", xytext=(0, 4),
+                        fontsize=7, ha="center", xycoords=("data", "axes fraction"))
+        ax.set_xscale("log")
+        ax.set_xlabel("elements per step (x: model-shaped tensor lists)")
+        ax.set_ylabel("GB/s (bytes the update must move)")
+        ax.set_title(f"{_CLASS.get(opt, opt)} {dtype}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    m = doc["machine"]
+    fig.suptitle(f"lrfast bench {doc['created'][:10]}: {m['cpu']}, {m['numba_threads']} threads", fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

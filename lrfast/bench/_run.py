@@ -1,0 +1,229 @@
+"""Run a benchmark: cases x implementations, timed in one run, into one JSON-ready document."""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _cases, _impls, _machine, _timing
+
+SCHEMA = "lrfast-bench/1"
+
+#: --quick: small sizes, few repeats; finishes in well under a minute on 2 cores.
+QUICK = dict(sizes="1e4,1e5,1e6,1e7,resnet50,1000x64", repeats=3, min_time=0.01, warmup=1,
+             numpy_max=100_000)
+FULL = dict(sizes="1e4,1e5,1e6,1e7,1e8,resnet50,gpt2-small,1000x64", repeats=7, min_time=0.05, warmup=2,
+            numpy_max=1_000_000)
+#: Refuse a case whose arrays would need more than this share of the available memory.
+MEMORY_SHARE = 0.8
+
+
+@dataclass
+class Config:
+    optimizers: list
+    workloads: list
+    dtypes: list
+    impls: list
+    threads: int | None = None
+    repeats: int = FULL["repeats"]
+    min_time: float = FULL["min_time"]
+    warmup: int = FULL["warmup"]
+    numpy_max: int = FULL["numpy_max"]
+    quick: bool = False
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self):
+        return {
+            "optimizers": [o.name for o in self.optimizers],
+            "workloads": [w.name for w in self.workloads],
+            "dtypes": [str(d) for d in self.dtypes],
+            "implementations": list(self.impls),
+            "threads": self.threads,
+            "repeats": self.repeats,
+            "min_time_s": self.min_time,
+            "warmup": self.warmup,
+            "numpy_max": self.numpy_max,
+            "quick": self.quick,
+            "seed": self.seed,
+        }
+
+
+def run(config: Config, progress: bool | None = None, log=None) -> dict:
+    """Time every case of ``config``; returns the result document (see ``_report`` for its use)."""
+    threads = _machine.set_threads(config.threads)
+    config.threads = threads
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_start = _machine.load_average()
+    t0 = time.perf_counter()
+    plan = [(o, np.dtype(d), w) for o in config.optimizers for d in config.dtypes for w in config.workloads]
+    bar = _progress_bar(len(plan) * (len(config.impls) + config.repeats), progress)
+    cases = []
+    try:
+        for opt, dtype, workload in plan:
+            if bar is not None:
+                bar.set_description(f"{opt.name} {dtype} {workload.name}")
+            cases.append(_run_case(config, opt, dtype, workload, bar.update if bar is not None else None))
+            gc.collect()
+    finally:
+        if bar is not None:
+            bar.close()
+    doc = {
+        "schema": SCHEMA,
+        "run_id": uuid.uuid4().hex,
+        "created": started.isoformat(timespec="seconds"),
+        "duration_s": round(time.perf_counter() - t0, 2),
+        "machine": {**_machine.machine_info(), "load_average_start": load_start,
+                    "load_average_end": _machine.load_average()},
+        "config": config.as_dict(),
+        "implementations": {n: {"group": g, "device": d, "description": s}
+                            for n, (g, d, s) in _impls.IMPLS.items() if n in config.impls},
+        "cases": cases,
+    }
+    doc["targets"] = targets(doc)
+    return doc
+
+
+def _progress_bar(total, progress):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _run_case(config, opt, dtype, workload, tick):
+    case_doc = {
+        "id": f"{opt.name}/{dtype}/{workload.name}",
+        "optimizer": opt.name,
+        "dtype": str(dtype),
+        "workload": workload.name,
+        "description": workload.description,
+        "tensors": workload.tensors,
+        "elements": workload.elements,
+        "bytes_per_element": opt.bytes_per_element(dtype.itemsize),
+        "hyperparameters": dict(opt.hyperparameters),
+    }
+    need = workload.elements * dtype.itemsize * (2 + sum(_impls.arrays_needed(n, opt) for n in config.impls))
+    avail = _machine.memory_available()
+    if avail is not None and need > MEMORY_SHARE * avail:
+        reason = (f"needs about {need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available")
+        case_doc["status"] = "skipped"
+        case_doc["reason"] = reason
+        case_doc["results"] = {n: {"status": "skipped", "reason": reason} for n in config.impls}
+        case_doc["ratios"] = []
+        if tick:
+            tick(len(config.impls) + config.repeats)
+        return case_doc
+    case = _impls.Case(opt, workload, dtype, seed=config.seed)
+    entries = []
+    for name in config.impls:
+        entries.append(_impls.build(name, case, numpy_max=config.numpy_max))
+    _timing.measure(entries, repeats=config.repeats, min_time=config.min_time, warmup=config.warmup,
+                    tick=tick)
+    case_doc["status"] = "ok"
+    case_doc["results"] = results(entries, workload.elements)
+    case_doc["ratios"] = ratios(case_doc["results"])
+    for e in entries:
+        e.keep = e.step = None
+    return case_doc
+
+
+def results(entries, elements) -> dict:
+    """Per implementation: status, raw times and their summary, throughput, fraction of the roofline."""
+    out = {}
+    roof = next((e for e in entries if e.name == "roofline" and e.times), None)
+    roof_median = float(np.median(roof.times)) if roof is not None else None
+    for e in entries:
+        r = {"status": e.status, "group": e.group, "device": e.device}
+        if e.reason:
+            r["reason"] = e.reason
+        if e.note:
+            r["note"] = e.note
+        if e.status == "ok" and e.times:
+            s = _timing.summary(e.times)
+            r.update(inner=e.inner, times_s=[float(t) for t in e.times], **s)
+            r["elements_per_s"] = elements / s["median_s"]
+            r["bytes_per_element"] = e.bytes_per_element
+            r["gb_per_s"] = e.bytes_per_element * elements / s["median_s"] / 1e9
+            same_device = roof_median is not None and e.device == "cpu"
+            r["fraction_of_roofline"] = roof_median / s["median_s"] if same_device else None
+        elif e.status == "ok":
+            r["status"] = "error"
+            r["reason"] = "no timing recorded"
+        out[e.name] = r
+    return out
+
+
+def ratios(results_by_impl) -> list:
+    """Speedup of each lrfast implementation over every other timed one on its device (same run).
+
+    speedup = median time of the peer / median time of the subject (> 1: the subject is faster); the
+    spread is the quartiles of the per-repeat ratios (repeats were interleaved, so pairs are close in
+    time).
+    """
+    ok = {n: r for n, r in results_by_impl.items() if r["status"] == "ok"}
+    out = []
+    for subject, rs in ok.items():
+        if rs["group"] != "lrfast":
+            continue
+        for peer, rp in ok.items():
+            if peer == subject or rp["device"] != rs["device"]:
+                continue
+            paired = np.asarray(rp["times_s"]) / np.asarray(rs["times_s"])
+            q1, q3 = np.percentile(paired, [25, 75])
+            out.append({"subject": subject, "peer": peer, "speedup": rp["median_s"] / rs["median_s"],
+                        "paired_q1": float(q1), "paired_q3": float(q3)})
+    return out
+
+
+def _ratio(case, subject, peer):
+    for r in case["ratios"]:
+        if r["subject"] == subject and r["peer"] == peer:
+            return r["speedup"]
+    return None
+
+
+def targets(doc) -> list:
+    """The published targets (issues 3 and 7), checked on AdamW float32 cases of this run."""
+    out = []
+
+    def add(name, case, subject, value, op, threshold, why=None):
+        met = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
+        row = {"target": name, "case": case["id"], "subject": subject, "value": value, "op": op,
+               "threshold": threshold, "met": met}
+        if value is None:
+            row["reason"] = why or "not measured in this run"
+        out.append(row)
+
+    for case in doc["cases"]:
+        if case["optimizer"] != "adamw" or case["dtype"] != "float32" or case.get("status") != "ok":
+            continue
+        res = case["results"]
+        flat = case["tensors"] == 1
+        for subject in ("lrfast", "lrfast-list"):
+            if subject not in res or res[subject]["status"] != "ok":
+                continue
+            if flat and case["elements"] >= 10**7:
+                add("fraction of roofline >= 0.95 (AdamW fp32, >= 1e7 elements)", case, subject,
+                    res[subject].get("fraction_of_roofline"), ">=", 0.95)
+            if flat and 10**4 <= case["elements"] <= 10**8 and "torch-fused" in res:
+                threshold = 2.0 if case["elements"] == 10**5 else 1.0
+                add(f"speedup over torch fused AdamW >= {threshold:g}x", case, subject,
+                    _ratio(case, subject, "torch-fused"), ">=", threshold,
+                    res["torch-fused"].get("reason"))
+        if case["workload"] == "resnet50" and "lrfast-list" in res and "lrfast-flat" in res:
+            s = _ratio(case, "lrfast-list", "lrfast-flat")
+            add("161 ResNet-50 tensors: time / flat time of the same size <= 1.15", case, "lrfast-list",
+                None if s is None else 1.0 / s, "<=", 1.15)
+    return out
