@@ -424,3 +424,98 @@ def test_nvrtc_compile():
     ptx = nvrtc.getPTX(prog)
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     assert all(f".entry {_cuda.kernel_name(r, d)}" in ptx for r in RULES for d in (np.float32, np.float64))
+
+
+# ---- the GPU launcher's Python side, on a stand-in for CuPy backed by host memory ----------------
+
+class _FakeCupy:
+    """The few CuPy calls GpuLauncher makes, over host memory, with a device id per array; kernels run
+    from the host build. Counts uploads so a test can see the tables are built once."""
+
+    def __init__(self, lib):
+        import types
+
+        self.lib, self.uploads, self.current = lib, 0, 0
+        fake = self
+
+        class ndarray:
+            def __init__(self, host, device):
+                self.host, self.device = host, types.SimpleNamespace(id=device)
+                self.data = types.SimpleNamespace(ptr=host.ctypes.data)
+                self.size, self.dtype, self.shape = host.size, host.dtype, host.shape
+
+            def __getitem__(self, i):
+                return self.host[i]
+
+        class Device:
+            def __init__(self, device):
+                self.id = device
+
+            def __enter__(self):
+                self.saved, fake.current = fake.current, self.id
+
+            def __exit__(self, *exc):
+                fake.current = self.saved
+
+        self.ndarray = ndarray
+        self.cuda = types.SimpleNamespace(Device=Device,
+                                          runtime=types.SimpleNamespace(getDevice=lambda: fake.current))
+
+    def asarray(self, host):
+        self.uploads += 1
+        return self.ndarray(np.array(host), self.current)
+
+    def zeros(self, n, dtype):
+        return self.ndarray(np.zeros(n, dtype), self.current)
+
+    def load(self, device):
+        fake = self
+
+        class Kernel:
+            def __init__(self, name):
+                self.name = name
+
+            def __call__(self, grid, block, args):
+                assert fake.current == args[0].device.id, "launched with another device current"
+                args = [a.host if isinstance(a, fake.ndarray) else a for a in args]
+                HostLauncher(fake.lib).call(self.name, grid[0], block[0], args)
+
+        import types
+        return types.SimpleNamespace(get_function=Kernel), "fake"
+
+
+def test_gpu_launcher_python_side(lib):
+    fake = _FakeCupy(lib)
+    launcher = _cuda.GpuLauncher(cp=fake, load=fake.load)
+    rng = np.random.default_rng(6)
+    sizes = [3, 1030, 0, 70]
+    host_p = [rng.standard_normal(n) for n in sizes]
+    host_s = [[np.zeros(n) for n in sizes] for _ in range(2)]
+    dev = lambda arrays, device=1: TensorList([fake.ndarray(a, device) for a in arrays])  # noqa: E731
+    p, m, v = dev(host_p), dev(host_s[0]), dev(host_s[1])
+    ref_p, ref_m, ref_v = ([a.copy() for a in l] for l in (host_p, *host_s))
+    hp = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, decoupled=True, amsgrad=False,
+              maximize=False)
+    grads = [rng.standard_normal(n) for n in sizes]
+    g = dev(grads)
+    for step in range(1, 4):
+        launcher.run(*_cuda.adam_call(p, g, m, v, None, step=step, **hp))
+        ref.adam(ref_p, grads, ref_m, ref_v, None, step=step, **hp)
+        assert fake.current == 0  # the device context was restored
+    _assert_close(host_p, ref_p, np.float64, "params")
+    _assert_close(host_s[1], ref_v, np.float64, "exp_avg_sq")
+    assert fake.uploads == 4 + 1  # four address tables and one chunk table, built once for three steps
+
+    assert launcher.all_finite(g)
+    grads[1][1029] = np.nan
+    assert not launcher.all_finite(g)
+
+    before = [a.copy() for a in host_p]
+    with pytest.raises(TypeError, match="NumPy"):
+        launcher.run(*_cuda.adam_call(p, TensorList(grads), m, v, None, step=4, **hp))
+    with pytest.raises(ValueError, match="different GPUs"):
+        launcher.run(*_cuda.adam_call(p, dev(grads, device=2), m, v, None, step=4, **hp))
+    with pytest.raises(ValueError, match="different GPUs"):
+        mixed = TensorList([fake.ndarray(a, 2 if i == 1 else 1) for i, a in enumerate(grads)])
+        launcher.run(*_cuda.adam_call(p, mixed, m, v, None, step=4, **hp))
+    assert all((a == b).all() for a, b in zip(host_p, before))

@@ -205,10 +205,11 @@ class Launcher:
 class GpuLauncher(Launcher):
     """Launches on the current CuPy stream of the arrays' device; tables cached on each TensorList."""
 
-    def __init__(self):
-        import cupy
-
-        self.cp = self.xp = cupy
+    def __init__(self, cp=None, load=None):
+        if cp is None:
+            import cupy as cp
+        self.cp = self.xp = cp
+        self._load = load if load is not None else module  # device id -> (module, origin)
         self._kernels = {}
 
     def _cache(self, tensors):
@@ -256,7 +257,7 @@ class GpuLauncher(Launcher):
                 return self.call(kernel, grid, block, args)
         fn = self._kernels.get((device, kernel))
         if fn is None:
-            fn = self._kernels[(device, kernel)] = module(device)[0].get_function(kernel)
+            fn = self._kernels[(device, kernel)] = self._load(device)[0].get_function(kernel)
         fn((grid,), (block,), args)
 
     def all_finite(self, tensors):

@@ -1,0 +1,300 @@
+"""The cuda backend on a GPU: every option against the NumPy reference, one launch per step, bad input.
+
+Tests marked ``gpu`` skip with the backend's own reason (``unavailable_reason()``: "cupy not installed",
+"no CUDA GPU (...)") where they cannot run; the rest run everywhere. The kernels' math and indexing are
+also checked without a GPU, through a host build of the same sources (tests/test_cuda_host.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+import lrfast
+from lrfast import backends
+from lrfast.backends import _cuda
+from lrfast.backends import _numpy as ref
+from lrfast.backends._tensorlist import TensorList
+
+REASON = backends.unavailable_reason("cuda")
+gpu = pytest.mark.skipif(REASON is not None, reason=f"cuda backend unavailable: {REASON}")
+
+if REASON is None:
+    import cupy as cp
+
+
+# ---- everywhere ----------------------------------------------------------------------------------
+
+def test_unavailable_reason_is_none_or_a_reason():
+    assert REASON is None or (isinstance(REASON, str) and REASON)
+    info = _cuda.info()
+    assert info["available"] == (REASON is None) and info["reason"] == REASON
+    assert info["sources"] is not None or info["fatbin"] is not None
+
+
+def test_get_without_gpu_raises_with_the_reason():
+    if REASON is None:
+        assert backends.get("cuda") is _cuda
+        return
+    with pytest.raises(RuntimeError, match=re.escape(REASON)):
+        backends.get("cuda")
+
+
+@pytest.mark.parametrize("cls", [lrfast.SGD, lrfast.Adam, lrfast.AdamW, lrfast.RMSprop])
+def test_host_arrays_to_a_cuda_optimizer_raise(cls):
+    params = [np.ones(3, np.float32), np.ones((2, 2), np.float32)]
+    with pytest.raises(ValueError, match="cuda"):
+        cls(params, lr=0.1, backend="cuda")
+    assert all((p == 1).all() for p in params)
+
+
+# ---- on a GPU: the backend functions against the reference ---------------------------------------
+
+LR = {"sgd": 0.05, "adam": 0.01, "rmsprop": 0.01}
+
+
+def _cases():
+    for momentum, dampening, nesterov, wd, maximize in itertools.product(
+            (0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 0.01), (False, True)):
+        if not nesterov or (momentum != 0 and dampening == 0):
+            yield "sgd", dict(momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=wd,
+                              maximize=maximize)
+    for decoupled, amsgrad, wd, maximize in itertools.product((False, True), (False, True), (0.0, 0.1),
+                                                              (False, True)):
+        yield "adam", dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd, decoupled=decoupled,
+                           amsgrad=amsgrad, maximize=maximize)
+    for centered, momentum, wd, maximize in itertools.product((False, True), (0.0, 0.9), (0.0, 0.1),
+                                                              (False, True)):
+        yield "rmsprop", dict(alpha=0.9, eps=1e-8, weight_decay=wd, momentum=momentum, centered=centered,
+                              maximize=maximize)
+
+
+CASES = list(_cases())
+STATES = {"sgd": lambda c: [c["momentum"] != 0], "adam": lambda c: [True, True, c["amsgrad"]],
+          "rmsprop": lambda c: [True, c["centered"], c["momentum"] > 0]}
+RTOL = {np.float32: 1e-5, np.float64: 1e-9}
+ODD_SIZES = [0, 1, 3, 4, 5, 17, 1023, 1024, 1025, 0, 4099, 70001]
+
+
+def _case_id(case):
+    rule, hp = case
+    on = [k if v is True else f"{k}={v}" for k, v in hp.items()
+          if v not in (False, 0.0) and k not in ("beta1", "beta2", "eps", "alpha")]
+    return "-".join([rule] + on)
+
+
+def _hyper(rule, hp, step):
+    extra = {"sgd": dict(first_step=step == 0), "adam": dict(step=step + 1), "rmsprop": {}}[rule]
+    return dict(hp, lr=LR[rule], **extra)
+
+
+def _device_views(host, misalign):
+    """Device copies of host arrays as views into one buffer, each start shifted by ``misalign`` elements."""
+    sizes = [a.size for a in host]
+    stride = [s + 64 for s in sizes]
+    flat = cp.zeros(sum(stride) + 64, dtype=host[0].dtype)
+    out, at = [], 0
+    for a, st in zip(host, stride):
+        view = flat[at + misalign: at + misalign + a.size]
+        view[...] = cp.asarray(a)
+        out.append(view)
+        at += st
+    return out
+
+
+def _assert_close(got, want, dtype, what):
+    for i, (g, w) in enumerate(zip(got, want)):
+        g64, w64 = cp.asnumpy(g).astype(np.float64), np.asarray(w, dtype=np.float64)
+        err, scale = np.linalg.norm(g64 - w64), max(np.linalg.norm(w64), 1e-30)
+        assert err <= RTOL[dtype] * scale, f"{what} array {i} (size {g.size}): |err| {err:.3g}"
+
+
+def _run(rule, hp, dtype, sizes, *, misalign=0, steps=4, seed=0):
+    rng = np.random.default_rng(seed)
+    host_p = [rng.standard_normal(s).astype(dtype) for s in sizes]
+    used = STATES[rule](hp)
+    host_s = [[np.zeros(s, dtype) for s in sizes] if on else None for on in used]
+    dev_p = TensorList(_device_views(host_p, misalign))
+    dev_s = [TensorList(_device_views(s, misalign)) if s is not None else None for s in host_s]
+    for step in range(steps):
+        grads = [rng.standard_normal(s).astype(dtype) for s in sizes]
+        getattr(_cuda, rule)(dev_p, TensorList(_device_views(grads, misalign)), *dev_s, **_hyper(rule, hp, step))
+        getattr(ref, rule)(host_p, grads, *host_s, **_hyper(rule, hp, step))
+        what = f"{rule} {hp} {np.dtype(dtype).name} step {step}"
+        _assert_close(dev_p, host_p, dtype, what + " params")
+        for d, h in zip(dev_s, host_s):
+            if d is not None:
+                _assert_close(d, h, dtype, what + " state")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_every_option_matches_reference(case, dtype):
+    _run(*case, dtype, ODD_SIZES)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES[::4], ids=[_case_id(c) for c in CASES[::4]])
+def test_unaligned_views_match_reference(case, dtype):
+    _run(*case, dtype, ODD_SIZES, misalign=1, steps=2)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Kernel names launched by the cuda backend during the test."""
+    seen = []
+    launcher = _cuda._gpu()
+    real = launcher.call
+
+    def counting(kernel, grid, block, args):
+        seen.append(kernel)
+        return real(kernel, grid, block, args)
+
+    monkeypatch.setattr(launcher, "call", counting)
+    return seen
+
+
+@gpu
+def test_two_hundred_tensors_one_launch(launches):
+    sizes = [int(s) for s in np.random.default_rng(1).integers(1, 20000, size=200)]
+    _run("adam", dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True, amsgrad=False,
+                      maximize=False), np.float32, sizes, steps=3)
+    assert launches == ["lrfast_adam_f32"] * 3
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_all_finite(dtype, launches):
+    arrays = [cp.ones(n, dtype) for n in (0, 3, 5000, 70001)]
+    assert _cuda.all_finite(TensorList(arrays))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i, j in ((1, 2), (2, 4999), (3, 65536)):
+            arrays[i][j] = bad
+            assert not _cuda.all_finite(TensorList(arrays))
+            arrays[i][j] = 1
+    assert launches == [f"lrfast_nonfinite_{'f32' if dtype == np.float32 else 'f64'}"] * 10
+
+
+@gpu
+def test_roofline_kernel():
+    rng = np.random.default_rng(2)
+    host = [[rng.standard_normal(n).astype(np.float32) for n in (5, 3000)] for _ in range(4)]
+    dev = [TensorList([cp.asarray(a) for a in lst]) for lst in host]
+    _cuda._gpu().run("roofline", dev, ())
+    p, g, m, v = host
+    for i in range(2):
+        np.testing.assert_array_equal(dev[0][i].get(), p[i] - g[i])
+        np.testing.assert_array_equal(dev[2][i].get(), m[i] + g[i])
+        np.testing.assert_array_equal(dev[3][i].get(), v[i] + g[i])
+
+
+@gpu
+def test_launches_on_the_current_stream():
+    x = cp.zeros(1 << 20, cp.float32)
+    g = cp.ones_like(x)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        _cuda.sgd(TensorList([x]), TensorList([g]), None, lr=1.0, momentum=0.0, dampening=0.0, nesterov=False,
+                  weight_decay=0.0, maximize=False, first_step=True)
+        done = stream.record()
+    done.synchronize()
+    assert float(x.sum()) == -x.size
+
+
+@gpu
+def test_fatbin_and_nvrtc_modules_agree(monkeypatch):
+    """The prebuilt fatbin (when installed) loads on this GPU; the NVRTC fallback gives the same step."""
+    hp = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True, amsgrad=True, maximize=False)
+    results = []
+    for force in ("0", "1"):
+        monkeypatch.setenv(_cuda.FORCE_NVRTC_ENV, force)
+        monkeypatch.setattr(_cuda, "_MODULES", {})
+        monkeypatch.setattr(_cuda._gpu(), "_kernels", {})
+        rng = np.random.default_rng(3)
+        p, g = (TensorList([cp.asarray(rng.standard_normal(n).astype(np.float32)) for n in (7, 5000)])
+                for _ in range(2))
+        states = [TensorList([cp.zeros(n, cp.float32) for n in (7, 5000)]) for _ in range(3)]
+        _cuda.adam(p, g, *states, lr=0.01, step=1, **hp)
+        origin = _cuda.module()[1]
+        if force == "0" and _cuda.fatbin_path() is not None:
+            assert origin.startswith("fatbin"), origin
+        if force == "1":
+            assert origin.startswith("nvrtc"), origin
+        results.append([a.get() for a in p])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# ---- on a GPU: bad input -------------------------------------------------------------------------
+
+@gpu
+def test_backend_refuses_host_arrays():
+    host = TensorList([np.ones(4, np.float32)])
+    dev = TensorList([cp.ones(4, cp.float32)])
+    with pytest.raises(TypeError, match="NumPy"):
+        _cuda.sgd(dev, host, None, lr=0.1, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                  maximize=False, first_step=True)
+    assert float(dev[0].sum()) == 4 and (host[0] == 1).all()
+
+
+@gpu
+def test_optimizer_refuses_host_grads():
+    params = [cp.ones(4, cp.float32)]
+    opt = lrfast.Adam(params, lr=0.1)
+    assert opt.backend == "cuda"
+    with pytest.raises(TypeError):
+        opt.step([np.ones(4, np.float32)])
+    assert float(params[0].sum()) == 4
+
+
+@gpu
+def test_arrays_on_different_devices_raise():
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs")
+    with cp.cuda.Device(0):
+        a = cp.ones(4, cp.float32)
+    with cp.cuda.Device(1):
+        b = cp.ones(4, cp.float32)
+    with pytest.raises(ValueError, match="different GPUs"):
+        _cuda.sgd(TensorList([a]), TensorList([b]), None, lr=0.1, momentum=0.0, dampening=0.0, nesterov=False,
+                  weight_decay=0.0, maximize=False, first_step=True)
+    assert float(a.sum()) == 4
+
+
+# ---- on a GPU: through the optimizer API ---------------------------------------------------------
+
+OPTIMIZERS = [
+    (lrfast.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    (lrfast.SGD, dict(lr=0.05, momentum=0.9, dampening=0.2, maximize=True)),
+    (lrfast.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True)),
+    (lrfast.AdamW, dict(lr=0.01, weight_decay=0.1)),
+    (lrfast.RMSprop, dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.01)),
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cls,kw", OPTIMIZERS, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(OPTIMIZERS)])
+def test_optimizer_on_cupy_arrays_matches_numpy_backend(cls, kw, dtype):
+    rng = np.random.default_rng(4)
+    shapes = [(3, 5), (7,), (0,), (64, 33)]
+    host = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    dev = [cp.asarray(a) for a in host]
+    opt_ref = cls(host, backend="numpy", **kw)
+    opt = cls(dev, **kw)
+    assert opt.backend == "cuda"
+    for _ in range(5):
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        opt_ref.step(grads)
+        opt.step([cp.asarray(g) for g in grads])
+    _assert_close(dev, host, dtype, f"{cls.__name__} params")
+    want, got = opt_ref.state_dict(), opt.state_dict()
+    assert got["step_count"] == want["step_count"] == 5
+    for i, state in want["state"].items():
+        for role, arr in state.items():
+            _assert_close([got["state"][i][role]], [arr], dtype, f"{cls.__name__} state {role}")
