@@ -367,6 +367,31 @@ def test_past_the_end_holds_the_final_value(s, far):
     assert s(end + far) == s(end) == s(2**53)
 
 
+ONE_PER_KIND = [
+    S.constant(0.3), S.linear(0.1, 0.9, 50_000), S.cosine(1.0, 60_000, 0.1), S.warmup_stable_decay(
+        1.0, 10, 20_000, 45_000, shape="sqrt"), S.polynomial(1.0, 0.0, 66_000, power=1.7),
+    S.exponential(1.0, 0.9999), S.exponential(1.0, 0.5, every=1000, staircase=True), S.inverse_sqrt(1.0, 100),
+    S.cyclic(0.1, 1.0, 1234, mode="exp_range", gamma=0.99999), S.cyclic(0.1, 1.0, 999, mode="triangular2"),
+    S.cosine_restarts(1.0, 5000, decay=0.9), S.cosine_restarts(1.0, 1000, period_mult=2, decay=0.8),
+]
+
+
+@pytest.mark.parametrize("s", ONE_PER_KIND, ids=repr)
+def test_bulk_values_equal_scalar_across_blocks(s):
+    """values() works in blocks of _table.CHUNK steps; any position in a block gives the scalar's bits."""
+    assert {int(k) for k in s.table()[:, _table.KIND]} <= set(_table.KINDS.values())
+    v = s.values(np.arange(70_000))
+    c = _table.CHUNK
+    picks = {0, 1, c - 1, c, c + 1, 2 * c - 1, 2 * c, 69_999}
+    picks |= set(np.random.default_rng(0).integers(0, 70_000, 150).tolist())
+    assert [s(k) for k in sorted(picks)] == [v[k] for k in sorted(picks)]
+
+
+def test_every_kind_code_is_exercised():
+    kinds = {int(k) for s in ONE_PER_KIND for k in s.table()[:, _table.KIND]}
+    assert kinds == set(_table.KINDS.values())
+
+
 def test_table_layout():
     s = S.join([S.warmup_cosine(1.0, 10, 100), S.constant(0.1)], [100]) * 2.0
     t = s.table()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import numbers
 
@@ -144,8 +145,6 @@ def from_dict(d: dict) -> Schedule:
         else:
             kwargs[nested] = from_dict(inner)
     fn = _FACTORIES[name]
-    import inspect
-
     sig = inspect.signature(fn)
     unknown = set(kwargs) - set(sig.parameters)
     if unknown:
