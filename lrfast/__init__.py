@@ -8,9 +8,12 @@ Importing lrfast compiles nothing; the first step of an (optimizer, dtype) compi
 cache serves every later process.
 """
 
+from . import schedules
 from ._arena import ParamBuffer
+from ._lr_rules import layerwise_lr_decay, scale_lr
 from ._optimizer import Optimizer
 from ._optimizers import SGD, Adam, AdamW, RMSprop
 from ._version import __version__
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "ParamBuffer", "__version__"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "ParamBuffer", "schedules", "layerwise_lr_decay",
+           "scale_lr", "__version__"]
