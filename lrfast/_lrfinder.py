@@ -99,7 +99,7 @@ class LRFinderResult:
         first, low = s[0], float(np.min(s))
         scale = max(abs(first), float(np.max(s) - low), np.finfo(np.float64).tiny)
         drop = (first - low) / scale
-        if np.argmin(s) == 0:
+        if drop <= 0:
             return "the loss never fell below its first value: start may already be too high"
         if drop < _MIN_DROP:
             return (f"the smoothed loss fell by only {100 * drop:.2g}% over the range: "
@@ -204,7 +204,8 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     Param groups: the swept value is the *base* lr of param group 0 (what you pass as ``lr=``, or a
     schedule's peak). Each group i runs at lr_k * r_i, where r_i = peak_i / peak_0 is the ratio of the
     groups' own base lrs (a number, or for a schedule its largest value over the steps
-    step_count + {0, 1, 2, 4, ..., 2^24}); ``lr_scale``, ``lr_multiplier`` and an attached plateau apply
+    step_count + {0, 1, ..., 2^16 - 1, 2^16, 2^17, ..., 2^40}; a plain callable without ``.values`` is
+    probed densely only over its first 2^10 steps); ``lr_scale``, ``lr_multiplier`` and an attached plateau apply
     on top as in training. So layer-wise ratios are kept, and the suggestion is a base lr: give it to
     the optimizer (or a schedule's peak) exactly where the group-0 lr went before. This is done by
     temporarily setting each group's ``schedule`` to the number lr_k * r_i.
@@ -383,11 +384,17 @@ def _as_loss(loss, *, first):
 
 
 def _peak(schedule, step):
-    """A schedule's base value: the number itself, or its largest value over a geometric probe of steps."""
+    """A schedule's base value: the number itself, or its largest value over the probe steps.
+
+    Probe: ``step + k`` for every k < 2^16 (k < 2^10 for a plain callable without ``.values``), then
+    k = 2^j up to 2^40, so a warmup peak anywhere in the first 65536 steps is hit exactly.
+    """
     if not callable(schedule):
         return float(schedule)
-    probe = step + np.concatenate([[0], 2 ** np.arange(25)]).astype(np.int64)
     values = getattr(schedule, "values", None)
+    dense = 2 ** 16 if values is not None else 2 ** 10
+    offsets = np.concatenate([np.arange(dense), 2 ** np.arange(int(math.log2(dense)), 41)])
+    probe = (step + offsets).astype(np.int64)
     if values is not None:
         out = np.asarray(values(probe), dtype=np.float64)
     else:
