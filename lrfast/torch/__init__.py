@@ -12,5 +12,6 @@ CuPy and lrfast's CUDA kernels). Importing this module imports torch; ``import l
 """
 
 from ._optim import SGD, Adam, AdamW, RMSprop
+from ._scheduler import LRScheduler
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "LRScheduler"]

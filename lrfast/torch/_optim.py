@@ -284,20 +284,21 @@ class _Optimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _check_params(group, gi):
-        device, first, seen = None, None, set()
-        for pi, p in enumerate(group["params"]):
+        params = group["params"]
+        for pi, p in enumerate(params):
+            if p.device != params[0].device:
+                raise ValueError(f"param group {gi} holds params on several devices: {_label(group, gi, pi)} "
+                                 f"is on {p.device}, {_label(group, gi, 0)} on {params[0].device}; "
+                                 "lrfast.torch makes one launch per group: give each device's params a "
+                                 "param group of its own")
+        seen = set()
+        for pi, p in enumerate(params):
             label = _label(group, gi, pi)
             _check_param(p, label)
             if id(p) in seen:
                 raise ValueError(f"{label} appears twice in param group {gi}; one fused launch would update "
                                  "it twice at once")
             seen.add(id(p))
-            if device is None:
-                device, first = p.device, pi
-            elif p.device != device:
-                raise ValueError(f"param group {gi} holds params on several devices: {label} is on "
-                                 f"{p.device}, {_label(group, gi, first)} on {device}; lrfast.torch makes "
-                                 "one launch per group: give each device's params a param group of its own")
 
     # -- the step ------------------------------------------------------------------------------------
 
