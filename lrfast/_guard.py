@@ -114,7 +114,8 @@ class DivergenceGuard:
             return self._diverged("nonfinite", value)
         if self._atol is None:
             self._atol = 0.1 * abs(value)
-        over = math.isfinite(self.best) and value > self.best + max((self.spike - 1.0) * self.best, self._atol)
+        bar = self.best + max((self.spike - 1.0) * self.best, self._atol)
+        over = math.isfinite(self.best) and value > bar
         self._n += 1
         self._avg = self.smooth * self._avg + (1.0 - self.smooth) * value
         smoothed = self._avg / (1.0 - self.smooth ** self._n)

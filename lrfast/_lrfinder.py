@@ -90,7 +90,6 @@ class LRFinderResult:
 
     def _doubt(self, use, s, v_start, v_end) -> str:
         """Why the curve gives no clear answer, or "" when it does."""
-        n = len(self.lrs)
         if use.size < _MIN_POINTS:
             where = f"the loss diverged at lr={self.diverged_at:.3g}" if self.diverged_at is not None \
                 else "the test ended"
@@ -114,7 +113,6 @@ class LRFinderResult:
                     "range; raise end")
         if v_end - v_start < 3:
             return "the longest descent of the loss spans fewer than 3 points"
-        del n
         return ""
 
     # -- output ------------------------------------------------------------------------------------
@@ -163,17 +161,18 @@ class LRFinderResult:
     def __repr__(self):
         conf = "confident" if self.confident else f"not confident: {self.reason}"
         div = "" if self.diverged_at is None else f", diverged_at={self.diverged_at:.3g}"
-        return (f"LRFinderResult(suggestion={self.suggestion:.3g} [{self.rule}], steepest={self.steepest:.3g},"
-                f" valley={self.valley:.3g}, min_div_10={self.min_div_10:.3g}, {len(self.lrs)} points"
-                f"{div}; {conf})")
+        return (f"LRFinderResult(suggestion={self.suggestion:.3g} [{self.rule}], "
+                f"steepest={self.steepest:.3g}, valley={self.valley:.3g}, "
+                f"min_div_10={self.min_div_10:.3g}, {len(self.lrs)} points{div}; {conf})")
 
 
 def _longest_descent(s):
-    """(start, end) indices of the longest strictly decreasing subsequence of ``s`` (fastai's valley).
+    """(start, end) of the valley: fastai's longest strictly decreasing subsequence of ``s``.
 
-    O(n^2) dynamic programme: ``length[i]`` is the longest decreasing run (not necessarily contiguous)
-    ending at i. ``start`` is the index ``length[end] - 1`` points before ``end`` (fastai subtracts
-    ``length[end]``, one more, which can step outside the array; here it cannot).
+    O(n^2) dynamic programme: ``length[i]`` is the length of the longest strictly decreasing
+    subsequence (not necessarily contiguous) ending at i; ``end`` is the first i with the largest
+    length and, as in fastai, ``start = end - length[end]``, here clamped at 0 (fastai's can be -1 when
+    the curve falls from its first point, and then indexes from the end of the array).
     """
     n = len(s)
     length = np.ones(n, dtype=np.int64)
@@ -184,7 +183,7 @@ def _longest_descent(s):
             length[i] = 1 + int(length[:i][lower].max())
         if length[i] > length[best_end]:
             best_end = i
-    return best_end - int(length[best_end]) + 1, best_end
+    return max(best_end - int(length[best_end]), 0), best_end
 
 
 def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smooth=0.98, diverge=4.0, *,
@@ -205,8 +204,8 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     schedule's peak). Each group i runs at lr_k * r_i, where r_i = peak_i / peak_0 is the ratio of the
     groups' own base lrs (a number, or for a schedule its largest value over the steps
     step_count + {0, 1, ..., 2^16 - 1, 2^16, 2^17, ..., 2^40}; a plain callable without ``.values`` is
-    probed densely only over its first 2^10 steps); ``lr_scale``, ``lr_multiplier`` and an attached plateau apply
-    on top as in training. So layer-wise ratios are kept, and the suggestion is a base lr: give it to
+    probed densely only over its first 2^10 steps); ``lr_scale``, ``lr_multiplier`` and an attached
+    plateau apply on top as in training. So layer-wise ratios are kept, and the suggestion is a base lr: give it to
     the optimizer (or a schedule's peak) exactly where the group-0 lr went before. This is done by
     temporarily setting each group's ``schedule`` to the number lr_k * r_i.
 
@@ -221,16 +220,22 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     * ``steepest``: the lr where S falls fastest against log(lr): argmin of ``np.gradient(S, log lr)``,
       skipping the first 5 points (at most a quarter of the curve), where the moving average has seen
       too few losses for its slope to mean anything.
-    * ``valley``: fastai's rule: the longest decreasing subsequence of S, from index a to index b; the
-      lr at index a + int((b - a) / 3) + int((b - a) / 6) (about halfway down the valley).
+    * ``valley``: fastai's rule: b is the end of the longest strictly decreasing subsequence of S, of
+      length m, and a = max(b - m, 0); the lr at index a + int((b - a) / 3) + int((b - a) / 6)
+      (about halfway down the valley).
     * ``min_div_10``: the lr of the minimum of S, divided by 10.
-    * ``suggestion`` (the default pick) = ``min_div_10``. Why: the minimum of the loss sits just below
-      the lr where training blows up (for SGD on a quadratic, 2 / lambda_max, plus the few steps the
-      blow-up needs to show), so a tenth of it lands safely inside the stable range with a margin for
-      the smoothing's lag, yet is within ~10x of the fastest rate. ``steepest`` and ``valley`` depend on
-      where the descent *starts*, which moves with the init, the spectrum of the problem and the
-      smoothing lag; on ill-conditioned problems they can land past the stability edge, while the
-      minimum is pinned by it.
+    * ``suggestion`` (the default pick) = ``min_div_10``. Why: the minimum of the loss is pinned to the
+      lr where training starts to blow up (for SGD on a quadratic, 2 / lambda_max, plus the few steps
+      the unstable direction needs to grow and the smoothing's lag), whatever the init and the
+      spectrum; a tenth of it lands inside the stable range and within ~10x of the fastest rate. On
+      least squares (defaults, condition numbers 10 to 1e4) it lands at 0.6-0.7 x 2/lambda_max.
+      ``valley`` lands at 0.001-0.05 x there: a noise-free loss falls (slightly) from the very first
+      point, so the "longest descent" spans the whole flat start and its middle is far too low.
+      ``steepest`` (0.2-0.7 x there) follows the part of the spectrum that holds most of the loss and,
+      with a coarse ramp (num=30), lands past the stability edge (up to 1.9 x). Caveat: the smoothing
+      lag, in lr, grows with the per-step lr ratio: with num=30 over 8 decades (x1.9 per step) and
+      smooth >= 0.9 the minimum moved right and ``min_div_10`` reached 1.1 x 2/lambda_max; with
+      num >= 50 it stayed at 0.4-0.8 x. Keep num >= 50 (or smooth=0 on noise-free losses).
 
     ``confident`` is False (and ``reason`` says why) when fewer than 10 points are usable, the loss never
     drops below its first value or drops by less than 5%, the per-step noise exceeds half the descent,

@@ -127,8 +127,10 @@ def test_rules_on_a_synthetic_curve():
 
 def test_longest_descent_is_fastai_rule():
     s = np.array([3.0, 3.5, 3.2, 2.0, 2.5, 1.0, 0.5, 0.7, 0.4, 5.0])
-    # longest strictly decreasing subsequence: 3.5, 3.2, 2.0, 1.0, 0.5, 0.4 (indices 1..8)
-    assert _longest_descent(s) == (3, 8)  # end 8; start = end - length + 1 (6 long: 3..8 counts 6)
+    # longest strictly decreasing subsequence: 3.5, 3.2, 2.0, 1.0, 0.5, 0.4, ending at index 8, 6 long;
+    # fastai's start is end - length = 2
+    assert _longest_descent(s) == (2, 8)
+    assert _longest_descent(np.array([4.0, 3.0, 2.0, 1.0])) == (0, 3)  # fastai: -1, clamped here
 
 
 # -- exact restore -------------------------------------------------------------------------------------
@@ -393,3 +395,15 @@ def test_group_zero_without_lr():
     opt = lrfast.SGD([{"params": [a], "lr": 0.0}, {"params": [b], "lr": 0.1}])
     with pytest.raises(ValueError, match="group 0"):
         find_lr(lambda: 1.0, opt)
+
+
+def test_a_restore_that_is_not_exact_raises(monkeypatch):
+    import lrfast._lrfinder as lrfinder
+
+    # without freeing the state the test allocated, the momentum buffers come back as zero arrays
+    # where there were none: the checksums differ and find_lr says so instead of passing silently
+    monkeypatch.setattr(lrfinder, "_drop_new_state", lambda opt, held: None)
+    prob = LeastSquares()
+    opt = lrfast.SGD([prob.w], lr=0.1, momentum=0.9)
+    with pytest.raises(RuntimeError, match="could not restore the optimizer exactly"):
+        find_lr(prob.step_fn(opt), opt, num=20)
