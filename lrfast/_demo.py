@@ -210,7 +210,6 @@ def run(out="lrfast-demo", *, quick=False, seed=0, backend="auto", log=print):
     t_range = time.perf_counter() - t0
     lr = result.suggestion
     log(f"range test: {len(result.lrs)} steps in {t_range:.2f} s -> {result}")
-    assert np.array_equal(model.buf.flat_params, init), "find_lr restores the params"
 
     # 2./3. the same model and optimizer, from the same init, at three peak lrs
     runs = [("suggested", lr, False), ("too high (x30), no guard", lr * TOO_HIGH, False),
