@@ -188,9 +188,9 @@ class _Launch:
 class _Plan:
     """What a group's step launches, and what must not change for the plan to stay valid."""
 
-    __slots__ = ("group", "params", "n", "param_ids", "state", "roles", "present", "present_mask",
-                 "all_present", "param_ptrs", "grad_ptrs", "grad_ids", "launches", "steps", "steps_np",
-                 "step_index", "rebuild_after_run", "device", "labels")
+    __slots__ = ("group", "gi", "params", "n", "param_ids", "state", "roles", "present", "present_mask",
+                 "all_present", "param_ptrs", "grad_ptrs", "grad_ids", "expect", "launches", "steps",
+                 "steps_np", "step_index", "rebuild_after_run", "device")
 
     def check(self, group, roles, state):
         """(_OK | _GRADS | _REBUILD, detail): is the plan still valid for this step's params and grads?"""
@@ -213,18 +213,31 @@ class _Plan:
         gids = list(map(id, grads))
         if gptrs == self.grad_ptrs and gids == self.grad_ids:
             return _OK, None
-        if [g is not None for g in grads] != self.present_mask:
+        if not self.all_present and [g is not None for g in grads] != self.present_mask:
             return _REBUILD, None
         return _GRADS, (grads, gptrs, gids)
 
     def check_grads(self, detail, optimizer):
-        """Validate the grads that are new since the plan last ran."""
+        """Validate the grads that are new since the plan last ran (other objects or other memory).
+
+        Fast test per grad: the dtype, device kind, shape and strides its param had when the plan was
+        built (a sparse grad has no data_ptr and sent the plan to a rebuild already); anything else goes
+        through the full check, which raises with the param's name or accepts an equivalent layout.
+        """
         grads, gptrs, gids = detail
-        params = self.params
-        for i, (g, ptr, gid, old_ptr, old_id) in enumerate(zip(grads, gptrs, gids, self.grad_ptrs,
-                                                                 self.grad_ids)):
-            if g is not None and (ptr != old_ptr or gid != old_id):
-                _check_grad(params[i], g, self.labels(i), optimizer)
+        changed = np.flatnonzero((np.array(gptrs, dtype=np.int64) != np.array(self.grad_ptrs, dtype=np.int64))
+                                 | (np.array(gids, dtype=np.int64) != np.array(self.grad_ids, dtype=np.int64)))
+        expect, cuda = self.expect, self.device.type == "cuda"
+        for i in changed.tolist():
+            g = grads[i]
+            if g is None:
+                continue
+            dtype, shape, stride = expect[i]
+            on_device = g.is_cuda if cuda else g.is_cpu
+            if g.dtype is not dtype or not on_device or g.shape != shape or g.stride() != stride:
+                _check_grad(self.params[i], g, _label(self.group, self.gi, i), optimizer)
+            elif cuda and g.device != self.device:
+                _check_grad(self.params[i], g, _label(self.group, self.gi, i), optimizer)
 
     def set_grads(self, detail):
         grads, gptrs, gids = detail
@@ -383,7 +396,8 @@ class _Optimizer(torch.optim.Optimizer):
         plan.present_mask = [g is not None for g in grads]
         plan.all_present = len(present) == len(params)
         plan.param_ptrs = list(map(_PTR, plan.present))
-        plan.labels = lambda i, group=group, gi=gi: _label(group, gi, i)
+        plan.gi = gi
+        plan.expect = [(p.dtype, p.shape, p.stride()) for p in params]
         plan.rebuild_after_run = False
 
         # state: create what is missing, conform what was loaded (dtype/device/layout of the param)
