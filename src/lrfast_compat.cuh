@@ -56,6 +56,14 @@ LRFAST_HD T* global_ptr(T* p) {
   return p;
 }
 
+LRFAST_HD double pow_(double x, double y) {
+#if defined(__CUDA_ARCH__)
+  return pow(x, y);
+#else
+  return std::pow(x, y);
+#endif
+}
+
 // max(a, b) that propagates NaN from either side, as numpy.maximum does (fmax would drop it).
 template <class T>
 LRFAST_HD T max_nan(T a, T b) {

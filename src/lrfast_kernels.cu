@@ -38,12 +38,42 @@ int lrfast_abi_version = LRFAST_ABI_VERSION;
 namespace lrfast {
 
 // ---- kernel bodies: what one thread of the grid does --------------------------------------------
+// <rule>_apply runs the harness with the rule's scalars; <rule>_kernel takes them as kernel arguments,
+// <rule>_dev_kernel reads them from the device buffer a <rule>_prepare_kernel wrote (capturable steps).
+
+template <class T>
+LRFAST_HD void sgd_apply(const Grid& grid, const i64* P, const i64* G, const i64* BUF, const i64* chunks,
+                         i64 nchunks, const SgdScalars<T>& s) {
+  const i64* const tables[SgdOp<T>::LISTS] = {P, G, BUF};
+  const SgdOp<T> op = {s};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+}
 
 template <class T>
 LRFAST_HD void sgd_kernel(const Grid& grid, const i64* P, const i64* G, const i64* BUF, const i64* chunks,
                           i64 nchunks, T lr, T weight_decay, T momentum, T one_minus_dampening, int flags) {
-  const i64* const tables[SgdOp<T>::LISTS] = {P, G, BUF};
-  const SgdOp<T> op = {{lr, weight_decay, momentum, one_minus_dampening, flags}};
+  const SgdScalars<T> s = {lr, weight_decay, momentum, one_minus_dampening, flags};
+  sgd_apply(grid, P, G, BUF, chunks, nchunks, s);
+}
+
+template <class T>
+LRFAST_HD void sgd_dev_kernel(const Grid& grid, const i64* P, const i64* G, const i64* BUF, const i64* chunks,
+                              i64 nchunks, const unsigned char* scalars) {
+  sgd_apply(grid, P, G, BUF, chunks, nchunks, *reinterpret_cast<const SgdScalars<T>*>(scalars));
+}
+
+template <class T>
+LRFAST_HD void sgd_prepare_kernel(const Grid& grid, unsigned char* scalars, const double* lr, i64* step,
+                                  double momentum, double dampening, double weight_decay, int flags) {
+  if (grid.block == 0 && grid.thread == 0)
+    sgd_prepare(reinterpret_cast<SgdScalars<T>*>(scalars), lr, step, momentum, dampening, weight_decay, flags);
+}
+
+template <class T>
+LRFAST_HD void adam_apply(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
+                          const i64* VMAX, const i64* chunks, i64 nchunks, const AdamScalars<T>& s) {
+  const i64* const tables[AdamOp<T>::LISTS] = {P, G, M, V, VMAX};
+  const AdamOp<T> op = {s};
   multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
 }
 
@@ -52,9 +82,29 @@ LRFAST_HD void adam_kernel(const Grid& grid, const i64* P, const i64* G, const i
                            const i64* VMAX, const i64* chunks, i64 nchunks, T step_size, T beta1,
                            T one_minus_beta1, T beta2, T one_minus_beta2, T inv_bc2_sqrt, T eps, T decay,
                            T weight_decay, int flags) {
-  const i64* const tables[AdamOp<T>::LISTS] = {P, G, M, V, VMAX};
-  const AdamOp<T> op = {{step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay,
-                         weight_decay, flags}};
+  const AdamScalars<T> s = {step_size, beta1,  one_minus_beta1, beta2,        one_minus_beta2,
+                            inv_bc2_sqrt, eps, decay,           weight_decay, flags};
+  adam_apply(grid, P, G, M, V, VMAX, chunks, nchunks, s);
+}
+
+template <class T>
+LRFAST_HD void adam_dev_kernel(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
+                               const i64* VMAX, const i64* chunks, i64 nchunks, const unsigned char* scalars) {
+  adam_apply(grid, P, G, M, V, VMAX, chunks, nchunks, *reinterpret_cast<const AdamScalars<T>*>(scalars));
+}
+
+template <class T>
+LRFAST_HD void adam_prepare_kernel(const Grid& grid, unsigned char* scalars, const double* lr, i64* step,
+                                   double beta1, double beta2, double eps, double weight_decay, int flags) {
+  if (grid.block == 0 && grid.thread == 0)
+    adam_prepare(reinterpret_cast<AdamScalars<T>*>(scalars), lr, step, beta1, beta2, eps, weight_decay, flags);
+}
+
+template <class T>
+LRFAST_HD void rmsprop_apply(const Grid& grid, const i64* P, const i64* G, const i64* SQ, const i64* GA,
+                             const i64* BUF, const i64* chunks, i64 nchunks, const RmspropScalars<T>& s) {
+  const i64* const tables[RmspropOp<T>::LISTS] = {P, G, SQ, GA, BUF};
+  const RmspropOp<T> op = {s};
   multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
 }
 
@@ -62,9 +112,22 @@ template <class T>
 LRFAST_HD void rmsprop_kernel(const Grid& grid, const i64* P, const i64* G, const i64* SQ, const i64* GA,
                               const i64* BUF, const i64* chunks, i64 nchunks, T lr, T alpha, T one_minus_alpha,
                               T eps, T weight_decay, T momentum, int flags) {
-  const i64* const tables[RmspropOp<T>::LISTS] = {P, G, SQ, GA, BUF};
-  const RmspropOp<T> op = {{lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags}};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+  const RmspropScalars<T> s = {lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags};
+  rmsprop_apply(grid, P, G, SQ, GA, BUF, chunks, nchunks, s);
+}
+
+template <class T>
+LRFAST_HD void rmsprop_dev_kernel(const Grid& grid, const i64* P, const i64* G, const i64* SQ, const i64* GA,
+                                  const i64* BUF, const i64* chunks, i64 nchunks, const unsigned char* scalars) {
+  rmsprop_apply(grid, P, G, SQ, GA, BUF, chunks, nchunks, *reinterpret_cast<const RmspropScalars<T>*>(scalars));
+}
+
+template <class T>
+LRFAST_HD void rmsprop_prepare_kernel(const Grid& grid, unsigned char* scalars, const double* lr, i64* step,
+                                      double alpha, double eps, double weight_decay, double momentum, int flags) {
+  if (grid.block == 0 && grid.thread == 0)
+    rmsprop_prepare(reinterpret_cast<RmspropScalars<T>*>(scalars), lr, step, alpha, eps, weight_decay, momentum,
+                    flags);
 }
 
 template <class T>
@@ -80,6 +143,10 @@ LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, con
   const i64* const tables[RooflineOp<T>::LISTS] = {P, G, M, V};
   multi_tensor_apply<T>(grid, tables, chunks, nchunks, RooflineOp<T>());
 }
+
+static_assert(sizeof(AdamScalars<double>) <= LRFAST_SCALARS_BYTES, "scalars buffer too small");
+static_assert(sizeof(RmspropScalars<double>) <= LRFAST_SCALARS_BYTES, "scalars buffer too small");
+static_assert(sizeof(SgdScalars<double>) <= LRFAST_SCALARS_BYTES, "scalars buffer too small");
 
 }  // namespace lrfast
 
@@ -112,6 +179,50 @@ LRFAST_EXPORT(lrfast_rmsprop_f32, lrfast::rmsprop_kernel<float>, LRFAST_RMSPROP_
 LRFAST_EXPORT(lrfast_rmsprop_f64, lrfast::rmsprop_kernel<double>, LRFAST_RMSPROP_PARAMS(double),
               LRFAST_RMSPROP_ARGS)
 
+// capturable steps: lrfast_<rule>_prepare_<t> (a 1 x 1 launch), then lrfast_<rule>_dev_<t>
+#define LRFAST_DEV3_PARAMS \
+  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* BUF, const lrfast::i64* chunks, \
+   lrfast::i64 nchunks, const unsigned char* scalars)
+#define LRFAST_DEV3_ARGS (P, G, BUF, chunks, nchunks, scalars)
+#define LRFAST_DEV5_PARAMS \
+  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* S1, const lrfast::i64* S2, \
+   const lrfast::i64* S3, const lrfast::i64* chunks, lrfast::i64 nchunks, const unsigned char* scalars)
+#define LRFAST_DEV5_ARGS (P, G, S1, S2, S3, chunks, nchunks, scalars)
+LRFAST_EXPORT(lrfast_sgd_dev_f32, lrfast::sgd_dev_kernel<float>, LRFAST_DEV3_PARAMS, LRFAST_DEV3_ARGS)
+LRFAST_EXPORT(lrfast_sgd_dev_f64, lrfast::sgd_dev_kernel<double>, LRFAST_DEV3_PARAMS, LRFAST_DEV3_ARGS)
+LRFAST_EXPORT(lrfast_adam_dev_f32, lrfast::adam_dev_kernel<float>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
+LRFAST_EXPORT(lrfast_adam_dev_f64, lrfast::adam_dev_kernel<double>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
+LRFAST_EXPORT(lrfast_rmsprop_dev_f32, lrfast::rmsprop_dev_kernel<float>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
+LRFAST_EXPORT(lrfast_rmsprop_dev_f64, lrfast::rmsprop_dev_kernel<double>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
+
+#define LRFAST_SGD_PREPARE_PARAMS \
+  (unsigned char* scalars, const double* lr, lrfast::i64* step, double momentum, double dampening, \
+   double weight_decay, int flags)
+#define LRFAST_SGD_PREPARE_ARGS (scalars, lr, step, momentum, dampening, weight_decay, flags)
+LRFAST_EXPORT(lrfast_sgd_prepare_f32, lrfast::sgd_prepare_kernel<float>, LRFAST_SGD_PREPARE_PARAMS,
+              LRFAST_SGD_PREPARE_ARGS)
+LRFAST_EXPORT(lrfast_sgd_prepare_f64, lrfast::sgd_prepare_kernel<double>, LRFAST_SGD_PREPARE_PARAMS,
+              LRFAST_SGD_PREPARE_ARGS)
+
+#define LRFAST_ADAM_PREPARE_PARAMS \
+  (unsigned char* scalars, const double* lr, lrfast::i64* step, double beta1, double beta2, double eps, \
+   double weight_decay, int flags)
+#define LRFAST_ADAM_PREPARE_ARGS (scalars, lr, step, beta1, beta2, eps, weight_decay, flags)
+LRFAST_EXPORT(lrfast_adam_prepare_f32, lrfast::adam_prepare_kernel<float>, LRFAST_ADAM_PREPARE_PARAMS,
+              LRFAST_ADAM_PREPARE_ARGS)
+LRFAST_EXPORT(lrfast_adam_prepare_f64, lrfast::adam_prepare_kernel<double>, LRFAST_ADAM_PREPARE_PARAMS,
+              LRFAST_ADAM_PREPARE_ARGS)
+
+#define LRFAST_RMSPROP_PREPARE_PARAMS \
+  (unsigned char* scalars, const double* lr, lrfast::i64* step, double alpha, double eps, double weight_decay, \
+   double momentum, int flags)
+#define LRFAST_RMSPROP_PREPARE_ARGS (scalars, lr, step, alpha, eps, weight_decay, momentum, flags)
+LRFAST_EXPORT(lrfast_rmsprop_prepare_f32, lrfast::rmsprop_prepare_kernel<float>, LRFAST_RMSPROP_PREPARE_PARAMS,
+              LRFAST_RMSPROP_PREPARE_ARGS)
+LRFAST_EXPORT(lrfast_rmsprop_prepare_f64, lrfast::rmsprop_prepare_kernel<double>, LRFAST_RMSPROP_PREPARE_PARAMS,
+              LRFAST_RMSPROP_PREPARE_ARGS)
+
+// utilities
 #define LRFAST_NONFINITE_PARAMS (const lrfast::i64* X, const lrfast::i64* chunks, lrfast::i64 nchunks, int* flag)
 #define LRFAST_NONFINITE_ARGS (X, chunks, nchunks, flag)
 LRFAST_EXPORT(lrfast_nonfinite_f32, lrfast::nonfinite_kernel<float>, LRFAST_NONFINITE_PARAMS, LRFAST_NONFINITE_ARGS)

@@ -8,7 +8,10 @@
 
 // Bumped whenever an exported kernel's name or parameter list changes; the cuda backend refuses a
 // prebuilt fatbin whose lrfast_abi_version differs (and compiles the installed sources instead).
-#define LRFAST_ABI_VERSION 1
+#define LRFAST_ABI_VERSION 2
+
+// Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.
+#define LRFAST_SCALARS_BYTES 128
 
 // Bits of the `flags` argument of the optimizer kernels.
 #define LRFAST_MAXIMIZE 1      // ascend: g = -grad

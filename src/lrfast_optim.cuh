@@ -137,6 +137,44 @@ struct RmspropOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { rmsprop_update(x[P], x[G], x[SQ], x[GA], x[BUF], s); }
 };
 
+// ---- per-step scalars computed on the device (capturable steps) ----------------------------------
+//
+// A capturable step reads its learning rate and step count from device memory, so a CUDA graph can
+// replay it: a one-thread "prepare" kernel turns (*lr, *step) and the fixed hyperparameters into the
+// rule's scalars (the formulas of lrfast/backends/_cuda.py's *_call, in double, rounded to T), writes them
+// to a device buffer and counts the step; the update kernel then reads that buffer.
+//   lr    the step's learning rate (what the host path passes as lr)
+//   step  steps completed before this one; incremented here
+
+template <class T>
+LRFAST_HD void sgd_prepare(SgdScalars<T>* out, const double* lr, i64* step, double momentum, double dampening,
+                           double weight_decay, int flags) {
+  int f = flags & ~LRFAST_FIRST_STEP;
+  if ((f & LRFAST_MOMENTUM) && *step == 0) f |= LRFAST_FIRST_STEP;
+  const SgdScalars<T> s = {T(*lr), T(weight_decay), T(momentum), T(1.0 - dampening), f};
+  *out = s;
+  *step += 1;
+}
+
+template <class T>
+LRFAST_HD void adam_prepare(AdamScalars<T>* out, const double* lr, i64* step, double beta1, double beta2,
+                            double eps, double weight_decay, int flags) {
+  const double t = double(*step + 1);
+  const double bc1 = 1.0 - pow_(beta1, t), bc2 = 1.0 - pow_(beta2, t);
+  const AdamScalars<T> s = {T(*lr / bc1), T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2), T(1.0 / sqrt_(bc2)),
+                            T(eps), T(1.0 - *lr * weight_decay), T(weight_decay), flags};
+  *out = s;
+  *step += 1;
+}
+
+template <class T>
+LRFAST_HD void rmsprop_prepare(RmspropScalars<T>* out, const double* lr, i64* step, double alpha, double eps,
+                               double weight_decay, double momentum, int flags) {
+  const RmspropScalars<T> s = {T(*lr), T(alpha), T(1.0 - alpha), T(eps), T(weight_decay), T(momentum), flags};
+  *out = s;
+  *step += 1;
+}
+
 // ---- utilities ---------------------------------------------------------------------------------
 
 // all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).

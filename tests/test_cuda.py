@@ -298,3 +298,74 @@ def test_optimizer_on_cupy_arrays_matches_numpy_backend(cls, kw, dtype):
     for i, state in want["state"].items():
         for role, arr in state.items():
             _assert_close([got["state"][i][role]], [arr], dtype, f"{cls.__name__} state {role}")
+
+
+# ---- on a GPU: capturable steps (lr and step read on the device) and CUDA graphs ----------------
+
+LRS = (0.01, 0.02, 0.005, 0.0, 0.03)
+
+
+@gpu
+@pytest.mark.parametrize("case", CASES[::3], ids=[_case_id(c) for c in CASES[::3]])
+def test_capturable_step_matches_reference(case):
+    rule, hp = case
+    rng = np.random.default_rng(8)
+    sizes = [3, 1030, 0, 70001]
+    host_p = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    host_s = [[np.zeros(n, np.float32) for n in sizes] if on else None for on in STATES[rule](hp)]
+    p = TensorList([cp.asarray(a) for a in host_p])
+    states = [TensorList([cp.asarray(a) for a in s]) if s is not None else None for s in host_s]
+    lr, step = cp.zeros(1, cp.float64), cp.zeros(1, cp.int64)
+    for k, lr_k in enumerate(LRS):
+        grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+        lr[0] = lr_k
+        getattr(_cuda, f"{rule}_capturable")(p, TensorList([cp.asarray(g) for g in grads]), *states, lr=lr,
+                                             step=step, **hp)
+        extra = {"sgd": dict(first_step=k == 0), "adam": dict(step=k + 1), "rmsprop": {}}[rule]
+        getattr(ref, rule)(host_p, grads, *host_s, lr=lr_k, **extra, **hp)
+    assert int(step[0]) == len(LRS)
+    _assert_close(p, host_p, np.float32, f"capturable {rule} params")
+
+
+@gpu
+def test_capturable_adamw_step_replays_in_a_cuda_graph(launches):
+    rng = np.random.default_rng(9)
+    sizes = [5, 5000, 70001]
+    hp = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, decoupled=True, amsgrad=False, maximize=False)
+    host_p = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    host_m, host_v = ([np.zeros(n, np.float32) for n in sizes] for _ in range(2))
+    grads = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in LRS]
+    p, m, v, g = (TensorList([cp.asarray(a) for a in arrays]) for arrays in (host_p, host_m, host_v, grads[0]))
+    lr, step = cp.zeros(1, cp.float64), cp.zeros(1, cp.int64)
+
+    def one_step():
+        _cuda.adam_capturable(p, g, m, v, None, lr=lr, step=step, **hp)
+
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        lr.fill(LRS[0])
+        one_step()  # eager first step: builds and caches the tables, loads the kernels
+        stream.begin_capture()
+        one_step()
+        graph = stream.end_capture()
+        for k in range(1, len(LRS)):
+            for dst, src in zip(g, grads[k]):
+                dst[...] = cp.asarray(src)
+            lr.fill(LRS[k])
+            graph.launch(stream)
+    stream.synchronize()
+    for k, lr_k in enumerate(LRS):
+        ref.adam(host_p, grads[k], host_m, host_v, None, lr=lr_k, step=k + 1, **hp)
+    assert int(step[0]) == len(LRS)
+    _assert_close(p, host_p, np.float32, "graph-replayed AdamW params")
+    _assert_close(v, host_v, np.float32, "graph-replayed AdamW exp_avg_sq")
+    assert launches == ["lrfast_adam_prepare_f32", "lrfast_adam_dev_f32"] * 2  # eager + the captured one
+
+
+@gpu
+def test_capturable_counters_must_be_on_the_params_device():
+    p = TensorList([cp.ones(3, cp.float32)])
+    with pytest.raises(TypeError, match="capturable"):
+        _cuda.sgd_capturable(p, p, None, lr=np.ones(1), step=cp.zeros(1, cp.int64), momentum=0.0, dampening=0.0,
+                             nesterov=False, weight_decay=0.0, maximize=False)
+    assert float(p[0].sum()) == 3

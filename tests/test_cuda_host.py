@@ -28,7 +28,8 @@ from lrfast.backends._tensorlist import TensorList
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 DRIVER = Path(__file__).resolve().parent / "cuda_host" / "host_kernels.cpp"
-RULES = ("sgd", "adam", "rmsprop", "nonfinite", "roofline")
+RULES = ("sgd", "adam", "rmsprop", "nonfinite", "roofline", "sgd_dev", "adam_dev", "rmsprop_dev", "sgd_prepare",
+         "adam_prepare", "rmsprop_prepare")
 
 
 def _cxx():
@@ -75,6 +76,10 @@ class HostLauncher(_cuda.Launcher):
     def __init__(self, lib, block=_cuda.BLOCK, max_grid=2 ** 31 - 1):
         self.lib, self.block, self.max_grid = lib, block, max_grid
         self.calls = []
+        self._scalars = {}
+
+    def scalars_buffer(self, params):
+        return self._scalars.setdefault(id(params), np.zeros(_cuda.SCALARS_BYTES, np.uint8))
 
     def table(self, tensors):
         assert all(isinstance(a, np.ndarray) for a in tensors)
@@ -262,6 +267,60 @@ def test_two_hundred_tensors_one_launch(lib):
     assert [k for k, _, _ in launcher.calls] == ["lrfast_adam_f32"] * 3
 
 
+LRS = (0.05, 0.02, 0.0, 0.07, 0.01)  # a learning rate that changes from step to step, as a schedule's does
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_capturable_step_equals_host_scalars_step(lib, case, dtype):
+    """lr and step read from memory by the prepare kernel give bit for bit the host-computed step."""
+    rule, hp = case
+    rng = np.random.default_rng(7)
+    sizes = [3, 1030, 0, 17]
+    start = _arrays(sizes, dtype, rng)
+    used = STATES[rule](hp)
+    runs = []
+    for capturable in (False, True):
+        params = [a.copy() for a in start]
+        states = [TensorList([np.zeros(n, dtype) for n in sizes]) if on else None for on in used]
+        p = TensorList(params)
+        lr, step = np.zeros(1, np.float64), np.zeros(1, np.int64)
+        launcher = HostLauncher(lib)
+        grng = np.random.default_rng(8)
+        for k, lr_k in enumerate(LRS):
+            g = TensorList([grng.standard_normal(n).astype(dtype) for n in sizes])
+            if capturable:
+                lr[0] = lr_k
+                launcher.run_capturable(*getattr(_cuda, f"{rule}_capturable_call")(p, g, *states, lr=lr, step=step,
+                                                                                  **hp))
+            else:
+                extra = {"sgd": dict(first_step=k == 0), "adam": dict(step=k + 1), "rmsprop": {}}[rule]
+                launcher.run(*getattr(_cuda, f"{rule}_call")(p, g, *states, lr=lr_k, **extra, **hp))
+        if capturable:
+            assert step[0] == len(LRS)
+            assert [c[0] for c in launcher.calls] == [_cuda.kernel_name(f"{rule}_prepare", dtype),
+                                                      _cuda.kernel_name(f"{rule}_dev", dtype)] * len(LRS)
+        runs.append([params] + [list(s) for s in states if s is not None])
+    for host_run, dev_run in zip(*runs):
+        for a, b in zip(host_run, dev_run):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_capturable_counters_are_checked_before_anything_runs(lib):
+    p = TensorList([np.ones(3)])
+    launcher = HostLauncher(lib)
+    hp = dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False)
+    for lr, step in ((0.1, np.zeros(1, np.int64)), (np.zeros(1, np.float32), np.zeros(1, np.int64)),
+                     (np.zeros(1), np.zeros(2, np.int64)), (np.zeros(1), np.zeros(1, np.int32))):
+        with pytest.raises(TypeError, match="capturable"):
+            launcher.run_capturable(*_cuda.sgd_capturable_call(p, p, None, lr=lr, step=step, **hp))
+    step = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="does not match"):
+        launcher.run_capturable(*_cuda.sgd_capturable_call(p, TensorList([np.ones(4)]), None, lr=np.ones(1),
+                                                           step=step, **hp))
+    assert launcher.calls == [] and step[0] == 0 and (p[0] == 1).all()
+
+
 def test_all_empty_launches_nothing(lib):
     launcher = _run_case(lib, "sgd", dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0,
                                           maximize=False), np.float32, [0, 0, 0])
@@ -361,6 +420,7 @@ def _header_defines():
 def test_mode_constants_agree_with_python():
     defines = _header_defines()
     assert defines.pop("ABI_VERSION") == _cuda.ABI_VERSION
+    assert defines.pop("SCALARS_BYTES") == _cuda.SCALARS_BYTES
     assert defines == _cuda.FLAGS
     assert all(getattr(_cuda, k) == v for k, v in defines.items())
     assert len(set(defines.values())) == len(defines)
@@ -465,6 +525,10 @@ class _FakeCupy:
         self.uploads += 1
         return self.ndarray(np.array(host), self.current)
 
+    @staticmethod
+    def host_of(a):
+        return a.host
+
     def zeros(self, n, dtype):
         return self.ndarray(np.zeros(n, dtype), self.current)
 
@@ -509,6 +573,7 @@ def test_gpu_launcher_python_side(lib):
     assert launcher.all_finite(g)
     grads[1][1029] = np.nan
     assert not launcher.all_finite(g)
+    grads[1][1029] = 0.5
 
     before = [a.copy() for a in host_p]
     with pytest.raises(TypeError, match="NumPy"):
@@ -519,3 +584,16 @@ def test_gpu_launcher_python_side(lib):
         mixed = TensorList([fake.ndarray(a, 2 if i == 1 else 1) for i, a in enumerate(grads)])
         launcher.run(*_cuda.adam_call(p, mixed, m, v, None, step=4, **hp))
     assert all((a == b).all() for a, b in zip(host_p, before))
+
+    lr, step = fake.asarray(np.array([0.01])), fake.asarray(np.array([3], np.int64))
+    with pytest.raises(TypeError, match="CuPy array on device 1"):
+        launcher.run_capturable(*_cuda.adam_capturable_call(p, g, m, v, None, lr=lr, step=step,
+                                                            **{k: w for k, w in hp.items() if k != "lr"}))
+    assert fake.host_of(step)[0] == 3
+    with fake.cuda.Device(1):
+        lr, step = fake.asarray(np.array([0.01])), fake.asarray(np.array([3], np.int64))
+    launcher.run_capturable(*_cuda.adam_capturable_call(p, g, m, v, None, lr=lr, step=step,
+                                                        **{k: w for k, w in hp.items() if k != "lr"}))
+    ref.adam(ref_p, [a.host for a in g], ref_m, ref_v, None, step=4, **hp)
+    assert fake.host_of(step)[0] == 4
+    _assert_close(host_p, ref_p, np.float64, "params after a capturable step")

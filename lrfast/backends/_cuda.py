@@ -13,6 +13,10 @@ The kernels come from the fatbin built ahead of time (``lrfast/cuda_src/lrfast_k
 installed sources are compiled once per process with NVRTC (CuPy caches the result on disk).
 Launches go to the current CuPy stream of the arrays' device.
 
+``sgd_capturable`` / ``adam_capturable`` / ``rmsprop_capturable`` read the learning rate and the step count
+from one-element device arrays (a prepare kernel turns them into the scalars on the device and counts the
+step), so their launch arguments never change and a CUDA graph can replay the step; see src/README.md.
+
 The ``*_call`` functions are pure (no CuPy): they turn arrays + hyperparameters into (rule, tensor lists,
 scalars). ``Launcher`` turns that into a kernel call; ``tests/test_cuda_host.py`` runs the same calls
 through a host build of the same kernels.
@@ -31,7 +35,9 @@ name = "cuda"
 
 # ---- mirrors of src/lrfast_modes.cuh (tests/test_cuda_host.py checks they agree) --------------------
 
-ABI_VERSION = 1
+ABI_VERSION = 2
+#: bytes of the device buffer a capturable step's prepare kernel writes its scalars to
+SCALARS_BYTES = 128
 MAXIMIZE = 1
 WEIGHT_DECAY = 2
 DECOUPLED = 4
@@ -79,12 +85,27 @@ def kernel_name(rule: str, dtype) -> str:
 
 # ---- what each step launches (pure: arrays + hyperparameters -> rule, tensor lists, scalars) -------
 
-def sgd_call(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay,
-             maximize, first_step):
-    s = params.dtype.type
+def _sgd_flags(momentum, nesterov, weight_decay, maximize, first_step):
     flags = (MAXIMIZE if maximize else 0) | (WEIGHT_DECAY if weight_decay != 0 else 0)
     if momentum != 0:
         flags |= MOMENTUM | (NESTEROV if nesterov else 0) | (FIRST_STEP if first_step else 0)
+    return flags
+
+
+def _adam_flags(decoupled, amsgrad, weight_decay, maximize):
+    return ((MAXIMIZE if maximize else 0) | (AMSGRAD if amsgrad else 0)
+            | (DECOUPLED if decoupled else (WEIGHT_DECAY if weight_decay != 0 else 0)))
+
+
+def _rmsprop_flags(centered, momentum, weight_decay, maximize):
+    return ((MAXIMIZE if maximize else 0) | (WEIGHT_DECAY if weight_decay != 0 else 0)
+            | (CENTERED if centered else 0) | (MOMENTUM if momentum > 0 else 0))
+
+
+def sgd_call(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay,
+             maximize, first_step):
+    s = params.dtype.type
+    flags = _sgd_flags(momentum, nesterov, weight_decay, maximize, first_step)
     lists = (params, grads, _used(momentum_buffers, momentum != 0, "momentum_buffers", params))
     return "sgd", lists, (s(lr), s(weight_decay), s(momentum), s(1.0 - dampening), np.int32(flags))
 
@@ -94,8 +115,7 @@ def adam_call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta
     s = params.dtype.type
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
-    flags = ((MAXIMIZE if maximize else 0) | (AMSGRAD if amsgrad else 0)
-             | (DECOUPLED if decoupled else (WEIGHT_DECAY if weight_decay != 0 else 0)))
+    flags = _adam_flags(decoupled, amsgrad, weight_decay, maximize)
     lists = (params, grads, exp_avgs, exp_avg_sqs,
              _used(max_exp_avg_sqs, amsgrad, "max_exp_avg_sqs", params))
     scalars = (s(lr / bc1), s(beta1), s(1.0 - beta1), s(beta2), s(1.0 - beta2), s(1.0 / np.sqrt(bc2)), s(eps),
@@ -106,12 +126,48 @@ def adam_call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta
 def rmsprop_call(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay,
                  momentum, centered, maximize):
     s = params.dtype.type
-    flags = ((MAXIMIZE if maximize else 0) | (WEIGHT_DECAY if weight_decay != 0 else 0)
-             | (CENTERED if centered else 0) | (MOMENTUM if momentum > 0 else 0))
+    flags = _rmsprop_flags(centered, momentum, weight_decay, maximize)
     lists = (params, grads, square_avgs, _used(grad_avgs, centered, "grad_avgs", params),
              _used(momentum_buffers, momentum > 0, "momentum_buffers", params))
     scalars = (s(lr), s(alpha), s(1.0 - alpha), s(eps), s(weight_decay), s(momentum), np.int32(flags))
     return "rmsprop", lists, scalars
+
+
+# capturable steps: ``lr`` (float64, one element) and ``step`` (int64, one element: steps completed, the
+# kernel adds one) are device arrays read by the kernels, so the launch arguments stay the same from step
+# to step and a CUDA graph can replay the step. Returns (rule, tensor lists, prepare-kernel arguments).
+
+def sgd_capturable_call(params, grads, momentum_buffers, *, lr, step, momentum, dampening, nesterov,
+                        weight_decay, maximize):
+    f = np.float64
+    flags = _sgd_flags(momentum, nesterov, weight_decay, maximize, False)  # the kernel sets FIRST_STEP
+    lists = (params, grads, _used(momentum_buffers, momentum != 0, "momentum_buffers", params))
+    return "sgd", lists, (*_counters(lr, step), f(momentum), f(dampening), f(weight_decay), np.int32(flags))
+
+
+def adam_capturable_call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, step, beta1, beta2, eps,
+                         weight_decay, decoupled, amsgrad, maximize):
+    f = np.float64
+    flags = _adam_flags(decoupled, amsgrad, weight_decay, maximize)
+    lists = (params, grads, exp_avgs, exp_avg_sqs, _used(max_exp_avg_sqs, amsgrad, "max_exp_avg_sqs", params))
+    return "adam", lists, (*_counters(lr, step), f(beta1), f(beta2), f(eps), f(weight_decay), np.int32(flags))
+
+
+def rmsprop_capturable_call(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, step, alpha, eps,
+                            weight_decay, momentum, centered, maximize):
+    f = np.float64
+    flags = _rmsprop_flags(centered, momentum, weight_decay, maximize)
+    lists = (params, grads, square_avgs, _used(grad_avgs, centered, "grad_avgs", params),
+             _used(momentum_buffers, momentum > 0, "momentum_buffers", params))
+    return "rmsprop", lists, (*_counters(lr, step), f(alpha), f(eps), f(weight_decay), f(momentum), np.int32(flags))
+
+
+def _counters(lr, step):
+    for name, a, dtype in (("lr", lr, np.float64), ("step", step, np.int64)):
+        if getattr(a, "dtype", None) != dtype or getattr(a, "size", None) != 1:
+            raise TypeError(f"a capturable step needs {name} as a one-element {np.dtype(dtype)} device array, "
+                            f"got {type(a).__name__} {getattr(a, 'dtype', '')} of size {getattr(a, 'size', '?')}")
+    return lr, step
 
 
 def _used(tensors, needed, what, params):
@@ -146,6 +202,33 @@ def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alph
                              maximize=maximize))
 
 
+def sgd_capturable(params, grads, momentum_buffers, *, lr, step, momentum, dampening, nesterov, weight_decay,
+                   maximize):
+    """``sgd`` reading ``lr`` and ``step`` from device arrays (see ``sgd_capturable_call``); graph-capturable
+    once a first call has built and cached the tables."""
+    _gpu().run_capturable(*sgd_capturable_call(params, grads, momentum_buffers, lr=lr, step=step,
+                                               momentum=momentum, dampening=dampening, nesterov=nesterov,
+                                               weight_decay=weight_decay, maximize=maximize))
+
+
+def adam_capturable(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, step, beta1, beta2, eps,
+                    weight_decay, decoupled, amsgrad, maximize):
+    """``adam`` reading ``lr`` and ``step`` (steps completed; incremented) from device arrays."""
+    _gpu().run_capturable(*adam_capturable_call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr=lr,
+                                                step=step, beta1=beta1, beta2=beta2, eps=eps,
+                                                weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad,
+                                                maximize=maximize))
+
+
+def rmsprop_capturable(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, step, alpha, eps,
+                       weight_decay, momentum, centered, maximize):
+    """``rmsprop`` reading ``lr`` and ``step`` (incremented) from device arrays."""
+    _gpu().run_capturable(*rmsprop_capturable_call(params, grads, square_avgs, grad_avgs, momentum_buffers,
+                                                   lr=lr, step=step, alpha=alpha, eps=eps,
+                                                   weight_decay=weight_decay, momentum=momentum,
+                                                   centered=centered, maximize=maximize))
+
+
 def all_finite(tensors):
     """True when no element of any array in the TensorList is NaN or infinite (one launch, one sync)."""
     return _gpu().all_finite(tensors)
@@ -165,7 +248,9 @@ class Launcher:
     block = BLOCK
     max_grid = 2 ** 31 - 1
 
-    def run(self, rule, lists, scalars):
+    def run(self, rule, lists, scalars, before=None):
+        """Launch ``rule`` over ``lists``; ``before`` = (kernel, args): a 1 x 1 launch made first, once
+        everything is checked (a capturable step's prepare kernel)."""
         params = lists[0]
         kernel = kernel_name(rule, params.dtype)
         for i, tl in enumerate(lists[1:], 1):
@@ -177,10 +262,29 @@ class Launcher:
         tables = self.tables(lists)  # validates every array (device, kind) before anything runs
         size = chunk_size(params.total)
         nchunks = params.chunks(size).shape[0]
+        chunks = self.chunk_table(params, size) if nchunks else None
+        if before is not None:
+            self.call(before[0], 1, 1, before[1])
         if nchunks == 0:
             return
         grid = min(nchunks, self.max_grid)
-        self.call(kernel, grid, self.block, (*tables, self.chunk_table(params, size), np.int64(nchunks), *scalars))
+        self.call(kernel, grid, self.block, (*tables, chunks, np.int64(nchunks), *scalars))
+
+    def run_capturable(self, rule, lists, prepare):
+        """A capturable step: the prepare kernel turns (lr, step) into the scalars buffer, then the update
+        kernel ``<rule>_dev`` reads it. ``prepare`` = (lr, step, hyperparameters..., flags)."""
+        params = lists[0]
+        self.check_counters(params, prepare[:2])
+        scalars = self.scalars_buffer(params)
+        self.run(f"{rule}_dev", lists, (scalars,), before=(kernel_name(f"{rule}_prepare", params.dtype),
+                                                           (scalars, *prepare)))
+
+    def check_counters(self, params, counters):
+        """Raise unless the lr / step arrays can be read by this launcher's kernels."""
+
+    def scalars_buffer(self, params):
+        """A SCALARS_BYTES buffer, one per params list, for the capturable scalars."""
+        raise NotImplementedError
 
     def all_finite(self, tensors):
         flag = self.xp.zeros(1, dtype=np.int32)
@@ -240,6 +344,20 @@ class GpuLauncher(Launcher):
             where = ", ".join(f"list {i} on device {c['device']}" for i, c in enumerate(caches))
             raise ValueError(f"arrays of one step are on different GPUs ({where})")
         return [c["ptrs"] for c in caches]
+
+    def check_counters(self, params, counters):
+        device = self._cache(params)["device"]
+        for name, a in zip(("lr", "step"), counters):
+            if not isinstance(a, self.cp.ndarray) or a.device.id != device:
+                raise TypeError(f"a capturable step needs {name} as a CuPy array on device {device} "
+                                f"(the params' device), got {type(a).__name__}")
+
+    def scalars_buffer(self, params):
+        cache = self._cache(params)
+        if "scalars" not in cache:
+            with self.cp.cuda.Device(cache["device"]):
+                cache["scalars"] = self.cp.zeros(SCALARS_BYTES, dtype=np.uint8)
+        return cache["scalars"]
 
     def chunk_table(self, params, size):
         cache = self._cache(params)
