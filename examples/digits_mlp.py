@@ -22,11 +22,7 @@ from sklearn.datasets import load_digits
 import lrfast
 from lrfast.schedules import warmup_cosine
 
-try:
-    from lrfast import DivergenceGuard, find_lr
-except ImportError:  # older lrfast without the top-level exports
-    from lrfast._guard import DivergenceGuard
-    from lrfast._lrfinder import find_lr
+from lrfast import DivergenceGuard, find_lr
 
 
 def load_data(seed=0):

@@ -453,28 +453,6 @@ def _checksums(optimizer, params):
     return out
 
 
-def _roles_held(optimizer):
-    """Per bucket, the state names allocated (private view of the optimizer; see ``_drop_new_state``)."""
-    buckets = getattr(optimizer, "_buckets", None)
-    if buckets is None:
-        return None
-    return [[set(b.state) for b in bs] for bs in buckets]
-
-
-def _drop_new_state(optimizer, held):
-    """Free state the test allocated that did not exist before (a fresh optimizer stays fresh).
-
-    ``load_state_dict`` keeps state arrays that the dict does not mention (zero-filled) rather than
-    freeing them; freed state and zeros update identically, but the state_dict would differ.
-    """
-    if held is None:
-        return
-    for bs, roles in zip(optimizer._buckets, held):
-        for b, keep in zip(bs, roles):
-            for role in set(b.state) - keep:
-                del b.state[role]
-
-
 class _Snapshot:
     """Copies of the params, the state_dict, the group settings, and checksums of every array.
 
@@ -491,7 +469,6 @@ class _Snapshot:
         self.copies = [p.copy() for p in self.params]
         self.state = optimizer.state_dict()
         self.groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        self.held = _roles_held(optimizer)
 
     def restore(self, who="find_lr"):
         opt = self.opt
@@ -500,7 +477,6 @@ class _Snapshot:
         for group, saved in zip(opt.param_groups, self.groups):
             group["schedule"] = saved["schedule"]
         opt.load_state_dict(self.state)
-        _drop_new_state(opt, self.held)
         for group, saved in zip(opt.param_groups, self.groups):
             # the original schedule objects and settings, not copies; "lr" is recomputed below
             group.update({k: v for k, v in saved.items() if k != "lr"})

@@ -329,7 +329,12 @@ class Optimizer:
                 for pos in b.positions:
                     flat_index[start + pos] = (b, pos)
             start += len(group["params"])
+        present = {}  # bucket -> state names the dict holds for any of its params
+        for idx, entry in d["state"].items():
+            present.setdefault(id(flat_index[int(idx)][0]), set()).update(entry)
         for b in (b for bs in self._buckets for b in bs):
+            # state the dict does not mention is freed (a fresh optimizer's dict restores a fresh one)
+            b.state = {role: lists for role, lists in b.state.items() if role in present.get(id(b), ())}
             for views, _ in b.state.values():
                 for v in views:
                     v.fill(0)

@@ -398,12 +398,17 @@ def test_group_zero_without_lr():
 
 
 def test_a_restore_that_is_not_exact_raises(monkeypatch):
-    import lrfast._lrfinder as lrfinder
-
-    # without freeing the state the test allocated, the momentum buffers come back as zero arrays
-    # where there were none: the checksums differ and find_lr says so instead of passing silently
-    monkeypatch.setattr(lrfinder, "_drop_new_state", lambda opt, held: None)
+    # a load_state_dict that leaves one state value off: the checksums differ and find_lr says so
+    # instead of passing silently
     prob = LeastSquares()
     opt = lrfast.SGD([prob.w], lr=0.1, momentum=0.9)
+    opt.step([np.ones_like(prob.w)])
+    load = opt.load_state_dict
+
+    def lossy_load(state_dict):
+        load(state_dict)
+        opt.state[0]["momentum_buffer"][0] += 1.0
+
+    monkeypatch.setattr(opt, "load_state_dict", lossy_load)
     with pytest.raises(RuntimeError, match="could not restore the optimizer exactly"):
         find_lr(prob.step_fn(opt), opt, num=20)

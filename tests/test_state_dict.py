@@ -147,3 +147,13 @@ def test_to_rejects_unknown_or_unavailable_backend():
         with pytest.raises(RuntimeError, match="unavailable"):
             opt.to("cuda")
         assert opt.backend == "cpu"
+
+
+def test_loading_a_fresh_state_frees_state():
+    """Restoring the state_dict of a fresh optimizer gives back a fresh optimizer (no zero buffers)."""
+    opt, _ = _fresh((lrfast.SGD, dict(momentum=0.9)), "cpu")
+    fresh = opt.state_dict()
+    opt.step(grad_sequence(SHAPES, np.float64, 1)[0])
+    assert opt.state_dict()["state"]
+    opt.load_state_dict(fresh)
+    assert opt.state_dict()["state"] == {} and opt.step_count == 0
