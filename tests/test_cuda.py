@@ -369,3 +369,28 @@ def test_capturable_counters_must_be_on_the_params_device():
         _cuda.sgd_capturable(p, p, None, lr=np.ones(1), step=cp.zeros(1, cp.int64), momentum=0.0, dampening=0.0,
                              nesterov=False, weight_decay=0.0, maximize=False)
     assert float(p[0].sum()) == 3
+
+
+@gpu
+@pytest.mark.parametrize("cls,kw", OPTIMIZERS[1:4], ids=[c.__name__ for c, _ in OPTIMIZERS[1:4]])
+def test_to_cuda_and_back_continues_the_trajectory(cls, kw):
+    """cpu for 2 steps, cuda for 2, cpu for 1 == cpu for 5 (to float32 tolerance)."""
+    rng = np.random.default_rng(5)
+    shapes = [(3, 5), (1000,), (0,)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(5)]
+    stay = cls([a.copy() for a in start], backend="cpu", **kw)
+    for g in grads:
+        stay.step(g)
+    moved = cls([a.copy() for a in start], backend="cpu", **kw)
+    for k, g in enumerate(grads):
+        if k == 2:
+            moved.to("cuda")
+            assert moved.backend == "cuda"
+        if k == 4:
+            moved.to("cpu")
+        on_gpu = moved.backend == "cuda"
+        moved.step([cp.asarray(a) for a in g] if on_gpu else g)
+    final = moved.param_groups[0]["params"]
+    assert all(isinstance(a, np.ndarray) for a in final)
+    _assert_close(final, stay.param_groups[0]["params"], np.float32, f"{cls.__name__} after cpu -> cuda -> cpu")

@@ -431,7 +431,7 @@ def kernel_source(directory: Path | None = None) -> str:
 
 
 #: NVRTC options (CuPy adds the -arch of the current device).
-NVRTC_OPTIONS = ("--std=c++17",)
+NVRTC_OPTIONS = ("-std=c++17",)
 
 _MODULES: dict = {}  # device id -> (cupy.RawModule, description of where it came from)
 
