@@ -4,6 +4,7 @@ Run::
 
     python bench/bench_torch_adapter.py                    # resnet50, gpt2-small, 1000x64
     python bench/bench_torch_adapter.py --workloads resnet50,1000x64 --repeats 9 --json out.json
+    python bench/bench_torch_adapter.py --threads 1        # one thread each (steadier on a busy machine)
 
 Workloads (``lrfast/bench/_cases.py``): the 161 parameter tensors of ResNet-50 (25.6M elements), the 148
 of GPT-2 small (124M elements; a transformer), and 1,000 tensors of 64 elements, where a step is all host
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import lrfast.torch as lt  # noqa: E402
-from lrfast.bench import _cases, _timing  # noqa: E402
+from lrfast.bench import _cases, _machine, _timing  # noqa: E402
 
 HP = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
 
@@ -124,8 +125,11 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per timed block")
     ap.add_argument("--max-other", type=float, default=0.25,
                     help="discard a round when other processes used more than this share of the CPUs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both Numba and torch (default: Numba's configured count)")
     ap.add_argument("--json", type=Path, help="write every time and ratio here")
     args = ap.parse_args(argv)
+    _machine.set_threads(args.threads)
     workloads = _cases.parse_workloads(args.workloads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
           f"numba threads {__import__('numba').config.NUMBA_NUM_THREADS}, {platform.processor() or platform.machine()}")
@@ -133,8 +137,8 @@ def main(argv=None):
     print(HEADER)
     rows = run(workloads, args.repeats, args.min_time, args.max_other)
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "hyperparameters": HP, "rows": rows},
-                                        indent=1))
+        args.json.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                         "hyperparameters": HP, "rows": rows}, indent=1))
     return rows
 
 

@@ -404,6 +404,80 @@ def test_lr_scheduler_with_plateau():
     assert resumed.plateau.scale == scheduler.plateau.scale < 1.0
 
 
+# ---- find_lr ---------------------------------------------------------------------------------------
+
+def bn_mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                               torch.nn.Dropout(0.1), torch.nn.Linear(32, 10))
+
+
+@pytest.mark.parametrize("make", [lt.AdamW, torch.optim.AdamW], ids=["lrfast.torch", "torch.optim"])
+def test_find_lr_restores_model_optimizer_and_rng(digits, make):
+    """After the range test the run continues bit for bit as if it had not happened (params, BatchNorm
+    buffers, optimizer state, grads, dropout's random numbers)."""
+    data = batches(digits, torch.float32, 40)
+
+    def run(with_test):
+        model = bn_mlp()
+        opt = make(model.parameters(), lr=1e-3)
+        torch.manual_seed(5)
+        train(model, opt, data[:5])
+        result = None
+        if with_test:
+            it = iter(data * 3)
+
+            def step():
+                x, y = next(it)
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                return loss
+
+            result = lt.find_lr(model, opt, step, start=1e-5, end=10.0, num=60)
+        train(model, opt, data[5:])
+        return model, opt, result
+
+    m_ref, o_ref, _ = run(False)
+    m, o, result = run(True)
+    assert len(result.lrs) >= 10 and 1e-5 <= result.suggestion <= 10.0
+    for (k, a), b in zip(m.state_dict().items(), m_ref.state_dict().values()):
+        assert torch.equal(a, b), k
+    for p, q in zip(m.parameters(), m_ref.parameters()):
+        for key, value in o_ref.state[q].items():
+            assert torch.equal(o.state[p][key], value)
+
+
+def test_find_lr_restores_when_step_fn_raises_and_checks_input():
+    model = torch.nn.Linear(3, 1)
+    opt = lt.SGD([{"params": [model.weight]}, {"params": [model.bias], "lr": 0.5}], lr=0.1, momentum=0.9)
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(8, 3)
+    calls = []
+
+    def step():
+        calls.append(opt.param_groups[1]["lr"] / opt.param_groups[0]["lr"])
+        if len(calls) == 4:
+            raise KeyError("boom")
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    with pytest.raises(KeyError, match="boom"):
+        lt.find_lr(model, opt, step, num=20)
+    assert calls[:3] == pytest.approx([5.0] * 3)  # group ratios kept
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert len(opt.state) == 0 and [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    with pytest.raises(ValueError, match="did not call optimizer.step"):
+        lt.find_lr(model, opt, lambda: 1.0)
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        lt.find_lr(model, object(), lambda: 1.0)
+
+
 # ---- zero-copy ------------------------------------------------------------------------------------
 
 def test_kernel_pointers_are_the_tensors_storage(digits, monkeypatch):

@@ -4,6 +4,7 @@
     opt = lt.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)   # was torch.optim.AdamW
     sched = lt.LRScheduler(opt, lrfast.schedules.warmup_cosine(1e-3, 100, 10_000))
     loss.backward(); opt.step(); sched.step(); opt.zero_grad()
+    res = lt.find_lr(model, opt, train_step)      # range test; model, optimizer, RNG put back
 
 ``SGD``, ``Adam``, ``AdamW`` and ``RMSprop`` are ``torch.optim.Optimizer`` subclasses with torch's
 constructor arguments and state layout (checkpoints load both ways); their ``step()`` is one lrfast
@@ -11,7 +12,8 @@ kernel call per param group and dtype, on the tensors' own memory (CPU: Numba ke
 CuPy and lrfast's CUDA kernels). Importing this module imports torch; ``import lrfast`` does not.
 """
 
+from ._lrfinder import find_lr
 from ._optim import SGD, Adam, AdamW, RMSprop
 from ._scheduler import LRScheduler
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "LRScheduler"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "find_lr"]

@@ -1,0 +1,175 @@
+"""find_lr for torch models: lrfast's learning-rate range test, with the model and optimizer put back."""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from .._lrfinder import LRFinderResult, _as_loss, _number, _progress_bar
+
+
+def find_lr(model, optimizer, step_fn, start=1e-7, end=10.0, num=100, mode="exp", smooth=0.98, diverge=4.0, *,
+            progress=None) -> LRFinderResult:
+    r"""Learning-rate range test on a torch model (any ``torch.optim`` optimizer, lrfast.torch's included).
+
+    The same test and suggestions as :func:`lrfast.find_lr`: step k (k = 0 .. num-1) sets the lr of
+    param group 0 to
+
+        mode="exp":     lr_k = start * (end / start) ** (k / (num - 1))
+        mode="linear":  lr_k = start + (end - start) * k / (num - 1)
+
+    and every other group to lr_k times its current lr ratio to group 0, calls ``step_fn()`` (one training
+    step: zero_grad, loss, backward, ``optimizer.step()``; returns the loss) and records the loss. The
+    smoothed loss S_k is the bias-corrected moving average with beta = ``smooth``; the test stops after a
+    non-finite loss or when S_k > ``diverge`` * min(S_0 .. S_k). ``LRFinderResult`` suggests the lr
+    (``.suggestion``, ``.steepest``, ``.valley``, ``.min_div_10``) and plots the curve.
+
+    Afterwards -- also when ``step_fn`` raises -- everything the test touched is put back exactly: the
+    model's parameters and buffers (``model.state_dict()``, copied in place so the optimizer keeps its
+    references), every param the optimizer holds and its ``.grad``, the optimizer's ``state_dict()``
+    (state tensors, step counts, each group's lr and options), and torch's CPU (and, when initialised,
+    CUDA) random number generator states, so the run continues as if the test had not happened. The
+    params and buffers are compared after restoring; a mismatch raises RuntimeError.
+
+    Args:
+        model: the ``torch.nn.Module`` that ``step_fn`` trains (its buffers, e.g. BatchNorm statistics,
+            are restored too). ``None``: only the optimizer's params.
+        optimizer: a ``torch.optim.Optimizer`` over the model's params.
+        step_fn: called with no arguments once per lr; returns the loss (a number or a 1-element tensor).
+        start, end, num, mode, smooth, diverge, progress: as :func:`lrfast.find_lr`.
+
+    Returns:
+        An ``LRFinderResult``.
+
+    Example:
+        >>> def step():
+        ...     opt.zero_grad(); loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
+        ...     return loss
+        >>> res = lrfast.torch.find_lr(model, opt, step, start=1e-5, end=1.0, num=80)
+        >>> print(res.suggestion)
+    """
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+    ramp = _ramp(start, end, num, mode)
+    smooth = _number("smooth", smooth)
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"Invalid smooth: {smooth!r}; expected 0 <= smooth < 1")
+    diverge = _number("diverge", diverge)
+    if diverge <= 1.0:
+        raise ValueError(f"Invalid diverge: {diverge!r}; expected diverge > 1")
+    groups = optimizer.param_groups
+    base = [float(g["lr"]) for g in groups]
+    if not base[0] > 0 and len(groups) > 1 and any(b != base[0] for b in base):
+        raise ValueError("param group 0's lr is 0, so the other groups' lrs cannot be scaled relative to it; "
+                         "give group 0 a positive lr")
+    ratios = [1.0 if b == base[0] else b / base[0] for b in base]
+
+    snap = _Snapshot(model, optimizer)
+    calls = [0]
+    handle = optimizer.register_step_post_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    lrs, losses, smoothed = [], [], []
+    diverged_at = None
+    bar = _progress_bar(len(ramp), progress)
+    try:
+        avg, best = 0.0, math.inf
+        for k, lr in enumerate(ramp):
+            for group, r in zip(groups, ratios):
+                group["lr"] = float(lr) * r
+            loss = _as_loss(step_fn(), first=k == 0)
+            if k == 0 and calls[0] == 0:
+                raise ValueError("step_fn did not call optimizer.step(): it must run one training step "
+                                 "(loss, gradients, optimizer.step) and return the loss")
+            lrs.append(float(lr))
+            losses.append(loss)
+            if math.isfinite(loss):
+                avg = smooth * avg + (1.0 - smooth) * loss
+                s = avg / (1.0 - smooth ** (k + 1))
+            else:
+                s = math.nan
+            smoothed.append(s)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(lr=f"{lr:.2e}", loss=f"{s:.4g}", refresh=False)
+            if not math.isfinite(s) or (k > 0 and s > diverge * best):
+                diverged_at = float(lr)
+                break
+            best = min(best, s)
+    finally:
+        handle.remove()
+        if bar is not None:
+            bar.close()
+        snap.restore()
+    return LRFinderResult(lrs, losses, smoothed, diverged_at, mode=mode, smooth=smooth, diverge=diverge)
+
+
+def _ramp(start, end, num, mode):
+    if mode not in ("exp", "linear"):
+        raise ValueError(f"Invalid mode: {mode!r}; expected 'exp' or 'linear'")
+    start, end = _number("start", start), _number("end", end)
+    if mode == "exp" and start <= 0:
+        raise ValueError(f"Invalid start: {start!r}; mode='exp' needs start > 0")
+    if start < 0:
+        raise ValueError(f"Invalid start: {start!r}; expected start >= 0")
+    if start >= end:
+        raise ValueError(f"Invalid range: start={start!r} >= end={end!r}; expected start < end")
+    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
+        raise ValueError(f"Invalid num: {num!r}; expected an integer >= 2")
+    num = int(num)
+    if mode == "exp":
+        ramp = start * (end / start) ** (np.arange(num) / (num - 1))
+    else:
+        ramp = start + (end - start) * (np.arange(num) / (num - 1))
+    ramp[-1] = end
+    return ramp
+
+
+class _Snapshot:
+    """Copies of what a range test changes; ``restore()`` writes them back in place and verifies."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+        with torch.no_grad():
+            self.module_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                                 if model is not None else {})
+            self.params = [p for g in optimizer.param_groups for p in g["params"]]
+            self.values = [p.detach().clone() for p in self.params]
+            self.grads = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
+        self.optim_state = copy.deepcopy(optimizer.state_dict())
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    def restore(self):
+        with torch.no_grad():
+            for p, value, grad in zip(self.params, self.values, self.grads):
+                p.copy_(value)
+                if grad is None:
+                    p.grad = None
+                elif p.grad is not None and p.grad.shape == grad.shape and p.grad.dtype == grad.dtype:
+                    p.grad.copy_(grad)
+                else:
+                    p.grad = grad.clone()
+            if self.model is not None:
+                live = self.model.state_dict()
+                for key, value in self.module_state.items():
+                    live[key].copy_(value)
+        self.optimizer.load_state_dict(self.optim_state)
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        self._verify()
+
+    def _verify(self):
+        bad = [i for i, (p, v) in enumerate(zip(self.params, self.values)) if not torch.equal(p.detach(), v)]
+        if self.model is not None:
+            live = self.model.state_dict()
+            bad += [k for k, v in self.module_state.items() if not torch.equal(live[k], v)]
+        if bad:
+            raise RuntimeError(f"find_lr could not restore {bad[:5]} bit-identically")
