@@ -85,8 +85,8 @@ def train(model, opt, data, *, hook=None, scheduler=None, set_to_none=True):
 
 
 def assert_close(actual, expected, dtype, what=""):
-    a = actual.detach().double()
-    e = expected.detach().double()
+    a = actual.detach().double().cpu()
+    e = expected.detach().double().cpu()
     if dtype == torch.float64:
         scale = max(float(e.abs().max()), 1e-300) if e.numel() else 1.0
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9 * scale, msg=lambda m: f"{what}: {m}")
@@ -506,6 +506,44 @@ def test_kernel_pointers_are_the_tensors_storage(digits, monkeypatch):
         for key, ptrs in (("exp_avg", m_ptrs), ("exp_avg_sq", v_ptrs), ("max_exp_avg_sq", vmax_ptrs)):
             assert list(ptrs) == [opt.state[p][key].data_ptr() for p in params]
         assert all(p._version > 0 for p in params)  # autograd knows the params changed in place
+
+
+# ---- CUDA tensors (DLPack into CuPy, the cuda backend) -----------------------------------------------
+
+def _cuda_unavailable():
+    if not torch.cuda.is_available():
+        return "no CUDA GPU for torch (torch.cuda.is_available() is False)"
+    from lrfast import backends
+
+    return backends.unavailable_reason("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_unavailable() is not None, reason=f"CUDA path not testable here: {_cuda_unavailable()}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("name,kw", [CASES[3], CASES[10], CASES[15], CASES[20]],
+                         ids=[IDS[3], IDS[10], IDS[15], IDS[20]])
+def test_cuda_tensors_match_torch_optim(digits, name, kw, dtype, monkeypatch):
+    from lrfast.backends import _cuda
+
+    rule = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop"}[name]
+    seen = []
+    original = getattr(_cuda, rule)
+
+    def spy(params, *lists, **hyper):
+        seen.append([a.data.ptr for a in params])
+        return original(params, *lists, **hyper)
+
+    monkeypatch.setattr(_cuda, rule, spy)
+    m_torch, m_lr = mlp(dtype).cuda(), mlp(dtype).cuda()
+    o_torch = getattr(torch.optim, name)(m_torch.parameters(), **kw)
+    o_lr = getattr(lt, name)(m_lr.parameters(), **kw)
+    data = [(x.cuda(), y.cuda()) for x, y in batches(digits, dtype, STEPS)]
+    train(m_torch, o_torch, data)
+    train(m_lr, o_lr, data)
+    torch.cuda.synchronize()
+    assert len(seen) == STEPS and seen[-1] == [p.data_ptr() for p in m_lr.parameters()]
+    assert_same_run(m_torch.cpu(), o_torch, m_lr.cpu(), o_lr, dtype)
 
 
 # ---- bad input ------------------------------------------------------------------------------------
