@@ -7,9 +7,41 @@ gradient buffer. An optimizer built on a ParamBuffer allocates its state the sam
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._dtypes import check_supported
+
+
+#: Every tensor of an arena starts at a multiple of this many elements (64 bytes of float32) from a
+#: 64-byte-aligned base, so vector loads see aligned addresses; the gaps are zeros that every update
+#: rule keeps at zero.
+ALIGN = 16
+
+
+def aligned_layout(sizes):
+    """(start offset of each tensor, total length) of a flat buffer holding tensors of ``sizes``."""
+    starts, end = [], 0
+    for size in sizes:
+        start = -(-end // ALIGN) * ALIGN
+        starts.append(start)
+        end = start + int(size)
+    return starts, -(-end // ALIGN) * ALIGN
+
+
+def aligned_zeros(total, dtype, xp=np):
+    """A zero-filled 1-d buffer whose first element sits on a 64-byte boundary (CuPy: always)."""
+    if xp is not np:
+        return xp.zeros(total, dtype=dtype)
+    raw = np.zeros(total + 64 // np.dtype(dtype).itemsize, dtype=dtype)
+    skip = (-raw.ctypes.data % 64) // raw.itemsize
+    return raw[skip:skip + total]
+
+
+def split(flat, starts, shapes):
+    """Views into ``flat`` of the given shapes, starting at ``starts``."""
+    return [flat[s:s + math.prod(shape)].reshape(shape) for s, shape in zip(starts, shapes)]
 
 
 def _array_module(array):
@@ -53,20 +85,17 @@ class ParamBuffer:
             dtype = dtypes.pop()
         self.dtype = check_supported(dtype, "ParamBuffer")
         self.shapes = [a.shape for a in arrays]
-        sizes = [a.size for a in arrays]
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-        self.flat_params = xp.empty(int(offsets[-1]), dtype=self.dtype)
-        self.flat_grads = xp.zeros(int(offsets[-1]), dtype=self.dtype)
-        self.params = self.views(self.flat_params, offsets)
-        self.grads = self.views(self.flat_grads, offsets)
+        self._starts, total = aligned_layout([a.size for a in arrays])
+        self.flat_params = aligned_zeros(total, self.dtype, xp)
+        self.flat_grads = aligned_zeros(total, self.dtype, xp)
+        self.params = self.views(self.flat_params)
+        self.grads = self.views(self.flat_grads)
         for view, a in zip(self.params, arrays):
             view[...] = a
-        self._offsets = offsets
 
-    def views(self, flat, offsets=None):
+    def views(self, flat):
         """Split a flat buffer laid out like this arena into arrays of the params' shapes."""
-        offsets = self._offsets if offsets is None else offsets
-        return [flat[offsets[i]:offsets[i + 1]].reshape(shape) for i, shape in enumerate(self.shapes)]
+        return split(flat, self._starts, self.shapes)
 
     def zero_grad(self):
         """Set every gradient to zero (one memset)."""

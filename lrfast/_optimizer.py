@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backends
-from ._arena import ParamBuffer
+from ._arena import ParamBuffer, aligned_layout, aligned_zeros, split
 from ._validate import check_disjoint, check_grads, check_params, finite_number, nonnegative
 from .backends._tensorlist import TensorList
 
@@ -33,9 +33,9 @@ class _Bucket:
     def state_lists(self, role, xp):
         """The TensorLists of state ``role``, allocated (zeros, one flat buffer) on first use."""
         if role not in self.state:
-            flat = xp.zeros(self.params.total, dtype=self.params.dtype)
-            offsets = np.concatenate([[0], np.cumsum(self.params.sizes)])
-            views = [flat[offsets[i]:offsets[i + 1]].reshape(p.shape) for i, p in enumerate(self.params)]
+            starts, total = aligned_layout(self.params.sizes)  # the layout of a ParamBuffer
+            flat = aligned_zeros(total, self.params.dtype, xp)
+            views = split(flat, starts, [p.shape for p in self.params])
             self.state[role] = (TensorList(views, self.params.dtype), TensorList([flat]))
         return self.state[role]
 

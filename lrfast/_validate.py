@@ -26,7 +26,7 @@ def check_params(params):
         if not p.flags.c_contiguous:
             raise ValueError(f"param {i} (shape {p.shape}) is not C-contiguous; pass np.ascontiguousarray(p)"
                              " and use the returned array as the parameter")
-        if not p.flags.writeable:
+        if not getattr(p.flags, "writeable", True):  # CuPy arrays are always writeable
             raise ValueError(f"param {i} (shape {p.shape}) is read-only; the optimizer updates it in place")
     live = [i for i, p in enumerate(params) if p.size]
     starts, ends = _extent([params[i] for i in live])

@@ -107,3 +107,20 @@ def test_same_grad_arrays_reused_across_steps():
         opt.step(grads)
         opt_ref.step(gs)
     assert_close(params, ref, np.float64)
+
+
+def test_arena_and_state_layout_is_aligned():
+    """Every tensor of an arena (and of the optimizer's state) starts on a 16-element boundary, and
+    the gaps between tensors stay zero through updates."""
+    buf = lrfast.ParamBuffer(make_params([(3,), (5, 1), (17,), (0,), (2, 2)], np.float32))
+    opt = lrfast.AdamW(buf, weight_decay=0.1)
+    buf.grads[0][...] = 1.0
+    opt.step()
+    for views, base in [(buf.params, buf.flat_params)] + [
+            (list(s.values()), None) for s in opt.state[:1]]:
+        for v in views:
+            assert v.ctypes.data % 64 == 0 or v.size == 0
+    gaps = np.ones(buf.flat_params.size, bool)
+    for v in buf.params:
+        gaps[(v.ctypes.data - buf.flat_params.ctypes.data) // 4:][:v.size] = False
+    assert not buf.flat_params[gaps].any()
