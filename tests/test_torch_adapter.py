@@ -708,6 +708,17 @@ def test_bad_state_dict_rejected_before_loading(digits):
     assert_unchanged(o_lr, snap)
 
 
+def test_state_cleared_restarts_like_torch(digits):
+    """Clearing ``optimizer.state`` (a reset) starts every param afresh, as in torch."""
+    m_torch, o_torch, m_lr, o_lr = pair("Adam", dict(lr=1e-2), torch.float64)
+    data = batches(digits, torch.float64, 20)
+    for o, m in ((o_torch, m_torch), (o_lr, m_lr)):
+        train(m, o, data[:10])
+        o.state.clear()
+        train(m, o, data[10:])
+    assert_same_run(m_torch, o_torch, m_lr, o_lr, torch.float64)
+
+
 def test_no_grads_at_all_is_a_no_op():
     p = torch.nn.Parameter(torch.ones(3))
     opt = lt.AdamW([p])

@@ -10,9 +10,13 @@ reading and writing the tensors' own storage. The per-step Python work is kept s
 group, built on the first step and reused while nothing it depends on changes:
 
 - the group dict, its params (identity and storage address), which params have a grad, the options that
-  decide which state exists (amsgrad, momentum, centered) and the ``state`` dict itself;
+  decide which state exists (amsgrad, momentum, centered), the ``state`` dict and its number of entries;
 - the grads' addresses: when only those change (``zero_grad()`` sets grads to None, so backward makes
   new ones) the plan checks the new grads and swaps their address table, nothing else.
+
+The state tensors are updated in place. Replace them through ``load_state_dict()`` (or clear entries of
+``optimizer.state``): a tensor assigned into ``optimizer.state[p]`` by hand is not seen by a cached plan.
+After each step the params' autograd version counters are bumped, as an in-place torch op would.
 
 A step validates every group (hyperparameters, params, grads, state) before it writes anything.
 
@@ -327,7 +331,8 @@ class _Optimizer(torch.optim.Optimizer):
                 loss = closure()
         groups = self.param_groups
         plans = self._plans
-        if len(plans) != len(groups):
+        if len(plans) != len(groups) or len(self.state) != getattr(self, "_state_len", -1):
+            # groups added or removed, or state entries cleared/added behind the plans' back
             plans = self._plans = [None] * len(groups)
         name = type(self).__name__
         todo = []
@@ -354,6 +359,7 @@ class _Optimizer(torch.optim.Optimizer):
                 self._run(plan, hyper)
             if plan.rebuild_after_run:
                 plans[gi] = None
+        self._state_len = len(self.state)
         return loss
 
     def _inspect(self, group, gi, roles):
