@@ -229,13 +229,16 @@ class Optimizer:
             if not all(finite(tl) for tl in lists):
                 self.skipped_steps += 1
                 return False
+        rule = getattr(self._backend, self._rule)
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
             for bi, bucket in enumerate(buckets):
                 flat = 1 if arena else 0
-                state = {role: bucket.state_lists(role, self._xp)[flat] for role in self._roles(group)}
+                used = self._roles(group)
+                state = [bucket.state_lists(role, self._xp)[flat] if role in used else None
+                         for role in self._state_names]
                 params = bucket.flat_params if arena else bucket.params
                 g = bucket.flat_grads if arena else grad_lists[gi][bi]
-                self._update(self._backend, params, g, state, group, lrs[gi])
+                rule(params, g, *state, lr=lrs[gi], **self._hyper(group), **self._counter())
         self.step_count += 1
         self.current_lrs()
         return True
@@ -306,7 +309,7 @@ class Optimizer:
             self._check_group(merged, i)
             new_groups.append(merged)
         params = [p for g in self.param_groups for p in g["params"]]
-        roles = set(self._state_names())
+        roles = set(self._state_names)
         for idx, entry in d["state"].items():
             idx = int(idx)
             if not 0 <= idx < len(params):
@@ -352,16 +355,21 @@ class Optimizer:
 
     # -- subclass interface ------------------------------------------------------------------------
 
+    #: the backend function that updates a bucket (``backends/_numpy.py`` documents each)
+    _rule: str = ""
+    #: every state this optimizer can hold, in the order the backend rule takes them
+    _state_names: tuple = ()
+
     def _roles(self, group) -> tuple:
-        """State names this group's update reads and writes."""
+        """The states this group's update reads and writes (the others are passed as None)."""
         raise NotImplementedError
 
-    def _state_names(self) -> tuple:
-        """Every state name this optimizer can hold."""
+    def _hyper(self, group) -> dict:
+        """The group's hyperparameters as the backend rule's keyword arguments (all but lr)."""
         raise NotImplementedError
 
-    def _update(self, backend, params, grads, state, group, lr):
-        """Call the backend rule for one bucket."""
+    def _counter(self) -> dict:
+        """The step-count arguments of the backend rule (Adam: step, SGD: first_step)."""
         raise NotImplementedError
 
     def __repr__(self):

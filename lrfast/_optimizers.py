@@ -1,7 +1,8 @@
 """SGD, Adam, AdamW and RMSprop: torch.optim's update rules on lrfast's fused kernels.
 
-Each class only declares its hyperparameters, their checks, its state and the backend rule it calls; the
-rules themselves are written once per backend (``backends/_numpy.py`` is the specification).
+Each class only declares its hyperparameters, their checks, its state (in the order the backend rule
+takes it) and the backend rule it calls; the rules themselves are written once per backend
+(``backends/_numpy.py`` is the specification).
 """
 
 from __future__ import annotations
@@ -65,17 +66,17 @@ class SGD(Optimizer):
                              f"dampening = 0 (got momentum={group['momentum']}, "
                              f"dampening={group['dampening']})")
 
+    _rule = "sgd"
+    _state_names = ("momentum_buffer",)
+
     def _roles(self, group):
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def _state_names(self):
-        return ("momentum_buffer",)
+    def _hyper(self, group):
+        return {k: group[k] for k in ("momentum", "dampening", "nesterov", "weight_decay", "maximize")}
 
-    def _update(self, backend, params, grads, state, group, lr):
-        backend.sgd(params, grads, state.get("momentum_buffer"), lr=lr, momentum=group["momentum"],
-                    dampening=group["dampening"], nesterov=group["nesterov"],
-                    weight_decay=group["weight_decay"], maximize=group["maximize"],
-                    first_step=self.step_count == 0)
+    def _counter(self):
+        return {"first_step": self.step_count == 0}
 
 
 class Adam(Optimizer):
@@ -108,17 +109,19 @@ class Adam(Optimizer):
                         maximize=maximize)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
+    _rule = "adam"
+    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
     def _roles(self, group):
         return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
 
-    def _state_names(self):
-        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    def _hyper(self, group):
+        return {"beta1": group["betas"][0], "beta2": group["betas"][1], "eps": group["eps"],
+                "weight_decay": group["weight_decay"], "decoupled": self._decoupled, "amsgrad": group["amsgrad"],
+                "maximize": group["maximize"]}
 
-    def _update(self, backend, params, grads, state, group, lr):
-        backend.adam(params, grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
-                     lr=lr, beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
-                     weight_decay=group["weight_decay"], decoupled=self._decoupled,
-                     amsgrad=group["amsgrad"], maximize=group["maximize"], step=self.step_count + 1)
+    def _counter(self):
+        return {"step": self.step_count + 1}
 
 
 class AdamW(Adam):
@@ -162,15 +165,15 @@ class RMSprop(Optimizer):
                         centered=centered, maximize=maximize)
         super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
+    _rule = "rmsprop"
+    _state_names = ("square_avg", "grad_avg", "momentum_buffer")
+
     def _roles(self, group):
         return (("square_avg",) + (("grad_avg",) if group["centered"] else ())
                 + (("momentum_buffer",) if group["momentum"] > 0 else ()))
 
-    def _state_names(self):
-        return ("square_avg", "grad_avg", "momentum_buffer")
+    def _hyper(self, group):
+        return {k: group[k] for k in ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")}
 
-    def _update(self, backend, params, grads, state, group, lr):
-        backend.rmsprop(params, grads, state["square_avg"], state.get("grad_avg"),
-                        state.get("momentum_buffer"), lr=lr, alpha=group["alpha"], eps=group["eps"],
-                        weight_decay=group["weight_decay"], momentum=group["momentum"],
-                        centered=group["centered"], maximize=group["maximize"])
+    def _counter(self):
+        return {}
