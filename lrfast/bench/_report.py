@@ -37,10 +37,9 @@ def machine_line(doc) -> str:
         threads += f", torch {m['torch']} x{m.get('torch_threads')}"
     threads += ")"
     gpu = ", ".join(m["gpu"]["gpus"]) or "no GPU"
-    load = m.get("load_average_start")
-    return (f"{m['cpu']} ({m['logical_cpus']} logical CPUs), {threads}; {gpu}; "
-            f"load average {load[0] if load else '?'} at start, "
-            f"{(m.get('load_average_end') or ['?'])[0]} at end")
+    share = m.get("other_processes_cpu_share")
+    busy = "" if share is None else f"; other processes used {share:.0%} of the CPUs during the run"
+    return f"{m['cpu']} ({m['logical_cpus']} logical CPUs), {threads}; {gpu}{busy}"
 
 
 def format_table(doc) -> str:
@@ -56,6 +55,13 @@ def format_table(doc) -> str:
                  f"{case['tensors']:,} tensor{'s' if case['tensors'] != 1 else ''}, "
                  f"{case['elements']:,} elements, {case['bytes_per_element']} B/element")
         lines.append(title)
+        rounds = case.get("rounds") or []
+        dropped = sum(not r["kept"] for r in rounds)
+        if dropped:
+            lines.append(f"  ({dropped} repeat round{'s' if dropped > 1 else ''} re-run: other processes "
+                         f"used > {cfg['max_other_cpu']:.0%} of the CPUs)")
+        if case.get("contended"):
+            lines.append("  WARNING: other processes kept the CPUs busy; these times are not trustworthy")
         if case.get("status") != "ok":
             lines += [f"  skipped: {case.get('reason')}", ""]
             continue

@@ -17,9 +17,9 @@ SCHEMA = "lrfast-bench/1"
 
 #: --quick: small sizes, few repeats; finishes in well under a minute on 2 cores.
 QUICK = dict(sizes="1e4,1e5,1e6,1e7,resnet50,1000x64", repeats=3, min_time=0.01, warmup=1,
-             numpy_max=100_000)
+             numpy_max=100_000, patience=1.0)
 FULL = dict(sizes="1e4,1e5,1e6,1e7,1e8,resnet50,gpt2-small,1000x64", repeats=7, min_time=0.05, warmup=2,
-            numpy_max=1_000_000)
+            numpy_max=1_000_000, patience=5.0)
 #: Refuse a case whose arrays would need more than this share of the available memory.
 MEMORY_SHARE = 0.8
 
@@ -37,6 +37,8 @@ class Config:
     numpy_max: int = FULL["numpy_max"]
     quick: bool = False
     seed: int = 0
+    max_other: float = 0.1  # rounds where other processes used more of the CPUs are re-run
+    patience: float = 5.0  # seconds to wait for a quiet machine before re-running a round
     extra: dict = field(default_factory=dict)
 
     def as_dict(self):
@@ -52,6 +54,8 @@ class Config:
             "numpy_max": self.numpy_max,
             "quick": self.quick,
             "seed": self.seed,
+            "max_other_cpu": self.max_other,
+            "patience_s": self.patience,
         }
 
 
@@ -61,6 +65,8 @@ def run(config: Config, progress: bool | None = None, log=None) -> dict:
     config.threads = threads
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = _machine.load_average()
+    other = _timing.OtherLoad()
+    other.start()
     t0 = time.perf_counter()
     plan = [(o, np.dtype(d), w) for o in config.optimizers for d in config.dtypes for w in config.workloads]
     bar = _progress_bar(len(plan) * (len(config.impls) + config.repeats), progress)
@@ -74,13 +80,14 @@ def run(config: Config, progress: bool | None = None, log=None) -> dict:
     finally:
         if bar is not None:
             bar.close()
+    share = other.stop()
     doc = {
         "schema": SCHEMA,
         "run_id": uuid.uuid4().hex,
         "created": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 2),
         "machine": {**_machine.machine_info(), "load_average_start": load_start,
-                    "load_average_end": _machine.load_average()},
+                    "load_average_end": _machine.load_average(), "other_processes_cpu_share": share},
         "config": config.as_dict(),
         "implementations": {n: {"group": g, "device": d, "description": s}
                             for n, (g, d, s) in _impls.IMPLS.items() if n in config.impls},
@@ -129,9 +136,12 @@ def _run_case(config, opt, dtype, workload, tick):
     entries = []
     for name in config.impls:
         entries.append(_impls.build(name, case, numpy_max=config.numpy_max))
-    _timing.measure(entries, repeats=config.repeats, min_time=config.min_time, warmup=config.warmup,
-                    tick=tick)
+    rounds = _timing.measure(entries, repeats=config.repeats, min_time=config.min_time,
+                             warmup=config.warmup, tick=tick, max_other=config.max_other,
+                             patience=config.patience)
     case_doc["status"] = "ok"
+    case_doc["rounds"] = rounds
+    case_doc["contended"] = any(r["kept"] and (r["other_cpu"] or 0.0) > config.max_other for r in rounds)
     case_doc["results"] = results(entries, workload.elements)
     case_doc["ratios"] = ratios(case_doc["results"])
     for e in entries:

@@ -6,11 +6,19 @@ interleaved: repeat ``r`` times one block of every implementation (in an order r
 repeat ``r + 1`` starts, so a slow spell of the machine (another process, frequency changes) falls on
 all of them alike instead of on whichever ran then. Before each block one untimed step lets the other
 runtime's spinning worker threads (OpenMP pools of Numba and of torch) go back to sleep.
+
+On a shared machine another process taking a core stalls a parallel step until the OS reschedules the
+preempted worker (milliseconds). Where ``/proc/stat`` exists, each repeat round records the CPU time
+that other processes used during it (all CPUs' busy time minus this process's CPU time), and a round in
+which they used more than ``max_other`` of the machine is discarded and run again (up to ``retries``
+extra rounds per case, each after waiting up to ``patience`` seconds for a quiet moment); the JSON keeps
+every round's figure, so a reader sees how many were discarded.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -60,8 +68,66 @@ def calibrate(entry, min_time, warmup, max_inner=100_000):
     entry.inner = int(min(max_inner, max(1, np.ceil(min_time / max(per_step, 1e-9)))))
 
 
-def measure(entries, *, repeats, min_time, warmup, tick=None):
-    """Time every ok entry: calibration, then ``repeats`` interleaved blocks. Fills ``entry.times``."""
+def _busy_seconds():
+    """CPU-seconds all CPUs spent busy since boot (``/proc/stat``), or None where unavailable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Share of the machine's CPU time used by other processes between ``start()`` and ``stop()``."""
+
+    def __init__(self):
+        self.ncpu = os.cpu_count() or 1
+        self.available = _busy_seconds() is not None
+
+    def start(self):
+        self._t, self._busy, self._own = time.perf_counter(), _busy_seconds(), time.process_time()
+
+    def stop(self):
+        """The share, or None where ``/proc/stat`` is missing or the window was too short to tell.
+
+        ``/proc/stat`` counts in clock ticks (10 ms), so a window shorter than ``MIN_WINDOW`` seconds
+        would turn a tick's rounding into a false alarm.
+        """
+        if not self.available:
+            return None
+        wall = time.perf_counter() - self._t
+        if wall < self.MIN_WINDOW:
+            return None
+        other = (_busy_seconds() - self._busy) - (time.process_time() - self._own)
+        return max(0.0, other) / (wall * self.ncpu)
+
+    MIN_WINDOW = 0.2
+
+
+def wait_quiet(max_other, patience, window=0.5):
+    """Wait (at most ``patience`` s) for a ``window`` in which other processes use <= ``max_other``."""
+    load = OtherLoad()
+    if not load.available:
+        return
+    end = time.perf_counter() + patience
+    while time.perf_counter() < end:
+        load.start()
+        time.sleep(window)
+        share = load.stop()
+        if share is None or share <= max_other:
+            return
+
+
+def measure(entries, *, repeats, min_time, warmup, tick=None, max_other=0.1, retries=None, patience=5.0):
+    """Time every ok entry: calibration, then ``repeats`` interleaved blocks. Fills ``entry.times``.
+
+    Returns the rounds: ``{"other_cpu": share of the CPUs other processes used, "kept": bool}`` each.
+    """
     live = []
     for e in entries:
         if e.status == "ok":
@@ -72,19 +138,36 @@ def measure(entries, *, repeats, min_time, warmup, tick=None):
                 e.fail("error", f"{type(exc).__name__}: {exc}")
         if tick:
             tick(1)
+    load = OtherLoad()
+    retries = 2 * repeats if retries is None else retries
+    rounds = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for r in range(repeats):
-            k = r % len(live) if live else 0
+        r = 0
+        while r < repeats:
+            k = len(rounds) % len(live) if live else 0
+            load.start()
+            times = []
             for e in live[k:] + live[:k]:
                 _block(e, 1)  # settle: untimed
-                e.times.append(_block(e, e.inner) / e.inner)
-            if tick:
-                tick(1)
+                times.append((e, _block(e, e.inner) / e.inner))
+            other = load.stop()
+            keep = other is None or other <= max_other or retries <= 0
+            rounds.append({"other_cpu": other, "kept": keep})
+            if keep:
+                for e, t in times:
+                    e.times.append(t)
+                r += 1
+                if tick:
+                    tick(1)
+            else:
+                retries -= 1
+                wait_quiet(max_other, patience)
     finally:
         if gc_was_enabled:
             gc.enable()
+    return rounds
 
 
 def summary(times):

@@ -43,6 +43,11 @@ def register(subparsers):
     p.add_argument("--warmup", type=int, help="untimed warm-up steps (default 2, --quick 1)")
     p.add_argument("--numpy-max", type=float, help="largest workload the numpy reference runs "
                                                    "(default 1e6, --quick 1e5)")
+    p.add_argument("--max-other-cpu", type=float, default=0.1, metavar="SHARE",
+                   help="re-run a repeat round in which other processes used more than this share of the "
+                        "CPUs (default 0.1; 1 disables)")
+    p.add_argument("--patience", type=float, help="seconds to wait for a quiet machine before re-running "
+                                                  "a round (default 5, --quick 1)")
     p.add_argument("--quick", action="store_true", help="small sizes, 3 repeats: under a minute")
     p.add_argument("--json", metavar="PATH", help="write the full results (raw times, ratios, machine)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of throughput vs size (needs matplotlib)")
@@ -88,7 +93,15 @@ def _config(args):
         numpy_max=pick(args.numpy_max, "numpy_max", int),
         quick=args.quick,
         seed=args.seed,
+        max_other=_share(args.max_other_cpu),
+        patience=preset["patience"] if args.patience is None else max(0.0, args.patience),
     )
+
+
+def _share(value):
+    if not 0 < value <= 1:
+        raise ValueError(f"--max-other-cpu must be in (0, 1], got {value}")
+    return value
 
 
 def main(args) -> int:
