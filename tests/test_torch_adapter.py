@@ -50,6 +50,15 @@ DTYPES = [torch.float64, torch.float32]
 
 # ---- the model and its data -----------------------------------------------------------------------
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The model is tiny: torch's intra-op threads only add contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits():
     from sklearn.datasets import load_digits
