@@ -20,7 +20,8 @@ over rounds of torch's time / lrfast's time in that round): > 1 means lrfast is 
 Two host-overhead rows for 1,000 tensors: ``grads kept`` (the same grad tensors every step, as with
 ``zero_grad(set_to_none=False)``) and ``new grads`` (every step assigns each param a grad tensor other
 than last step's, as after ``zero_grad()`` + ``backward()``: lrfast then re-checks the grads and swaps
-its address table; the assignment itself is timed for all three alike).
+its address table; the assignment itself is timed for all three alike, and alone, so the row "net of
+grad assignment" gives each step without it).
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ def entries_for(params, grads, new_grads):
             step = opt.step
         out.append(_timing.Entry(name, "lrfast" if name.startswith("lrfast") else "peer", step=step,
                                  keep=opt))
+    if new_grads:  # what the grad assignment alone costs, to report each step net of it
+        flip = [0]
+
+        def assign_only():
+            flip[0] ^= 1
+            for p, g in zip(params, (grads, other)[flip[0]]):
+                p.grad = g
+
+        out.append(_timing.Entry("assignment", "reference", step=assign_only))
     return out
 
 
@@ -90,9 +100,15 @@ def run(workloads, repeats, min_time, max_other):
             rounds = _timing.measure(entries, repeats=repeats, min_time=min_time, warmup=2, max_other=max_other)
             times = {e.name: np.array(e.times) for e in entries}
             lr = times["lrfast.torch"]
+            ratios = {k: float(np.median(v / lr)) for k, v in times.items()
+                      if k not in ("lrfast.torch", "assignment")}
+            if "assignment" in times:  # net of the grad assignment all three pay
+                a = times["assignment"]
+                ratios.update({f"{k} net": float(np.median((v - a) / (lr - a))) for k, v in times.items()
+                               if k not in ("lrfast.torch", "assignment")})
             row = {"workload": label, "tensors": w.tensors, "elements": w.elements,
                    "median_s": {k: float(np.median(v)) for k, v in times.items()},
-                   "ratio_vs_lrfast": {k: float(np.median(v / lr)) for k, v in times.items() if k != "lrfast.torch"},
+                   "ratio_vs_lrfast": ratios,
                    "rounds": len(rounds), "rounds_discarded": sum(not r["kept"] for r in rounds),
                    "times_s": {k: v.tolist() for k, v in times.items()}}
             rows.append(row)
@@ -115,6 +131,12 @@ def print_row(row):
     print(f"{row['workload']:<22}{row['tensors']:>8}{row['elements']:>13,}  {_fmt_time(m['lrfast.torch']):>13}"
           f"{_fmt_time(m['torch fused']):>13}{_fmt_time(m['torch foreach']):>14}  "
           f"{r['torch fused']:>11.2f}x{r['torch foreach']:>14.2f}x", flush=True)
+    if "assignment" in m:
+        net = {k: m[k] - m["assignment"] for k in ("lrfast.torch", "torch fused", "torch foreach")}
+        print(f"{'  net of grad assignment':<43}  {_fmt_time(net['lrfast.torch']):>13}"
+              f"{_fmt_time(net['torch fused']):>13}{_fmt_time(net['torch foreach']):>14}  "
+              f"{r['torch fused net']:>11.2f}x{r['torch foreach net']:>14.2f}x"
+              f"   (assignment alone {_fmt_time(m['assignment']).strip()})", flush=True)
 
 
 def main(argv=None):
@@ -132,7 +154,7 @@ def main(argv=None):
     _machine.set_threads(args.threads)
     workloads = _cases.parse_workloads(args.workloads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-          f"numba threads {__import__('numba').config.NUMBA_NUM_THREADS}, {platform.processor() or platform.machine()}")
+          f"{__import__('numba').get_num_threads()} numba threads, {platform.processor() or platform.machine()}")
     print("AdamW float32 step on CPU; medians of interleaved repeats; ratios > 1: lrfast faster (same run)")
     print(HEADER)
     rows = run(workloads, args.repeats, args.min_time, args.max_other)
