@@ -14,6 +14,7 @@
 #include "lrfast_modes.cuh"
 #include "lrfast_multi_tensor.cuh"
 #include "lrfast_optim.cuh"
+#include "lrfast_schedule.cuh"
 
 #define LRFAST_LIST(...) __VA_ARGS__
 
@@ -234,3 +235,35 @@ LRFAST_EXPORT(lrfast_nonfinite_f64, lrfast::nonfinite_kernel<double>, LRFAST_NON
 #define LRFAST_ROOFLINE_ARGS (P, G, M, V, chunks, nchunks)
 LRFAST_EXPORT(lrfast_roofline_f32, lrfast::roofline_kernel<float>, LRFAST_ROOFLINE_PARAMS, LRFAST_ROOFLINE_ARGS)
 LRFAST_EXPORT(lrfast_roofline_f64, lrfast::roofline_kernel<double>, LRFAST_ROOFLINE_PARAMS, LRFAST_ROOFLINE_ARGS)
+
+// ---- schedules: a schedule's piece table evaluated on the device (lrfast_schedule.cuh) -------------
+// Not per params dtype, so not named lrfast_<rule>_<f32|f64>: LRFAST_EXPORT_SCHEDULE is LRFAST_EXPORT
+// under its own name, which keeps these two out of the optimizer-kernel list tests/test_cuda_host.py
+// reads from this file; tests/test_cuda_schedule_host.py checks every export of this file instead.
+//
+//   lrfast_schedule_lr      a 1 x 1 launch before a capturable step's prepare kernel:
+//                           *lr = max(schedule(*step) * factors[0] * factors[1] * factors[2], factors[3])
+//   lrfast_schedule_values  out[i] = schedule(steps[i]) for i < n (grid-stride; steps float64, as evaluate)
+namespace lrfast {
+
+LRFAST_HD void schedule_lr_kernel(const Grid& grid, const double* table, int rows, const i64* step,
+                                  const double* factors, double* lr) {
+  if (grid.block == 0 && grid.thread == 0) *lr = schedule_lr(table, rows, *step, factors);
+}
+
+LRFAST_HD void schedule_values_kernel(const Grid& grid, const double* table, int rows, const double* steps, i64 n,
+                                      double* out) {
+  const i64 stride = static_cast<i64>(grid.blocks) * grid.threads;
+  for (i64 i = static_cast<i64>(grid.block) * grid.threads + grid.thread; i < n; i += stride)
+    out[i] = schedule_value(table, rows, steps[i]);
+}
+
+}  // namespace lrfast
+
+#define LRFAST_EXPORT_SCHEDULE LRFAST_EXPORT
+LRFAST_EXPORT_SCHEDULE(lrfast_schedule_lr, lrfast::schedule_lr_kernel,
+                       (const double* table, int rows, const lrfast::i64* step, const double* factors, double* lr),
+                       (table, rows, step, factors, lr))
+LRFAST_EXPORT_SCHEDULE(lrfast_schedule_values, lrfast::schedule_values_kernel,
+                       (const double* table, int rows, const double* steps, lrfast::i64 n, double* out),
+                       (table, rows, steps, n, out))

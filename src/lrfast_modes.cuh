@@ -8,7 +8,7 @@
 
 // Bumped whenever an exported kernel's name or parameter list changes; the cuda backend refuses a
 // prebuilt fatbin whose lrfast_abi_version differs (and compiles the installed sources instead).
-#define LRFAST_ABI_VERSION 2
+#define LRFAST_ABI_VERSION 3
 
 // Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.
 #define LRFAST_SCALARS_BYTES 128
