@@ -6,8 +6,8 @@
 #ifndef LRFAST_MODES_CUH
 #define LRFAST_MODES_CUH
 
-// Bumped whenever an exported kernel's name or parameter list changes; the cuda backend refuses a
-// prebuilt fatbin whose lrfast_abi_version differs (and compiles the installed sources instead).
+// Bumped whenever an exported kernel is added or renamed or its parameter list changes; the cuda backend
+// refuses a prebuilt fatbin whose lrfast_abi_version differs (and compiles the installed sources instead).
 #define LRFAST_ABI_VERSION 3
 
 // Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.

@@ -394,3 +394,71 @@ def test_to_cuda_and_back_continues_the_trajectory(cls, kw):
     final = moved.param_groups[0]["params"]
     assert all(isinstance(a, np.ndarray) for a in final)
     _assert_close(final, stay.param_groups[0]["params"], np.float32, f"{cls.__name__} after cpu -> cuda -> cpu")
+
+
+# ---- on a GPU: schedules evaluated on the device (src/lrfast_schedule.cuh) ------------------------
+# On the host the port gives NumPy's evaluate bit for bit (tests/test_cuda_schedule_host.py). On the
+# device the arithmetic is the same IEEE operations in the same order (products are __dmul_rn, so no FMA
+# contraction; / and sqrt correctly rounded); only CUDA's libm differs: double cos within 2 ulp, exp, log
+# and log1p within 1 ulp of the correctly rounded result (CUDA C++ Programming Guide, "Mathematical
+# Functions"), glibc's within 1. So device and host may differ by what 3 ulps of those functions become
+# through each piece's formula: schedule_cases.libm_bound(table, steps, 3), a bound the host test checks
+# against a libm nudged to CUDA's limits. Pieces that call none of them must agree bit for bit. That is
+# not "1 ulp of the lr" everywhere: (1 + cos(pi x)) cancels near the end of a cosine anneal and
+# exp(e * log(gamma)) multiplies log's error by e, so there the bound is a few ulps of the schedule's
+# peak (cosine) or |e log gamma| ulps of the value (exponential, exp_range, decay ** k).
+
+@gpu
+def test_device_schedule_matches_host_evaluate():
+    from cuda_host.schedule_cases import SCHEDULES, libm_bound, steps_for
+
+    rng = np.random.default_rng(0)
+    step, out = cp.zeros(1, cp.int64), cp.zeros(1, cp.float64)
+    factors = cp.asarray(_cuda.lr_factors())
+    for name, schedule in SCHEDULES:
+        steps = steps_for(schedule, rng)
+        table = _cuda.upload_table(schedule)
+        assert _cuda.upload_table(schedule) is table  # cached
+        got = cp.asnumpy(_cuda.schedule_values(table, cp.asarray(np.array(steps, dtype=np.int64))))
+        want = schedule.values(np.array(steps, dtype=np.int64))
+        bound = libm_bound(schedule.table(), steps, 3)
+        bad = np.flatnonzero(~(np.abs(got - want) <= bound))
+        assert bad.size == 0, (name, [(steps[i], got[i], want[i], bound[i]) for i in bad[:5]])
+        np.testing.assert_array_equal(got[bound == 0], want[bound == 0])
+        for i in sorted(set(rng.integers(0, len(steps), 10).tolist()) | {0, len(steps) - 1}):
+            step.fill(steps[i])
+            _cuda.schedule_lr(table, step, factors, out)
+            assert abs(float(out[0]) - want[i]) <= bound[i], (name, steps[i])
+
+
+@gpu
+def test_device_schedule_drives_a_graph_replayed_sgd_step():
+    """schedule_lr + a capturable SGD step captured in one CUDA graph: each replay reads the step counter,
+    evaluates the schedule and updates the params with no host work; the trajectory is the host's with
+    lr = schedule(k) (float64; the device lr within libm_bound of the host's)."""
+    schedule = lrfast.schedules.warmup_cosine(0.1, 3, 12, floor=0.01)
+    rng = np.random.default_rng(10)
+    host_p, g = rng.standard_normal(1000), rng.standard_normal(1000)
+    p, grads = TensorList([cp.asarray(host_p)]), TensorList([cp.asarray(g)])
+    table = _cuda.upload_table(schedule)
+    factors = cp.asarray(_cuda.lr_factors(0.5))
+    lr, step = cp.zeros(1, cp.float64), cp.zeros(1, cp.int64)
+    hp = dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False)
+
+    def one_step():
+        _cuda.schedule_lr(table, step, factors, lr)
+        _cuda.sgd_capturable(p, grads, None, lr=lr, step=step, **hp)
+
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        one_step()  # eager: builds the tables, loads the kernels
+        stream.begin_capture()
+        one_step()
+        graph = stream.end_capture()
+        for _ in range(14):
+            graph.launch(stream)
+    stream.synchronize()
+    assert int(step[0]) == 16
+    for k in range(16):
+        host_p -= (schedule(k) * 0.5) * g
+    np.testing.assert_allclose(cp.asnumpy(p[0]), host_p, rtol=1e-12, atol=1e-12)

@@ -277,7 +277,8 @@ def test_call_builders_check_their_arrays():
     for bad in ((table.astype(np.float32), step, factors, out), (table[:, :8], step, factors, out),
                 (np.asfortranarray(np.vstack([table, table])), step, factors, out),
                 (table, step.astype(np.int32), factors, out), (table, np.zeros(2, np.int64), factors, out),
-                (table, step, factors[:3], out), (table, step, factors, np.zeros(1, np.float32)), (table, 0, factors, out)):
+                (table, step, factors[:3], out), (table, step, factors, np.zeros(1, np.float32)),
+                (table, 0, factors, out)):
         with pytest.raises(TypeError):
             _cuda.schedule_lr_call(*bad)
     kernel, grid, block, args = _cuda.schedule_values_call(table, np.arange(1000.0), np.zeros(1000))
@@ -295,7 +296,8 @@ def test_schedule_table_and_lr_factors_validate():
     np.testing.assert_array_equal(_cuda.schedule_table(good), good.table())
     np.testing.assert_array_equal(_cuda.schedule_table(good.table().tolist()), good.table())
     for bad, match in ((np.zeros((0, 9)), "shape"), (np.zeros((2, 8)), "shape"), (np.zeros(9), "shape"),
-                       (np.array([[1.0] + [0.0] * 8]), "starts"), (np.array([[0.0] * 9, [-1.0] + [0.0] * 8]), "starts"),
+                       (np.array([[1.0] + [0.0] * 8]), "starts"),
+                       (np.array([[0.0] * 9, [-1.0] + [0.0] * 8]), "starts"),
                        (np.array([[0.0, 0.0, 1.0, np.nan, 0, 0, 0, 0, 0]]), "finite")):
         with pytest.raises(ValueError, match=match):
             _cuda.schedule_table(bad)
@@ -334,16 +336,18 @@ class _FakeCupy:
                 fake.current = self.saved
 
         self.ndarray = ndarray
-        self.cuda = types.SimpleNamespace(Device=Device, runtime=types.SimpleNamespace(getDevice=lambda: fake.current))
+        runtime = types.SimpleNamespace(getDevice=lambda: fake.current)
+        self.cuda = types.SimpleNamespace(Device=Device, runtime=runtime)
 
-    def asarray(self, host, dtype=None):
+    def asarray(self, a, dtype=None):
+        if isinstance(a, self.ndarray):  # on the device already
+            return self.ndarray(np.asarray(a.host, dtype=dtype), a.device.id)
         self.uploads += 1
-        return self.ndarray(np.array(host, dtype=dtype), self.current)
+        return self.ndarray(np.array(a, dtype=dtype), self.current)
 
-    def ascontiguousarray(self, a, dtype=None):
-        if isinstance(a, self.ndarray):
-            return self.ndarray(np.ascontiguousarray(a.host, dtype=dtype), a.device.id)
-        return self.asarray(np.ascontiguousarray(a, dtype=dtype))
+    def ascontiguousarray(self, a):
+        assert isinstance(a, self.ndarray)
+        return self.ndarray(np.ascontiguousarray(a.host), a.device.id)
 
     def empty(self, shape, dtype):
         return self.ndarray(np.empty(shape, dtype), self.current)
@@ -416,8 +420,9 @@ def test_nvcc_fuses_nothing_in_the_port(tmp_path):
                      '  out[0] = lrfast::schedule_lr(table, rows, *step, factors);\n'
                      '  out[1] = lrfast::schedule_value(table, rows, *t);\n}\n')
     out = tmp_path / "probe.ptx"
-    done = subprocess.run([_nvcc(), "-std=c++17", "-ptx", "-arch=sm_90", "-DLRFAST_SCHEDULE_LIBM=__device__ __noinline__",
-                           f"-I{SRC}", str(probe), "-o", str(out)], capture_output=True, text=True)
+    done = subprocess.run([_nvcc(), "-std=c++17", "-ptx", "-arch=sm_90",
+                           "-DLRFAST_SCHEDULE_LIBM=__device__ __noinline__", f"-I{SRC}", str(probe), "-o", str(out)],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     body = re.search(r"^\.visible \.entry probe\(.*?^\}", out.read_text(), re.M | re.S).group(0)
     assert len(re.findall(r"\bmul\.rn\.f64\b", body)) > 20

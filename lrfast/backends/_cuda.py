@@ -655,11 +655,11 @@ def schedule_lr(table, step, factors, out):
 
 
 def schedule_values(table, steps, out=None):
-    """``evaluate(table, steps)`` on the device: ``steps`` a CuPy array of integer-valued steps >= 0 (any
-    integer or float dtype, converted to float64 as ``evaluate`` does); returns ``out`` (float64, steps'
-    shape). For plots and tests."""
+    """``evaluate(table, steps)`` on the device: ``steps`` an array of integer-valued steps >= 0 (any integer
+    or float dtype, converted to float64 as ``evaluate`` does; not checked on the device); returns ``out``
+    (a float64 CuPy array of steps' shape, or the contiguous ``out`` given). For plots and tests."""
     cp = _gpu().cp
-    flat = cp.ascontiguousarray(steps, dtype=np.float64).reshape(-1)
+    flat = cp.ascontiguousarray(cp.asarray(steps, dtype=np.float64)).reshape(-1)
     if out is None:
         out = cp.empty(flat.shape, dtype=np.float64).reshape(steps.shape)
     elif not getattr(getattr(out, "flags", None), "c_contiguous", False):
