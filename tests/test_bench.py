@@ -217,3 +217,12 @@ def test_python_m_lrfast_bench_help():
     for flag in ("--optimizer", "--sizes", "--dtype", "--backends", "--threads", "--repeats", "--quick",
                  "--json", "--plot"):
         assert flag in out.stdout
+
+
+def test_markdown_has_a_row_per_case_and_target(quick):
+    doc = quick[2]
+    text = _report.format_markdown(doc)
+    for case in doc["cases"]:
+        assert f"| {case['optimizer']} {case['dtype']} {case['workload']} |" in text
+    assert text.count("| speedup over torch fused") == sum(t["target"].startswith("speedup")
+                                                          for t in doc["targets"])

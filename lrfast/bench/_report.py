@@ -32,7 +32,8 @@ def _speedup_over(case, subject, peer):
 
 def machine_line(doc) -> str:
     m = doc["machine"]
-    threads = f"{m['numba_threads']} threads (numba {m['numba_threading_layer']}"
+    n = m["numba_threads"]
+    threads = f"{n} thread{'s' if n != 1 else ''} (numba {m['numba_threading_layer']}"
     if m.get("torch"):
         threads += f", torch {m['torch']} x{m.get('torch_threads')}"
     threads += ")"
@@ -88,6 +89,49 @@ def format_table(doc) -> str:
             lines.append(f"  {mark} {t['case']:<28} {t['subject']:<12} {value:>7} {t['op']} "
                          f"{t['threshold']:<5g} {t['target']}{extra}")
     return "\n".join(lines)
+
+
+def format_markdown(doc) -> str:
+    """The results as Markdown tables (bench/results/README.md): one row per case, one per target."""
+    m = doc["machine"]
+    lines = [f"Run {doc['created']} ({doc['duration_s']:.0f} s), lrfast {m['lrfast']} "
+             f"(commit {m.get('git_commit') or '?'}), {machine_line(doc)}.",
+             f"Medians of {doc['config']['repeats']} interleaved repeats; speedup = peer time / lrfast time "
+             "(> 1: lrfast faster), from the same run; 'of roof' = roofline time / lrfast time.", ""]
+    peers = [n for n in doc["implementations"]
+             if n not in ("roofline", "lrfast", "lrfast-list", "lrfast-flat")
+             and any(c.get("results", {}).get(n, {}).get("status") == "ok" for c in doc["cases"])]
+    head = ["case", "lrfast step()", "GB/s", "of roof", "list step(grads)", "of roof"] + \
+           [f"vs {p}" for p in peers]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in doc["cases"]:
+        name = f"{case['optimizer']} {case['dtype']} {case['workload']}"
+        if case.get("status") != "ok":
+            lines.append(f"| {name} | skipped: {case.get('reason')} |" + " |" * (len(head) - 2))
+            continue
+        res = case["results"]
+
+        def cell(impl, key, fmt):
+            r = res.get(impl, {})
+            return fmt(r[key]) if r.get("status") == "ok" and r.get(key) is not None else "-"
+
+        row = [name, cell("lrfast", "median_s", _time), cell("lrfast", "gb_per_s", lambda v: f"{v:.1f}"),
+               cell("lrfast", "fraction_of_roofline", lambda v: f"{v:.2f}"),
+               cell("lrfast-list", "median_s", _time),
+               cell("lrfast-list", "fraction_of_roofline", lambda v: f"{v:.2f}")]
+        for p in peers:
+            a, b = _speedup_over(case, "lrfast", p), _speedup_over(case, "lrfast-list", p)
+            row.append("-" if a is None else f"{a:.2f}x / {b:.2f}x" if b is not None else f"{a:.2f}x")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "(peer columns: speedup of lrfast step() / of step(grads))"]
+    if doc.get("targets"):
+        lines += ["", "| target | case | subject | value | met |", "|---|---|---|---|---|"]
+        for t in doc["targets"]:
+            value = "-" if t["value"] is None else f"{t['value']:.3f}"
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            lines.append(f"| {t['target']} | {t['case']} | {t['subject']} | {value} {t['op']} "
+                         f"{t['threshold']:g} | {met} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_json(doc, path):

@@ -4,8 +4,13 @@ Each implementation of a case is warmed up (the first call compiles or allocates
 ``inner`` consecutive steps make one timed block of at least ``min_time`` seconds. The repeats are
 interleaved: repeat ``r`` times one block of every implementation (in an order rotated by ``r``) before
 repeat ``r + 1`` starts, so a slow spell of the machine (another process, frequency changes) falls on
-all of them alike instead of on whichever ran then. Before each block one untimed step lets the other
-runtime's spinning worker threads (OpenMP pools of Numba and of torch) go back to sleep.
+all of them alike instead of on whichever ran then.
+
+Before each block the harness sleeps ``SETTLE`` seconds, then runs one untimed step. Numba's and
+torch's OpenMP pools keep their idle workers spinning for milliseconds after a parallel region
+(measured here: ~5 ms for torch, ~10 ms for Numba); without the pause, the first milliseconds of a
+block would share the cores with the previous implementation's spinning workers, a cost that a program
+using one runtime never pays. The untimed step then wakes this implementation's own workers.
 
 On a shared machine another process taking a core stalls a parallel step until the OS reschedules the
 preempted worker (milliseconds). Where ``/proc/stat`` exists, each repeat round records the CPU time
@@ -46,6 +51,10 @@ class Entry:
         self.status, self.reason, self.step, self.sync, self.keep = status, reason, None, None, None
 
 
+#: Seconds to pause before each timed block (see the module docstring).
+SETTLE = 0.03
+
+
 def _block(entry, n):
     step, sync = entry.step, entry.sync
     t0 = time.perf_counter()
@@ -65,6 +74,9 @@ def calibrate(entry, min_time, warmup, max_inner=100_000):
         n *= 4
         elapsed = _block(entry, n)
     per_step = elapsed / n
+    inner = int(min(max_inner, max(1, np.ceil(min_time / max(per_step, 1e-9)))))
+    if inner > n:  # a second estimate at the chosen size; contention only ever slows a block down
+        per_step = min(per_step, _block(entry, inner) / inner)
     entry.inner = int(min(max_inner, max(1, np.ceil(min_time / max(per_step, 1e-9)))))
 
 
@@ -150,7 +162,8 @@ def measure(entries, *, repeats, min_time, warmup, tick=None, max_other=0.1, ret
             load.start()
             times = []
             for e in live[k:] + live[:k]:
-                _block(e, 1)  # settle: untimed
+                time.sleep(SETTLE)  # the previous runtime's spinning workers go idle
+                _block(e, 1)  # untimed: wakes this implementation's workers
                 times.append((e, _block(e, e.inner) / e.inner))
             other = load.stop()
             keep = other is None or other <= max_other or retries <= 0

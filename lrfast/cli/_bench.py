@@ -51,6 +51,7 @@ def register(subparsers):
     p.add_argument("--quick", action="store_true", help="small sizes, 3 repeats: under a minute")
     p.add_argument("--json", metavar="PATH", help="write the full results (raw times, ratios, machine)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of throughput vs size (needs matplotlib)")
+    p.add_argument("--markdown", metavar="PATH", help="write the results as Markdown tables")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal and tqdm is installed)")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -121,6 +122,10 @@ def main(args) -> int:
     if args.json:
         _report.write_json(doc, args.json)
         print(f"\nwrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(_report.format_markdown(doc))
+        print(f"wrote {args.markdown}")
     if args.plot:
         try:
             _report.plot(doc, args.plot)
