@@ -131,7 +131,10 @@ LRFAST_HD double piece_value(const double* piece, double t) {
       } else {
         double w;
         if (kind == LRFAST_KIND_COSINE)
-          w = mul(0.5, 1.0 + cos_(mul(LRFAST_PI, x)));
+          // x = 1 (the end of the anneal and every step after it): w = 0, the value NumPy gets from
+          // glibc's cos(pi) = -1. CUDA's cos is documented to 2 ulp only, and -1 + 1 ulp there would move
+          // the held final value by 1e-16 of the peak, far more than an ulp of a small floor.
+          w = x == 1.0 ? 0.0 : mul(0.5, 1.0 + cos_(mul(LRFAST_PI, x)));
         else if (kind == LRFAST_KIND_SQRT_DECAY)
           w = 1.0 - sqrt_(x);
         else  // POLYNOMIAL: (1 - x) ** power, 0 at x = 1

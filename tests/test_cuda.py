@@ -410,12 +410,12 @@ def test_to_cuda_and_back_continues_the_trajectory(cls, kw):
 
 @gpu
 def test_device_schedule_matches_host_evaluate():
-    from cuda_host.schedule_cases import SCHEDULES, libm_bound, steps_for
+    from cuda_host.schedule_cases import SCHEDULES, libm_bound, random_schedule, steps_for
 
     rng = np.random.default_rng(0)
     step, out = cp.zeros(1, cp.int64), cp.zeros(1, cp.float64)
     factors = cp.asarray(_cuda.lr_factors())
-    for name, schedule in SCHEDULES:
+    for name, schedule in SCHEDULES + [(f"random-{i}", random_schedule(rng)) for i in range(100)]:
         steps = steps_for(schedule, rng)
         table = _cuda.upload_table(schedule)
         assert _cuda.upload_table(schedule) is table  # cached

@@ -31,7 +31,8 @@ import lrfast
 from lrfast import schedules as S
 from lrfast.backends import _cuda
 from lrfast.schedules import _table as T
-from cuda_host.schedule_cases import SCHEDULES, KINDS_COVERED, emulate, libm_bound, steps_for, ulp_nudger
+from cuda_host.schedule_cases import (KINDS_COVERED, SCHEDULES, emulate, libm_bound, random_schedule, steps_for,
+                                     ulp_nudger)
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
@@ -200,6 +201,16 @@ def test_device_evaluator_matches_evaluate(lib, name, schedule):
     np.testing.assert_array_equal(lrs, [schedule(k) for k in some])
 
 
+def test_random_schedules_match_evaluate(lib):
+    """200 random schedules (every factory, random arguments, nested composites) at their edge steps."""
+    rng = np.random.default_rng(2024)
+    for i in range(200):
+        schedule = random_schedule(rng)
+        steps = steps_for(schedule, rng, n_random=40)
+        table = _cuda.schedule_table(schedule)
+        _assert_matches_evaluate(host_values(lib, table, steps), table, steps, f"#{i} {schedule!r}")
+
+
 def test_step_counters_above_2_53_round_as_python_floats(lib):
     """The int64 counter becomes a double as float(k) does (round to nearest even), as evaluate sees it."""
     table = _cuda.schedule_table(S.cyclic(0.0, 1.0, 3, 2))  # period 5: the value shows the rounding
@@ -251,7 +262,7 @@ def test_libm_bound_holds_for_a_libm_within_cudas_ulps():
     and the pieces without a transcendental do not move at all."""
     rng = np.random.default_rng(5)
     ulps = max(CUDA_ULPS.values()) + GLIBC_ULPS
-    for name, schedule in SCHEDULES:
+    for name, schedule in SCHEDULES + [(f"random-{i}", random_schedule(rng)) for i in range(60)]:
         table = schedule.table()
         steps = steps_for(schedule, rng, n_random=60)
         want = S.evaluate(table, np.asarray(steps, np.float64))

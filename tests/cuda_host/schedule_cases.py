@@ -98,6 +98,61 @@ def _cases():
 
 
 SCHEDULES = list(_cases())
+
+
+def random_schedule(rng, depth=0):
+    """A random schedule from every factory, composites (scaling, warmup, join) nested up to two deep."""
+    def lr():
+        return float(10 ** rng.uniform(-6, 1))
+
+    def n(lo=1, hi=5000):  # log-uniform int in [lo, hi)
+        return int(np.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+    def coin():
+        return bool(rng.integers(0, 2))
+
+    a, b = sorted([lr(), lr()])
+    kind = int(rng.integers(0, 16 if depth < 2 else 13))
+    if kind == 0:
+        return S.constant(a)
+    if kind == 1:
+        return S.linear(a, b, n()) if coin() else S.linear(b, a, n())
+    if kind == 2:
+        return S.cosine(b, n(), floor=a * coin())
+    if kind == 3:
+        return S.exponential(b, float(rng.uniform(0.5, 0.99999)), every=n(1, 50), staircase=coin(),
+                             end=a if coin() else None)
+    if kind == 4:
+        return S.exponential(a, float(rng.uniform(1.00001, 1.5)), every=n(1, 50), staircase=coin(), end=b)
+    if kind == 5:
+        return S.polynomial(b, a, n(), power=float(rng.uniform(0.1, 5.0)))
+    if kind == 6:
+        return S.inverse_sqrt(b, n(1, 500) - 1 if coin() else 0, timescale=n(1, 500))
+    if kind == 7:
+        mode = str(rng.choice(["triangular", "triangular2", "exp_range"]))
+        return S.cyclic(a, b, n(1, 500), n(1, 500) - 1, mode=mode, gamma=float(rng.uniform(0.9, 1.0)))
+    if kind == 8:
+        return S.cosine_restarts(b, n(1, 300), floor=a * coin(), period_mult=int(rng.integers(1, 4)),
+                                 decay=float(rng.uniform(0.1, 1.0)))
+    if kind == 9:
+        return S.one_cycle(b, n(1, 3000), pct_start=float(rng.uniform(0.0, 0.5)),
+                           div_factor=float(rng.uniform(1, 100)), final_div_factor=float(rng.uniform(1, 1e4)),
+                           anneal=str(rng.choice(["cos", "linear"])), three_phase=coin())
+    if kind == 10:
+        w = n(1, 500)
+        return S.warmup_cosine(b, w - 1, w + n(), start=a * coin(), floor=a * coin())
+    if kind == 11:
+        return S.warmup_stable_decay(b, n(1, 100) - 1, n(1, 1000) - 1, n(1, 300), floor=a * coin(),
+                                     shape=str(rng.choice(["linear", "cosine", "sqrt"])), start=a * coin())
+    if kind == 12:
+        return S.multistep(b, sorted({int(x) for x in rng.integers(1, 3000, rng.integers(1, 6))}),
+                           gamma=float(rng.uniform(0.1, 1.0)))
+    if kind == 13:
+        return float(10 ** rng.uniform(-3, 3)) * random_schedule(rng, depth + 1)
+    if kind == 14:
+        return S.warmup(random_schedule(rng, depth + 1), n(1, 200) - 1, start=a)
+    bounds = sorted({int(x) for x in rng.integers(1, 5000, int(rng.integers(1, 3)))})
+    return S.join([random_schedule(rng, depth + 1) for _ in range(len(bounds) + 1)], bounds)
 KINDS_COVERED = sorted({int(k) for _, s in SCHEDULES for k in s.table()[:, T.KIND]})
 
 #: steps every schedule is evaluated at besides its breakpoints
@@ -164,7 +219,7 @@ def emulate(table, steps, nudge=None) -> np.ndarray:
                 v = p0 * (1.0 - x) + p1 * x
             else:
                 if kind == T.COSINE:
-                    w = 0.5 * (1.0 + cos(math.pi * x))
+                    w = 0.0 if x == 1.0 else 0.5 * (1.0 + cos(math.pi * x))
                 elif kind == T.SQRT_DECAY:
                     w = 1.0 - math.sqrt(x)
                 else:
@@ -245,7 +300,7 @@ def libm_bound(table, steps, ulps) -> np.ndarray:
         x = np.minimum((t + p3) / p2, 1.0)
         w_poly = np.exp(p4 * np.log1p(-x))
         dw_poly = np.where(w_poly > 0, w_poly * (L * (1.0 + np.abs(p4 * np.log1p(-x))) + 3.0) * U, 0.0)
-        dw = np.where(kind == T.COSINE, dw_cos, dw_poly)
+        dw = np.where(kind == T.COSINE, np.where(x == 1.0, 0.0, dw_cos), dw_poly)  # x = 1: w = 0, no cos
         bound = np.where(anneal, (np.abs(p0) + np.abs(p1)) * dw, bound)
 
         stair = np.where(p3 != 0.0, np.floor(t / p2), t / p2)
@@ -270,9 +325,11 @@ def libm_bound(table, steps, ulps) -> np.ndarray:
 
         bound = np.nan_to_num(bound, nan=np.inf, posinf=np.inf)
         # pieces that call cos/exp/log/log1p (a base of exactly 1 calls nothing)
-        libm = ((kind == T.COSINE) | (kind == T.POLYNOMIAL) | (kind == T.COSINE_RESTARTS)
+        libm = (((kind == T.COSINE) & (x != 1.0)) | (kind == T.POLYNOMIAL) | (kind == T.COSINE_RESTARTS)
                 | ((kind == T.EXPONENTIAL) & (p1 != 1.0)) | ((kind == T.CYCLIC) & ((p4 != 1.0) | (p5 != 1.0))))
         # the final sums and products (v, then scale * v): a few ulps of the value, and an absolute floor
-        # for results in the subnormal range
-        bound = np.where(libm, scale * bound + 4.0 * U * value + 4.0 * TINY, 0.0)
+        # for results in the subnormal range (a libm result near 0 off by ulps of the subnormals, then
+        # multiplied by the piece's coefficients and scale)
+        floor = 4.0 * TINY * np.maximum(1.0, scale * (np.abs(p0) + np.abs(p1) + 1.0))
+        bound = np.where(libm, scale * bound + 4.0 * U * value + floor, 0.0)
     return bound
