@@ -14,6 +14,7 @@
 // correctly rounded, as on the host. Those few-ulp differences pass through the formulas (1 + cos(pi x)
 // cancels near x = 1; exp(e * log(b)) multiplies log's error by e), so the device value is within a
 // propagated bound of the host value rather than always within 1 ulp; tests/test_cuda.py states the bound.
+// Pieces that call none of those functions, and cosine anneals at and after their end, are bit-exact.
 //
 // Kernels reading a table: lrfast_schedule_lr and lrfast_schedule_values (lrfast_kernels.cu).
 #ifndef LRFAST_SCHEDULE_CUH
