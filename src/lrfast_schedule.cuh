@@ -199,6 +199,10 @@ LRFAST_HD double piece_value(const double* piece, double t) {
 // _table.evaluate for one step (an integer-valued float >= 0): the last row whose start is <= step
 // (rows sorted by start, the first starting at 0), at the local step step - start.
 LRFAST_HD double schedule_value(const double* table, int rows, double step) {
+  if (rows < 1) {  // no table: NaN (the Python side never passes one)
+    const double zero = 0.0;
+    return zero / zero;
+  }
   int i = rows - 1;
   while (i > 0 && table[i * LRFAST_SCHEDULE_WIDTH + LRFAST_SCHEDULE_START] > step) --i;
   const double* piece = table + i * LRFAST_SCHEDULE_WIDTH;

@@ -251,6 +251,9 @@ def test_unknown_kind_gives_nan_on_the_device_and_an_error_on_the_host(lib):
         S.evaluate(table, steps)
     with pytest.raises(ValueError, match="unknown piece kinds"):
         _cuda.schedule_table(table)
+    out = np.zeros(1)  # no rows (refused by the call builders): NaN, nothing read
+    _host_call(lib, "lrfast_schedule_values", 1, 1, (table, np.int32(0), steps, np.int64(1), out))
+    assert np.isnan(out[0])
 
 
 # ---- the tolerance the GPU test uses, checked without a GPU -------------------------------------------
@@ -309,7 +312,8 @@ def test_schedule_table_and_lr_factors_validate():
     for bad, match in ((np.zeros((0, 9)), "shape"), (np.zeros((2, 8)), "shape"), (np.zeros(9), "shape"),
                        (np.array([[1.0] + [0.0] * 8]), "starts"),
                        (np.array([[0.0] * 9, [-1.0] + [0.0] * 8]), "starts"),
-                       (np.array([[0.0, 0.0, 1.0, np.nan, 0, 0, 0, 0, 0]]), "finite")):
+                       (np.array([[0.0, 0.0, 1.0, np.nan, 0, 0, 0, 0, 0]]), "finite"),
+                       (np.array([[0.0, 8.0, 1.0, 1.0, 0.0, 10.0, 0.5, 1.0, 0.0]]), "period_mult")):
         with pytest.raises(ValueError, match=match):
             _cuda.schedule_table(bad)
     np.testing.assert_array_equal(_cuda.lr_factors(), [1.0, 1.0, 1.0, -np.inf])

@@ -549,6 +549,9 @@ def schedule_table(schedule) -> np.ndarray:
         raise ValueError(f"a schedule table's starts are non-decreasing from 0, got {starts.tolist()}")
     if not np.all(np.isin(kinds, list(t.KINDS.values()))):
         raise ValueError(f"unknown piece kinds in a schedule table: {sorted(set(kinds.tolist()))}")
+    restarts = table[kinds == t.COSINE_RESTARTS]
+    if np.any(restarts[:, t.P0 + 2] <= 0) or np.any(restarts[:, t.P0 + 3] < 1):  # the cycle walk must end
+        raise ValueError("a COSINE_RESTARTS piece needs period > 0 and period_mult >= 1")
     return table
 
 
