@@ -39,7 +39,12 @@ from .. import backends
 from ._lists import DTYPES, SUPPORTED_NAMES, CudaStream, HostList, cuda_grad_list, cuda_list
 
 _GRAD = operator.attrgetter("grad")
+_DTYPE = operator.attrgetter("dtype")
+_SHAPE = operator.attrgetter("shape")
+_ON_CPU = operator.attrgetter("is_cpu")
+_ON_CUDA = operator.attrgetter("is_cuda")
 _PTR = torch.Tensor.data_ptr
+_STRIDE = torch.Tensor.stride
 #: torch's implementation switches, kept in each param group for checkpoint compatibility.
 _IMPL_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
@@ -192,9 +197,9 @@ class _Launch:
 class _Plan:
     """What a group's step launches, and what must not change for the plan to stay valid."""
 
-    __slots__ = ("group", "gi", "params", "n", "param_ids", "state", "roles", "present", "present_mask",
-                 "all_present", "param_ptrs", "grad_ptrs", "grad_ids", "expect", "launches", "steps",
-                 "steps_np", "step_index", "rebuild_after_run", "device")
+    __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_mask",
+                 "all_present", "param_ptrs", "grad_ptrs", "grad_ids", "dtypes", "shapes",
+                 "strides", "launches", "steps", "steps_np", "step_index", "rebuild_after_run", "device")
 
     def check(self, group, roles, state):
         """(_OK | _GRADS | _REBUILD, detail): is the plan still valid for this step's params and grads?"""
@@ -202,7 +207,7 @@ class _Plan:
         if (group is not self.group or params is not self.params or len(params) != self.n
                 or state is not self.state or roles != self.roles):
             return _REBUILD, None
-        if list(map(id, params)) != self.param_ids:
+        if not all(map(operator.is_, params, self.param_list)):
             return _REBUILD, None
         grads = list(map(_GRAD, params))
         try:
@@ -224,23 +229,33 @@ class _Plan:
     def check_grads(self, detail, optimizer):
         """Validate the grads that are new since the plan last ran (other objects or other memory).
 
-        Fast test per grad: the dtype, device kind, shape and strides its param had when the plan was
-        built (a sparse grad has no data_ptr and sent the plan to a rebuild already); anything else goes
-        through the full check, which raises with the param's name or accepts an equivalent layout.
+        The test: each grad has the dtype, shape and strides its param had when the plan was built and
+        lives on the same kind of device (a sparse grad has no data_ptr and sent the plan to a rebuild
+        already). With every param holding a grad it runs over whole lists (C-speed comparisons, the
+        usual case after ``zero_grad()``); otherwise over the changed grads only. A grad that fails it
+        goes through the full check, which raises naming the param or accepts an equivalent layout.
         """
         grads, gptrs, gids = detail
-        changed = np.flatnonzero((np.array(gptrs, dtype=np.int64) != np.array(self.grad_ptrs, dtype=np.int64))
-                                 | (np.array(gids, dtype=np.int64) != np.array(self.grad_ids, dtype=np.int64)))
-        expect, cuda = self.expect, self.device.type == "cuda"
-        for i in changed.tolist():
+        cuda = self.device.type == "cuda"
+        if self.all_present:
+            if (list(map(_DTYPE, grads)) == self.dtypes and list(map(_SHAPE, grads)) == self.shapes
+                    and list(map(_STRIDE, grads)) == self.strides
+                    and all(map(_ON_CUDA if cuda else _ON_CPU, grads))
+                    and (not cuda or all(g.device == self.device for g in grads))):
+                return
+            suspects = range(self.n)
+        else:
+            suspects = np.flatnonzero(
+                (np.array(gptrs, dtype=np.int64) != np.array(self.grad_ptrs, dtype=np.int64))
+                | (np.array(gids, dtype=np.int64) != np.array(self.grad_ids, dtype=np.int64))).tolist()
+        for i in suspects:
             g = grads[i]
             if g is None:
                 continue
-            dtype, shape, stride = expect[i]
+            dtype, shape, stride = self.dtypes[i], self.shapes[i], self.strides[i]
             on_device = g.is_cuda if cuda else g.is_cpu
-            if g.dtype is not dtype or not on_device or g.shape != shape or g.stride() != stride:
-                _check_grad(self.params[i], g, _label(self.group, self.gi, i), optimizer)
-            elif cuda and g.device != self.device:
+            if (g.dtype is not dtype or not on_device or g.shape != shape or g.stride() != stride
+                    or (cuda and g.device != self.device)):
                 _check_grad(self.params[i], g, _label(self.group, self.gi, i), optimizer)
 
     def set_grads(self, detail):
@@ -396,14 +411,16 @@ class _Optimizer(torch.optim.Optimizer):
         cuda = device.type == "cuda"
         plan = _Plan()
         plan.group, plan.params, plan.n = group, params, len(params)
-        plan.param_ids = list(map(id, params))
+        plan.param_list = list(params)
         plan.state, plan.roles, plan.device = self.state, roles, device
         plan.present = [params[i] for i in present]
         plan.present_mask = [g is not None for g in grads]
         plan.all_present = len(present) == len(params)
         plan.param_ptrs = list(map(_PTR, plan.present))
         plan.gi = gi
-        plan.expect = [(p.dtype, p.shape, p.stride()) for p in params]
+        plan.dtypes = list(map(_DTYPE, params))
+        plan.shapes = list(map(_SHAPE, params))
+        plan.strides = list(map(_STRIDE, params))
         plan.rebuild_after_run = False
 
         # state: create what is missing, conform what was loaded (dtype/device/layout of the param)
