@@ -29,6 +29,7 @@ class _Bucket:
         self.flat_params = TensorList([arena.flat_params]) if arena is not None else None
         self.flat_grads = TensorList([arena.flat_grads]) if arena is not None else None
         self.state = {}  # role -> (per-param TensorList of views, TensorList of the flat buffer)
+        self.device = None  # capturable steps: the _DeviceLR this bucket's kernels read
 
     def state_lists(self, role, xp):
         """The TensorLists of state ``role``, allocated (zeros, one flat buffer) on first use."""
@@ -40,15 +41,52 @@ class _Bucket:
         return self.state[role]
 
 
+class _DeviceLR:
+    """What a capturable step reads on the GPU: the schedule's piece table, the steps completed (int64),
+    the factors applied to the schedule's value (lr_scale, lr_multiplier, plateau) and the lr it writes."""
+
+    def __init__(self, cuda, xp, schedule, step_count):
+        self.schedule = schedule
+        self.table = cuda.upload_table(schedule if callable(schedule) else _constant(schedule))
+        self.step = xp.full(1, step_count, dtype=xp.int64)
+        self.factors = xp.zeros(cuda.SCHEDULE_FACTORS, dtype=xp.float64)
+        self.host_factors = None
+        self.lr = xp.zeros(1, dtype=xp.float64)
+
+
+def _constant(lr):
+    from .schedules import constant
+
+    return constant(lr)
+
+
 class Optimizer:
-    """Base class of lrfast's optimizers (see ``SGD``, ``Adam``, ``AdamW``, ``RMSprop``)."""
+    """Base class of lrfast's optimizers (see ``SGD``, ``Adam``, ``AdamW``, ``RMSprop``).
+
+    Capturable steps (``capturable=True``, cuda backend): each group's schedule is evaluated on the GPU
+    from its piece table and the step count lives on the GPU, so the launches of a step take the same
+    arguments every time and a CUDA graph can replay it with no host round trip::
+
+        opt = lrfast.AdamW(buf, lr=lrfast.schedules.warmup_cosine(1e-3, 100, 10_000), capturable=True)
+        opt.step()                        # eager warm-up: loads kernels, uploads tables
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            stream.begin_capture(); opt.step(); graph = stream.end_capture()
+        graph.launch(stream)              # one training step; the schedule advances on the device
+
+    ``lr`` must be a number or an lrfast schedule (its table is what the GPU evaluates), and
+    ``skip_nonfinite`` is not available (deciding to skip needs the host). Changes to ``lr_scale``,
+    ``lr_multiplier`` or an attached plateau reach the GPU at the next eager ``step()`` (or
+    ``sync_device_lr()``); ``step_count`` reads the GPU's counter.
+    """
 
     #: hyperparameter name -> check(name, value) returning the validated value
     _checks: dict = {}
 
-    def __init__(self, params, defaults, *, backend="auto", skip_nonfinite=False):
+    def __init__(self, params, defaults, *, backend="auto", skip_nonfinite=False, capturable=False):
         self.defaults = dict(defaults)
         self.skip_nonfinite = bool(skip_nonfinite)
+        self.capturable = bool(capturable)
         self.param_groups = []
         self._arenas = []
         for group in _as_groups(params):
@@ -65,7 +103,13 @@ class Optimizer:
         for i, group in enumerate(self.param_groups):
             self._check_group(group, i)
         self._bind(backend)
-        self.step_count = 0
+        if self.capturable and self.backend != "cuda":
+            raise ValueError(f"Invalid capturable: True; capturable steps need the cuda backend (CuPy arrays), "
+                             f"this optimizer uses {self.backend!r}")
+        if self.capturable and self.skip_nonfinite:
+            raise ValueError("capturable=True cannot be combined with skip_nonfinite=True: deciding to skip "
+                             "a step needs the gradients' check on the host")
+        self._step_count = 0
         self.skipped_steps = 0
         self.lr_multiplier = 1.0
         self.plateau = None
@@ -172,6 +216,20 @@ class Optimizer:
         return lrs
 
     @property
+    def step_count(self) -> int:
+        """Steps completed (skipped steps not counted); with capturable steps, read from the GPU."""
+        for bucket in (b for bs in getattr(self, "_buckets", ()) for b in bs):
+            if bucket.device is not None:
+                return int(bucket.device.step.get()[0])
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        self._step_count = int(value)
+        for bucket in (b for bs in getattr(self, "_buckets", ()) for b in bs):
+            bucket.device = None  # rebuilt from the host count at the next step
+
+    @property
     def lr(self) -> float:
         """The learning rate the next step uses (first param group)."""
         return self.current_lrs()[0]
@@ -220,8 +278,12 @@ class Optimizer:
             if key != self._checked[i]:  # a hyperparameter was changed since the last check
                 self._check_group(group, i)
                 self._checked[i] = tuple(group[name] for name in self._checks)
-        lrs = self.current_lrs()
         arena = grad_lists is None
+        if self.capturable:
+            self._step_on_device(grad_lists, arena)
+            self._step_count += 1
+            return True
+        lrs = self.current_lrs()
         if self.skip_nonfinite:
             finite = self._backend.all_finite
             lists = ([b.flat_grads for bs in self._buckets for b in bs] if arena
@@ -232,16 +294,58 @@ class Optimizer:
         rule = getattr(self._backend, self._rule)
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
             for bi, bucket in enumerate(buckets):
-                flat = 1 if arena else 0
-                used = self._roles(group)
-                state = [bucket.state_lists(role, self._xp)[flat] if role in used else None
-                         for role in self._state_names]
-                params = bucket.flat_params if arena else bucket.params
-                g = bucket.flat_grads if arena else grad_lists[gi][bi]
-                rule(params, g, *state, lr=lrs[gi], **self._hyper(group), **self._counter())
-        self.step_count += 1
+                params, grads, state = self._bucket_args(group, bucket, None if arena else grad_lists[gi][bi],
+                                                         arena)
+                rule(params, grads, *state, lr=lrs[gi], **self._hyper(group), **self._counter())
+        self._step_count += 1
         self.current_lrs()
         return True
+
+    def _bucket_args(self, group, bucket, grad_list, arena):
+        """(params, grads, state lists in the rule's order) of one bucket's launch."""
+        flat = 1 if arena else 0
+        used = self._roles(group)
+        state = [bucket.state_lists(role, self._xp)[flat] if role in used else None for role in self._state_names]
+        if arena:
+            return bucket.flat_params, bucket.flat_grads, state
+        return bucket.params, grad_list, state
+
+    def sync_device_lr(self):
+        """Capturable steps: bring each group's schedule table and lr factors on the GPU up to date."""
+        from .backends._cuda import lr_factors
+
+        for i, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
+            if self._lr_written[i] is not None and group["lr"] != self._lr_written[i]:
+                group["schedule"] = nonnegative("lr", group["lr"])  # the user assigned a new lr
+            schedule = group["schedule"]
+            if callable(schedule) and not hasattr(schedule, "table"):
+                raise TypeError(f"capturable steps evaluate the lr on the GPU: param group {i} needs a number "
+                                f"or an lrfast schedule as lr, not {type(schedule).__name__}")
+            plateau = self.plateau
+            factors = lr_factors(group["lr_scale"], self.lr_multiplier,
+                                 plateau.scale if plateau is not None else 1.0,
+                                 floor=plateau.min_lr if plateau is not None and plateau.reductions else -np.inf)
+            for bucket in buckets:
+                device = bucket.device
+                if device is None or device.schedule is not schedule:
+                    count = self._step_count if device is None else int(device.step.get()[0])
+                    device = bucket.device = _DeviceLR(self._backend, self._xp, schedule, count)
+                if device.host_factors is None or not np.array_equal(device.host_factors, factors):
+                    device.factors.set(factors)
+                    device.host_factors = factors
+
+    def _step_on_device(self, grad_lists, arena):
+        """A capturable step: per bucket, the lr from the device schedule, then the update reading it."""
+        self.sync_device_lr()
+        cuda = self._backend
+        rule = getattr(cuda, self._rule + "_capturable")
+        for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
+            for bi, bucket in enumerate(buckets):
+                params, grads, state = self._bucket_args(group, bucket, None if arena else grad_lists[gi][bi],
+                                                         arena)
+                d = bucket.device
+                cuda.schedule_lr(d.table, d.step, d.factors, d.lr)
+                rule(params, grads, *state, lr=d.lr, step=d.step, **self._hyper(group))
 
     def zero_grad(self):
         """Zero the gradients of every ParamBuffer-backed group (others own their grad arrays)."""

@@ -49,16 +49,18 @@ class SGD(Optimizer):
         weight_decay: L2 penalty (>= 0).  maximize: ascend instead of descend.
         backend: "auto" (by array type), "cpu", "numpy" (reference) or "cuda".
         skip_nonfinite: skip (do not apply) a step whose gradients hold NaN/Inf.
+        capturable: (cuda backend) the lr schedule and the step count live on the GPU, so a step can be
+            captured in a CUDA graph and replayed with no host round trip (see ``Optimizer``).
     """
 
     _checks = {"momentum": unit_interval, "dampening": _dampening, "weight_decay": nonnegative,
                "nesterov": _flag, "maximize": _flag}
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
-                 maximize=False, *, backend="auto", skip_nonfinite=False):
+                 maximize=False, *, backend="auto", skip_nonfinite=False, capturable=False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite, capturable=capturable)
 
     def _check_combination(self, group):
         if group["nesterov"] and (group["momentum"] == 0 or group["dampening"] != 0):
@@ -76,7 +78,7 @@ class SGD(Optimizer):
         return {k: group[k] for k in ("momentum", "dampening", "nesterov", "weight_decay", "maximize")}
 
     def _counter(self):
-        return {"first_step": self.step_count == 0}
+        return {"first_step": self._step_count == 0}
 
 
 class Adam(Optimizer):
@@ -97,6 +99,7 @@ class Adam(Optimizer):
         betas: (beta1, beta2), each in [0, 1).  eps: >= 0, added to the denominator.
         weight_decay: >= 0.  amsgrad: keep the running max of v.  maximize: ascend.
         backend: "auto", "cpu", "numpy" or "cuda".  skip_nonfinite: skip steps with NaN/Inf gradients.
+        capturable: (cuda) schedule and step count on the GPU, for CUDA graphs (see ``Optimizer``).
     """
 
     _decoupled = False
@@ -104,10 +107,10 @@ class Adam(Optimizer):
                "maximize": _flag}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False, *, backend="auto", skip_nonfinite=False):
+                 maximize=False, *, backend="auto", skip_nonfinite=False, capturable=False):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize)
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite, capturable=capturable)
 
     _rule = "adam"
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -121,7 +124,7 @@ class Adam(Optimizer):
                 "maximize": group["maximize"]}
 
     def _counter(self):
-        return {"step": self.step_count + 1}
+        return {"step": self._step_count + 1}
 
 
 class AdamW(Adam):
@@ -131,9 +134,10 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 maximize=False, *, backend="auto", skip_nonfinite=False):
+                 maximize=False, *, backend="auto", skip_nonfinite=False, capturable=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, backend=backend, skip_nonfinite=skip_nonfinite)
+                         maximize=maximize, backend=backend, skip_nonfinite=skip_nonfinite,
+                         capturable=capturable)
 
 
 class RMSprop(Optimizer):
@@ -153,17 +157,17 @@ class RMSprop(Optimizer):
         params: list of arrays, list of param-group dicts, or a ``ParamBuffer``.
         lr: learning rate, a number or a schedule.  alpha: smoothing in [0, 1).  eps: >= 0.
         weight_decay: >= 0.  momentum: in [0, 1).  centered: normalise by the variance estimate.
-        maximize: ascend.  backend: "auto", "cpu", "numpy" or "cuda".  skip_nonfinite: see SGD.
+        maximize: ascend.  backend: "auto", "cpu", "numpy" or "cuda".  skip_nonfinite, capturable: see SGD.
     """
 
     _checks = {"alpha": unit_interval, "eps": nonnegative, "weight_decay": nonnegative,
                "momentum": unit_interval, "centered": _flag, "maximize": _flag}
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False, *, backend="auto", skip_nonfinite=False):
+                 centered=False, maximize=False, *, backend="auto", skip_nonfinite=False, capturable=False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                         centered=centered, maximize=maximize)
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite, capturable=capturable)
 
     _rule = "rmsprop"
     _state_names = ("square_avg", "grad_avg", "momentum_buffer")
