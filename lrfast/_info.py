@@ -41,7 +41,10 @@ def collect() -> dict:
     import numba
     import numpy as np
 
+    from .backends import _cuda
+
     threads, layer = numba_threading()
+    cuda = _cuda.info()
     return {
         "lrfast": __version__,
         "python": platform.python_version(),
@@ -52,4 +55,6 @@ def collect() -> dict:
         "numba_threads": threads,
         "numba_threading_layer": layer,
         "backends": {name: backends.unavailable_reason(name) or "available" for name in backends.NAMES},
+        "cuda_fatbin": cuda["fatbin"] or "not built (no nvcc at install time)",
+        "cuda_sources": cuda["sources"] or "not installed",
     }
