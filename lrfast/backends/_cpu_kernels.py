@@ -74,27 +74,18 @@ def adam_chunk(c, chunks, P, G, M, V, VMAX, like, step_size, beta1, one_minus_be
     g = _slice(G, chunks, c, like)
     m = _slice(M, chunks, c, like)
     v = _slice(V, chunks, c, like)
-    if amsgrad:
-        vmax = _slice(VMAX, chunks, c, like)
-        for i in range(p.shape[0]):
-            pi = p[i]
-            gi = gsign * g[i] + wd * pi
-            mi = beta1 * m[i] + one_minus_beta1 * gi
-            vi = beta2 * v[i] + one_minus_beta2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            vhat = np.maximum(vmax[i], vi)
-            vmax[i] = vhat
-            p[i] = pi * decay - step_size * mi / (np.sqrt(vhat) * inv_bc2_sqrt + eps)
-    else:
-        for i in range(p.shape[0]):
-            pi = p[i]
-            gi = gsign * g[i] + wd * pi
-            mi = beta1 * m[i] + one_minus_beta1 * gi
-            vi = beta2 * v[i] + one_minus_beta2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi * decay - step_size * mi / (np.sqrt(vi) * inv_bc2_sqrt + eps)
+    vmax = _slice(VMAX, chunks, c, like)  # the params' table when not amsgrad: never touched then
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi = gsign * g[i] + wd * pi
+        mi = beta1 * m[i] + one_minus_beta1 * gi
+        vi = beta2 * v[i] + one_minus_beta2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        if amsgrad:
+            vi = np.maximum(vmax[i], vi)
+            vmax[i] = vi
+        p[i] = pi * decay - step_size * mi / (np.sqrt(vi) * inv_bc2_sqrt + eps)
 
 
 @njit(**_JIT)
