@@ -16,11 +16,13 @@ from ._timing import Entry
 
 #: name -> (group, device, description); the order is the table's row order.
 IMPLS = {
-    "roofline": ("reference", "cpu", "Numba kernel: the optimizer's loads/stores, trivial arithmetic, same launch"),
+    "roofline": ("reference", "cpu",
+                 "Numba kernel: the optimizer's loads/stores, trivial arithmetic, same launch"),
     "copy": ("reference", "cpu", "Numba copy (read 1, write 1) through the same launch"),
     "lrfast": ("lrfast", "cpu", "lrfast cpu backend, ParamBuffer arena: opt.step()"),
     "lrfast-list": ("lrfast", "cpu", "lrfast cpu backend, separate arrays: opt.step(grads)"),
-    "lrfast-flat": ("lrfast", "cpu", "lrfast cpu backend, one flat array of the same total size: opt.step([g])"),
+    "lrfast-flat": ("lrfast", "cpu",
+                    "lrfast cpu backend, one flat array of the same total size: opt.step([g])"),
     "numpy": ("peer", "cpu", "lrfast numpy reference backend (float64 math)"),
     "torch-forloop": ("peer", "cpu", "torch.optim, foreach=False"),
     "torch-foreach": ("peer", "cpu", "torch.optim, foreach=True"),
@@ -169,7 +171,7 @@ def _lrfast_flat(entry, case, numpy_max):
 def _numpy(entry, case, numpy_max):
     if case.elements > numpy_max:
         raise _Skip(f"{case.elements:,} elements > {numpy_max:,} (the float64 reference is slow; "
-                    "raise with --numpy-max)")
+                    "the limit is --numpy-max)")
     _lrfast_list(entry, case, numpy_max, backend="numpy")
 
 

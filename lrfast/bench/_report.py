@@ -77,8 +77,8 @@ def format_table(doc) -> str:
                 f"{r['gb_per_s']:>8.1f}{_x(r['fraction_of_roofline']):>9}"
                 f"{_x(_speedup_over(case, 'lrfast', name)):>9}{_x(_speedup_over(case, 'lrfast-list', name)):>8}")
         lines.append("")
-    lines.append("columns: 'of roof' = roofline time / this time; 'lrfast' / 'list' = this time / the time of "
-                 "lrfast's arena step() / multi-tensor step(grads) (> 1: lrfast is faster). "
+    lines.append("columns: 'of roof' = roofline time / this time; 'lrfast' / 'list' = this time / the "
+                 "time of lrfast's arena step() / multi-tensor step(grads) (> 1: lrfast is faster). "
                  "GB/s counts the bytes the update must move.")
     if doc.get("targets"):
         lines += ["", "targets (AdamW float32, ratios from this run):"]
