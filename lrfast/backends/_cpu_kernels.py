@@ -1,6 +1,6 @@
 """Numba kernels of the cpu backend: one small function of math per optimizer, one launch harness.
 
-``launcher(chunk_fn)(chunks, serial, args)`` runs ``chunk_fn(c, chunks, *args)`` for every row ``c`` of a
+``<rule>(chunks, serial, args)`` runs ``chunk_fn(c, chunks, *args)`` for every row ``c`` of a
 (tensor, start, length) chunk table, in parallel (``prange``) or serially for small problems. Each chunk
 function views its slice of every buffer through the base-address tables (``carray`` over a raw pointer)
 and loops ``for i in range(n)``, a loop LLVM vectorises. All scalars arrive in the arrays' dtype, so a
@@ -30,25 +30,6 @@ def _slice(table, chunks, c, like):
     """The chunk ``c`` of the tensor whose base addresses are in ``table``, as a 1-d array."""
     start = chunks[c, 1] * like.itemsize
     return carray(_as_pointer(table[chunks[c, 0]] + start, like), chunks[c, 2])
-
-
-def launcher(chunk_fn):
-    """A kernel that runs ``chunk_fn(c, chunks, *args)`` for every chunk row ``c``.
-
-    One launcher per chunk function (the function is a compile-time constant of the closure: passing
-    it as an argument instead costs ~9 us of dispatch per call).
-    """
-
-    @njit(parallel=True, **_JIT)
-    def launch(chunks, serial, args):
-        if serial:
-            for c in range(chunks.shape[0]):
-                chunk_fn(c, chunks, *args)
-        else:
-            for c in prange(chunks.shape[0]):
-                chunk_fn(c, chunks, *args)
-
-    return launch
 
 
 @njit(**_JIT)
@@ -125,7 +106,47 @@ def finite_chunk(c, chunks, G, like, flags):
     flags[c] = acc == 0
 
 
-sgd = launcher(sgd_chunk)
-adam = launcher(adam_chunk)
-rmsprop = launcher(rmsprop_chunk)
-finite = launcher(finite_chunk)
+
+# One launcher per rule: ``launch(chunks, serial, args)`` runs the rule's chunk function for every row of
+# the chunk table. Written out rather than made by a factory: a closure over the chunk function is not
+# found in Numba's disk cache by a new process (recompiled every time), and passing the function as an
+# argument costs ~9 us of dispatch per call.
+
+@njit(parallel=True, **_JIT)
+def sgd(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            sgd_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            sgd_chunk(c, chunks, *args)
+
+
+@njit(parallel=True, **_JIT)
+def adam(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            adam_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            adam_chunk(c, chunks, *args)
+
+
+@njit(parallel=True, **_JIT)
+def rmsprop(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            rmsprop_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            rmsprop_chunk(c, chunks, *args)
+
+
+@njit(parallel=True, **_JIT)
+def finite(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            finite_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            finite_chunk(c, chunks, *args)
