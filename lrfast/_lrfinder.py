@@ -275,6 +275,30 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be an lrfast optimizer (lrfast.SGD, lrfast.Adam, ...), got "
                         f"{type(optimizer).__module__}.{type(optimizer).__name__}")
+    ramp = ramp_lrs(start, end, num, mode)
+    smooth, diverge = check_smoothing(smooth, diverge)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    backends.resolve(optimizer.backend, params)  # raises on an optimizer/params backend mismatch
+
+    optimizer.current_lrs()  # take in any lr the user assigned since the last step
+    ratios = _group_ratios(optimizer)
+    snap = _Snapshot(optimizer)
+    before = (optimizer.step_count, optimizer.skipped_steps)
+
+    def set_lr(lr):
+        for group, r in zip(optimizer.param_groups, ratios):
+            group["schedule"] = lr * r
+
+    try:
+        return run_range_test(ramp, set_lr, step_fn,
+                              lambda: (optimizer.step_count, optimizer.skipped_steps) != before,
+                              mode=mode, smooth=smooth, diverge=diverge, progress=progress)
+    finally:
+        snap.restore()
+
+
+def ramp_lrs(start, end, num, mode) -> np.ndarray:
+    """The checked lr ramp: ``num`` values from ``start`` to ``end``, geometric (exp) or linear."""
     if mode not in ("exp", "linear"):
         raise ValueError(f"Invalid mode: {mode!r}; expected 'exp' or 'linear'")
     start = _number("start", start)
@@ -288,35 +312,41 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
         raise ValueError(f"Invalid num: {num!r}; expected an integer >= 2")
     num = int(num)
+    if mode == "exp":
+        ramp = start * (end / start) ** (np.arange(num) / (num - 1))
+    else:
+        ramp = start + (end - start) * (np.arange(num) / (num - 1))
+    ramp[-1] = end
+    return ramp
+
+
+def check_smoothing(smooth, diverge):
+    """(smooth, diverge) as floats after checking 0 <= smooth < 1 and diverge > 1."""
     smooth = _number("smooth", smooth)
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"Invalid smooth: {smooth!r}; expected 0 <= smooth < 1")
     diverge = _number("diverge", diverge)
     if diverge <= 1.0:
         raise ValueError(f"Invalid diverge: {diverge!r}; expected diverge > 1")
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    backends.resolve(optimizer.backend, params)  # raises on an optimizer/params backend mismatch
+    return smooth, diverge
 
-    if mode == "exp":
-        ramp = start * (end / start) ** (np.arange(num) / (num - 1))
-    else:
-        ramp = start + (end - start) * (np.arange(num) / (num - 1))
-    ramp[-1] = end
 
-    optimizer.current_lrs()  # take in any lr the user assigned since the last step
-    ratios = _group_ratios(optimizer)
-    snap = _Snapshot(optimizer)
+def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, progress) -> LRFinderResult:
+    """The range test's loop, shared by lrfast's and torch's optimizers (restoring is the caller's job).
+
+    For each lr of ``ramp``: ``set_lr(lr)``, ``loss = step_fn()``, then the bias-corrected moving average
+    S_k; stops after a non-finite S_k or once S_k > ``diverge`` * min(S_0 .. S_k). ``stepped()`` tells
+    whether the optimizer took (or skipped) a step since the test began: step_fn must run one.
+    """
     lrs, losses, smoothed = [], [], []
     diverged_at = None
-    bar = _progress_bar(num, progress)
+    bar = _progress_bar(len(ramp), progress)
     try:
         avg, best = 0.0, math.inf
         for k, lr in enumerate(ramp):
-            for group, r in zip(optimizer.param_groups, ratios):
-                group["schedule"] = float(lr) * r
-            before = (optimizer.step_count, optimizer.skipped_steps)
+            set_lr(float(lr))
             loss = _as_loss(step_fn(), first=k == 0)
-            if k == 0 and (optimizer.step_count, optimizer.skipped_steps) == before:
+            if k == 0 and not stepped():
                 raise ValueError("step_fn did not call optimizer.step(): it must run one training step "
                                  "(loss, gradients, optimizer.step) and return the loss")
             lrs.append(float(lr))
@@ -337,7 +367,6 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     finally:
         if bar is not None:
             bar.close()
-        snap.restore()
     return LRFinderResult(lrs, losses, smoothed, diverged_at, mode=mode, smooth=smooth, diverge=diverge)
 
 

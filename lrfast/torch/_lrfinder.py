@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 
-import numpy as np
 import torch
 
-from .._lrfinder import LRFinderResult, _as_loss, _number, _progress_bar
+from .._lrfinder import LRFinderResult, check_smoothing, ramp_lrs, run_range_test
 
 
 def find_lr(model, optimizer, step_fn, start=1e-7, end=10.0, num=100, mode="exp", smooth=0.98, diverge=4.0, *,
@@ -58,13 +55,8 @@ def find_lr(model, optimizer, step_fn, start=1e-7, end=10.0, num=100, mode="exp"
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if model is not None and not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
-    ramp = _ramp(start, end, num, mode)
-    smooth = _number("smooth", smooth)
-    if not 0.0 <= smooth < 1.0:
-        raise ValueError(f"Invalid smooth: {smooth!r}; expected 0 <= smooth < 1")
-    diverge = _number("diverge", diverge)
-    if diverge <= 1.0:
-        raise ValueError(f"Invalid diverge: {diverge!r}; expected diverge > 1")
+    ramp = ramp_lrs(start, end, num, mode)
+    smooth, diverge = check_smoothing(smooth, diverge)
     groups = optimizer.param_groups
     base = [float(g["lr"]) for g in groups]
     if not base[0] > 0 and len(groups) > 1 and any(b != base[0] for b in base):
@@ -72,63 +64,19 @@ def find_lr(model, optimizer, step_fn, start=1e-7, end=10.0, num=100, mode="exp"
                          "give group 0 a positive lr")
     ratios = [1.0 if b == base[0] else b / base[0] for b in base]
 
+    def set_lr(lr):
+        for group, r in zip(groups, ratios):
+            group["lr"] = lr * r
+
     snap = _Snapshot(model, optimizer)
     calls = [0]
     handle = optimizer.register_step_post_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    lrs, losses, smoothed = [], [], []
-    diverged_at = None
-    bar = _progress_bar(len(ramp), progress)
     try:
-        avg, best = 0.0, math.inf
-        for k, lr in enumerate(ramp):
-            for group, r in zip(groups, ratios):
-                group["lr"] = float(lr) * r
-            loss = _as_loss(step_fn(), first=k == 0)
-            if k == 0 and calls[0] == 0:
-                raise ValueError("step_fn did not call optimizer.step(): it must run one training step "
-                                 "(loss, gradients, optimizer.step) and return the loss")
-            lrs.append(float(lr))
-            losses.append(loss)
-            if math.isfinite(loss):
-                avg = smooth * avg + (1.0 - smooth) * loss
-                s = avg / (1.0 - smooth ** (k + 1))
-            else:
-                s = math.nan
-            smoothed.append(s)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(lr=f"{lr:.2e}", loss=f"{s:.4g}", refresh=False)
-            if not math.isfinite(s) or (k > 0 and s > diverge * best):
-                diverged_at = float(lr)
-                break
-            best = min(best, s)
+        return run_range_test(ramp, set_lr, step_fn, lambda: calls[0] > 0, mode=mode, smooth=smooth,
+                              diverge=diverge, progress=progress)
     finally:
         handle.remove()
-        if bar is not None:
-            bar.close()
         snap.restore()
-    return LRFinderResult(lrs, losses, smoothed, diverged_at, mode=mode, smooth=smooth, diverge=diverge)
-
-
-def _ramp(start, end, num, mode):
-    if mode not in ("exp", "linear"):
-        raise ValueError(f"Invalid mode: {mode!r}; expected 'exp' or 'linear'")
-    start, end = _number("start", start), _number("end", end)
-    if mode == "exp" and start <= 0:
-        raise ValueError(f"Invalid start: {start!r}; mode='exp' needs start > 0")
-    if start < 0:
-        raise ValueError(f"Invalid start: {start!r}; expected start >= 0")
-    if start >= end:
-        raise ValueError(f"Invalid range: start={start!r} >= end={end!r}; expected start < end")
-    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
-        raise ValueError(f"Invalid num: {num!r}; expected an integer >= 2")
-    num = int(num)
-    if mode == "exp":
-        ramp = start * (end / start) ** (np.arange(num) / (num - 1))
-    else:
-        ramp = start + (end - start) * (np.arange(num) / (num - 1))
-    ramp[-1] = end
-    return ramp
 
 
 class _Snapshot:
