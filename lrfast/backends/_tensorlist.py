@@ -24,8 +24,28 @@ class TensorList:
         self._like = None
         self._device = None  # cuda backend: device copies of the tables (backends/_cuda.py)
 
+    @classmethod
+    def from_addresses(cls, ptrs, dtype, *, sizes=None, same_shape_as=None, keep=()):
+        """A list over memory given by base addresses (int64) rather than arrays.
+
+        ``sizes``: element count of each tensor, or ``same_shape_as``: a list whose sizes (and cached
+        chunk tables) this one shares. ``keep``: the objects owning the memory, held for the list's
+        lifetime (empty when the caller keeps them alive). Used for tensors of other libraries (torch).
+        """
+        out = cls((), dtype)
+        out.arrays = tuple(keep)
+        out._ptrs = np.ascontiguousarray(ptrs, dtype=np.int64)
+        if same_shape_as is not None:
+            out.sizes, out.total, out._chunks = same_shape_as.sizes, same_shape_as.total, same_shape_as._chunks
+        else:
+            out.sizes = np.ascontiguousarray(sizes, dtype=np.int64)
+            out.total = int(out.sizes.sum())
+        if out.sizes.shape != out._ptrs.shape:
+            raise ValueError(f"{out._ptrs.size} addresses for {out.sizes.size} sizes")
+        return out
+
     def __len__(self):
-        return len(self.arrays)
+        return len(self.sizes)
 
     def __getitem__(self, i):
         return self.arrays[i]

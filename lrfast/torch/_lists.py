@@ -1,12 +1,12 @@
 """Zero-copy TensorLists over torch tensors: what one lrfast kernel launch reads.
 
 CPU tensors: a kernel of the cpu backend reads only a TensorList's base-address table (``ptrs``), its
-element type (``like``, ``dtype``), its sizes (``total``, ``chunks()``). ``HostList`` fills those from the
+element type (``like``, ``dtype``), its sizes (``total``, ``chunks()``). ``host_list`` fills those from the
 tensors themselves (``data_ptr()``, ``numel()``): the kernel's pointer *is* the tensor's storage, nothing
 is copied, and no NumPy view has to be made per tensor (``t.detach().numpy()`` would share the same
-storage, but costs ~2 us a tensor and the kernels never look at it). A ``HostList`` of params or state
+storage, but costs ~2 us a tensor and the kernels never look at it). A ``host_list`` of params or state
 holds its tensors, so their storage stays valid while the list lives. A list of *grads* holds only their
-addresses (``HostList.addresses``): grads are usually replaced every step (``zero_grad()`` sets them to
+addresses (``address_list``): grads are usually replaced every step (``zero_grad()`` sets them to
 None), and holding the old ones would keep a model's worth of dead gradients alive.
 
 CUDA tensors: DLPack views as CuPy arrays (``torch`` -> ``cupy.from_dlpack``, zero-copy), in a plain
@@ -28,48 +28,18 @@ SUPPORTED_NAMES = ", ".join(SUPPORTED.values())
 _PTR = torch.Tensor.data_ptr
 
 
-class HostList(TensorList):
-    """A TensorList whose table is built from torch CPU tensors' ``data_ptr()``.
+def host_list(tensors, dtype, shape_of: TensorList | None = None) -> TensorList:
+    """A TensorList over CPU tensors' own memory (``data_ptr()``): same-dtype tensors, each one dense
+    block. ``shape_of``: a list over tensors of the same sizes, whose size and chunk tables are shared."""
+    tensors = tuple(tensors)
+    ptrs = np.fromiter(map(_PTR, tensors), dtype=np.int64, count=len(tensors))
+    sizes = None if shape_of is not None else [t.numel() for t in tensors]
+    return TensorList.from_addresses(ptrs, dtype, sizes=sizes, same_shape_as=shape_of, keep=tensors)
 
-    ``arrays`` holds the torch tensors (params, state) or nothing (grads, see ``addresses``); ``ptrs``,
-    ``sizes``, ``total``, ``like`` and ``chunks()`` are what the cpu backend's kernels read.
-    """
 
-    __slots__ = ()
-
-    @classmethod
-    def of(cls, tensors, dtype, shape_of: TensorList | None = None) -> "HostList":
-        """The list over ``tensors`` (same-dtype CPU tensors, each one dense block of memory).
-
-        ``shape_of``: a list over tensors of the same sizes, whose size and chunk tables are shared.
-        """
-        tensors = tuple(tensors)
-        out = cls._empty(dtype)
-        out.arrays = tensors
-        out._ptrs = np.fromiter(map(_PTR, tensors), dtype=np.int64, count=len(tensors))
-        if shape_of is not None:
-            out.sizes, out.total, out._chunks = shape_of.sizes, shape_of.total, shape_of._chunks
-        else:
-            out.sizes = np.fromiter((t.numel() for t in tensors), dtype=np.int64, count=len(tensors))
-            out.total = int(out.sizes.sum())
-        return out
-
-    @classmethod
-    def addresses(cls, ptrs, dtype, shape_of: TensorList) -> "HostList":
-        """A list that holds only addresses (``ptrs``, int64), with ``shape_of``'s sizes."""
-        out = cls._empty(dtype)
-        out._ptrs = np.ascontiguousarray(ptrs, dtype=np.int64)
-        out.sizes, out.total, out._chunks = shape_of.sizes, shape_of.total, shape_of._chunks
-        return out
-
-    @classmethod
-    def _empty(cls, dtype):
-        out = cls.__new__(cls)
-        TensorList.__init__(out, (), dtype)  # every slot (including ones added later) gets its default
-        return out
-
-    def __len__(self):
-        return len(self.sizes)
+def address_list(ptrs, dtype, shape_of: TensorList) -> TensorList:
+    """A TensorList of addresses alone (grads: a dead grad's memory goes back to torch's allocator)."""
+    return TensorList.from_addresses(ptrs, dtype, same_shape_as=shape_of)
 
 
 def cuda_views(tensors):
@@ -86,7 +56,7 @@ def cuda_list(tensors, dtype) -> TensorList:
 
 def cuda_grad_list(tensors, dtype, device) -> TensorList:
     """A TensorList of flat CuPy arrays over the grads' memory that do not own it (like
-    ``HostList.addresses``: a dead grad's memory goes back to torch's allocator)."""
+    ``address_list``: a dead grad's memory goes back to torch's allocator)."""
     import cupy
 
     index = device.index if device.index is not None else torch.cuda.current_device()

@@ -36,7 +36,7 @@ import torch
 from torch.autograd.graph import increment_version
 
 from .. import backends
-from ._lists import DTYPES, SUPPORTED_NAMES, CudaStream, HostList, cuda_grad_list, cuda_list
+from ._lists import DTYPES, SUPPORTED_NAMES, CudaStream, address_list, cuda_grad_list, cuda_list, host_list
 
 _GRAD = operator.attrgetter("grad")
 _DTYPE = operator.attrgetter("dtype")
@@ -266,7 +266,7 @@ class _Plan:
             if self.device.type == "cuda":
                 launch.grads = cuda_grad_list([grads[i] for i in launch.index], launch.dtype, self.device)
             else:
-                launch.grads = HostList.addresses(table[launch.index], launch.dtype, launch.params)
+                launch.grads = address_list(table[launch.index], launch.dtype, launch.params)
 
 
 # ---- the optimizer base -----------------------------------------------------------------------------
@@ -482,8 +482,8 @@ class _Optimizer(torch.optim.Optimizer):
                     plist = cuda_list(tensors, np_dtype)
                     slists = {k: cuda_list([states[j][k] for j in members], np_dtype) for k in roles}
             else:
-                plist = HostList.of(tensors, np_dtype)
-                slists = {k: HostList.of([states[j][k] for j in members], np_dtype, plist) for k in roles}
+                plist = host_list(tensors, np_dtype)
+                slists = {k: host_list([states[j][k] for j in members], np_dtype, plist) for k in roles}
             first_step = bool(sub) if self._rule == "sgd" else False
             if first_step:
                 plan.rebuild_after_run = True  # after this step every buffer exists: one launch again
