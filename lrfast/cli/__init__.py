@@ -24,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lrfast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}._{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}._{name}":
-                raise
-            continue  # a subcommand not built yet
-        module.register(sub)
+        importlib.import_module(f"{__name__}._{name}").register(sub)
     return parser
 
 
