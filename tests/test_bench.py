@@ -226,3 +226,22 @@ def test_markdown_has_a_row_per_case_and_target(quick):
         assert f"| {case['optimizer']} {case['dtype']} {case['workload']} |" in text
     assert text.count("| speedup over torch fused") == sum(t["target"].startswith("speedup")
                                                           for t in doc["targets"])
+
+
+def test_roofline_launch_mirrors_the_cpu_backends_launch():
+    """The roofline is only the bandwidth limit of the step if it is launched the same way."""
+    import inspect
+    import re
+
+    from lrfast.backends import _cpu_kernels
+    from lrfast.bench import _roofline
+
+    def body(fn, chunk_name):
+        src = inspect.getsource(fn.py_func)
+        src = src[src.index(":\n") + 2:]  # drop the def line
+        return re.sub(rf"\b{chunk_name}\b", "CHUNK_FN", src)
+
+    backend = body(_cpu_kernels.adam, "adam_chunk")
+    assert body(_roofline.roofline_launch, "roofline_chunk") == backend, \
+        "the cpu backend's launch changed: update lrfast/bench/_roofline.py's launchers to match"
+    assert body(_roofline.copy_launch, "copy_chunk") == backend

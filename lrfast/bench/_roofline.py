@@ -2,18 +2,19 @@
 
 ``roofline_chunk`` reads a gradient-like array and ``nrw`` (1..3) read-write arrays and adds the gradient
 to each: for AdamW (read p, g, m, v; write p, m, v) that is 28 bytes per float32 element, the same traffic
-as the real update with none of its arithmetic. It runs through the cpu backend's own launch harness
-(``_cpu_kernels.launcher``) over the same chunk table and with the same serial/parallel threshold, so its
-time is the bandwidth limit of that access pattern on this machine, measured in the same run.
+as the real update with none of its arithmetic. It is launched exactly as the cpu backend launches a
+rule (the same chunk table, ``CHUNK`` and serial/parallel threshold, a launcher written like
+``_cpu_kernels.adam``), so its time is the bandwidth limit of that access pattern on this machine,
+measured in the same run.
 ``copy_chunk`` (read one array, write another) is the plain-copy reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ..backends import _cpu, _cpu_kernels
+from ..backends import _cpu
 from ..backends._cpu_kernels import _slice
 from ..backends._tensorlist import TensorList
 
@@ -55,21 +56,28 @@ def _serial(tensors: TensorList) -> bool:
     return tensors.total < _cpu.SERIAL_BELOW
 
 
-def _launcher(chunk_fn):
-    """``f(chunks, serial, args)`` running ``chunk_fn`` through the cpu backend's launch harness."""
-    if hasattr(_cpu_kernels, "launcher"):
-        return _cpu_kernels.launcher(chunk_fn)
-    launch = _cpu_kernels.launch  # the earlier harness took the chunk function as an argument
-    return lambda chunks, serial, args: launch(chunk_fn, chunks, serial, args)
+# The launchers mirror the cpu backend's (``_cpu_kernels.adam`` etc.) line for line: serial below the
+# backend's threshold, else ``prange`` over the rows of the chunk table. tests/test_bench.py checks that
+# they still match the backend's source, so a change of the launch scheme there fails a test here.
+
+@njit(parallel=True, **_JIT)
+def roofline_launch(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            roofline_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            roofline_chunk(c, chunks, *args)
 
 
-_LAUNCH = {}
-
-
-def _launch(chunk_fn):
-    if chunk_fn not in _LAUNCH:
-        _LAUNCH[chunk_fn] = _launcher(chunk_fn)
-    return _LAUNCH[chunk_fn]
+@njit(parallel=True, **_JIT)
+def copy_launch(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            copy_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            copy_chunk(c, chunks, *args)
 
 
 def roofline_step(grads, rw_lists):
@@ -80,7 +88,7 @@ def roofline_step(grads, rw_lists):
     ptrs = [t.ptrs for t in rw_lists]
     ptrs += [ptrs[0]] * (3 - len(ptrs))  # unused slots: never read
     args = (grads.ptrs, *ptrs, grads.like, len(rw_lists))
-    serial, launch = _serial(grads), _launch(roofline_chunk)
+    serial, launch = _serial(grads), roofline_launch
     return lambda: launch(chunks, serial, args)
 
 
@@ -88,7 +96,7 @@ def copy_step(src: TensorList, dst: TensorList):
     """A callable copying every array of ``src`` into ``dst`` through the same launch."""
     chunks = src.chunks(_cpu.CHUNK)
     args = (src.ptrs, dst.ptrs, src.like)
-    serial, launch = _serial(src), _launch(copy_chunk)
+    serial, launch = _serial(src), copy_launch
     return lambda: launch(chunks, serial, args)
 
 
