@@ -128,13 +128,20 @@ def test_targets_use_this_runs_ratios(quick):
         case = cases[t["case"]]
         res = case["results"]
         if t["target"].startswith("fraction"):
-            value = res[t["subject"]]["fraction_of_roofline"]
+            num, den = "roofline", t["subject"]
+            assert math.isclose(t["value"], res[t["subject"]]["fraction_of_roofline"])
         elif t["target"].startswith("speedup"):
-            value = res["torch-fused"]["median_s"] / res[t["subject"]]["median_s"]
+            num, den = "torch-fused", t["subject"]
         else:
-            value = res["lrfast-list"]["median_s"] / res["lrfast-flat"]["median_s"]
+            num, den = "lrfast-list", "lrfast-flat"
+        value = res[num]["median_s"] / res[den]["median_s"]
         assert math.isclose(t["value"], value)
         assert t["met"] == (value >= t["threshold"] if t["op"] == ">=" else value <= t["threshold"])
+        paired = np.asarray(res[num]["times_s"]) / np.asarray(res[den]["times_s"])
+        lo, hi = np.percentile(paired, [25, 75])
+        assert np.allclose(t["paired_iqr"], [lo, hi])
+        side = (lambda x: x >= t["threshold"]) if t["op"] == ">=" else (lambda x: x <= t["threshold"])
+        assert t["decisive"] == (side(lo) == side(hi))
 
 
 def test_unavailable_peers_say_why(quick):

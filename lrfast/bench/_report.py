@@ -83,12 +83,23 @@ def format_table(doc) -> str:
     if doc.get("targets"):
         lines += ["", "targets (AdamW float32, ratios from this run):"]
         for t in doc["targets"]:
-            mark = {True: "MET ", False: "MISS", None: "n/a "}[t["met"]]
+            mark = _mark(t)
             value = "-" if t["value"] is None else f"{t['value']:.3f}"
+            spread = t.get("paired_iqr")
+            spread = f"[{spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
             extra = f"  ({t['reason']})" if t.get("reason") else ""
-            lines.append(f"  {mark} {t['case']:<28} {t['subject']:<12} {value:>7} {t['op']} "
+            lines.append(f"  {mark} {t['case']:<28} {t['subject']:<12} {value:>7} {spread:<12}{t['op']} "
                          f"{t['threshold']:<5g} {t['target']}{extra}")
+        lines.append("  (MET~ / MISS~: the per-repeat ratios' quartiles [in brackets] straddle the threshold: "
+                     "within this machine's run-to-run noise)")
     return "\n".join(lines)
+
+
+def _mark(t):
+    if t["met"] is None:
+        return "n/a  "
+    word = "MET" if t["met"] else "MISS"
+    return (word + ("" if t.get("decisive") else "~")).ljust(5)
 
 
 def format_markdown(doc) -> str:
@@ -125,10 +136,14 @@ def format_markdown(doc) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "(peer columns: speedup of lrfast step() / of step(grads))"]
     if doc.get("targets"):
-        lines += ["", "| target | case | subject | value | met |", "|---|---|---|---|---|"]
+        lines += ["", "| target | case | subject | value (per-repeat IQR) | met |", "|---|---|---|---|---|"]
         for t in doc["targets"]:
             value = "-" if t["value"] is None else f"{t['value']:.3f}"
+            if t.get("paired_iqr"):
+                value += f" ({t['paired_iqr'][0]:.2f}-{t['paired_iqr'][1]:.2f})"
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            if t["met"] is not None and not t.get("decisive"):
+                met += " (within noise)"
             lines.append(f"| {t['target']} | {t['case']} | {t['subject']} | {value} {t['op']} "
                          f"{t['threshold']:g} | {met} |")
     return "\n".join(lines) + "\n"
