@@ -202,15 +202,16 @@ class Optimizer:
         Assigning a number to ``param_groups[i]["lr"]`` makes it that group's constant base lr.
         """
         lrs = []
+        step = self.step_count if self.capturable else self._step_count  # capturable: the GPU's count
         for i, group in enumerate(self.param_groups):
             if self._lr_written[i] is not None and group["lr"] != self._lr_written[i]:
                 group["schedule"] = nonnegative("lr", group["lr"])  # the user assigned a new lr
             schedule = group["schedule"]
-            base = schedule(self.step_count) if callable(schedule) else schedule
+            base = schedule(step) if callable(schedule) else schedule
             lr = float(base) * group["lr_scale"] * self.lr_multiplier
             if self.plateau is not None:
                 lr = self.plateau.apply(lr)
-            lr = finite_number(f"lr (param group {i}, step {self.step_count})", lr, low=0.0)
+            lr = finite_number(f"lr (param group {i}, step {step})", lr, low=0.0)
             group["lr"] = self._lr_written[i] = lr
             lrs.append(lr)
         return lrs

@@ -77,3 +77,18 @@ def test_import_is_light():
             "'lrfast.backends._cpu_kernels') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@given(total=st.integers(1 << 16, 10**9), threads=st.integers(1, 64))
+def test_chunk_size_splits_evenly_across_threads(total, threads):
+    from lrfast.backends._cpu import CHUNK, chunk_size
+
+    size = chunk_size(total, threads)
+    count = -(-total // size)
+    assert 64 <= size <= CHUNK and size % 64 == 0
+    # prange gives thread t chunks [t*q, (t+1)*q) (q = ceil(count / threads)): the busiest thread carries
+    # at most one chunk more than an even share
+    busiest = min(-(-count // threads) * size, total)
+    assert busiest <= total / threads + size
+    if count <= 8 * threads:
+        assert busiest <= 1.02 * total / threads + 64 * threads

@@ -6,21 +6,45 @@ kernels read their cached base-address and chunk tables. Per-step scalars (lr / 
 to the kernel rounded to the arrays' dtype.
 """
 
+import numba
 import numpy as np
 
 from . import _cpu_kernels as k
 
 name = "cpu"
 
-#: Elements per chunk: the unit of parallel work (128 KiB of float32 per buffer).
+#: Elements per chunk, at most: the unit of parallel work (128 KiB of float32 per buffer).
 CHUNK = 1 << 15
 #: Below this many elements a step runs on one thread: a parallel launch costs more than it saves.
 SERIAL_BELOW = 1 << 16
 
 
+def chunk_size(total: int, threads: int) -> int:
+    """Chunk length for ``total`` elements on ``threads`` threads: at most CHUNK, and as many chunks as a
+    multiple of ``threads`` (a flat tensor splits evenly: prange hands each thread the same count)."""
+    count = -(-total // CHUNK)
+    count = max(threads, -(-count // threads) * threads)
+    return max(64, -(-(-(-total // count)) // 64) * 64)
+
+
+def _chunks(tensors):
+    """(chunk table, serial?) of a launch over ``tensors`` (serial when the problem is small).
+
+    Chunks are sized for Numba's thread pool (``NUMBA_NUM_THREADS``; reading the current
+    ``numba.get_num_threads()`` costs 2 us a step, and a smaller count only changes the balance)."""
+    if tensors.total < SERIAL_BELOW:
+        return tensors.chunks(CHUNK), True
+    return tensors.chunks(chunk_size(tensors.total, numba.config.NUMBA_NUM_THREADS)), False
+
+
+def _scalars(dtype, *values):
+    """``values`` as scalars of the arrays' dtype (a float64 scalar would make the loop float64)."""
+    return tuple(np.array(values, dtype=dtype))
+
+
 def _launch(kernel, tensors, *args):
-    """One kernel call over every chunk of ``tensors`` (serial when the problem is small)."""
-    kernel(tensors.chunks(CHUNK), tensors.total < SERIAL_BELOW, args)
+    """One kernel call over every chunk of ``tensors``."""
+    kernel(*_chunks(tensors), args)
 
 
 def _ptrs(tensors, fallback):
@@ -30,37 +54,36 @@ def _ptrs(tensors, fallback):
 
 def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay, maximize,
         first_step):
-    s = params.dtype.type
-    use_buf = momentum != 0
     buf_keep, buf_add = (0.0, 1.0) if first_step else (momentum, 1.0 - dampening)
-    _launch(k.sgd, params, params.ptrs, grads.ptrs, _ptrs(momentum_buffers, params),
-            params.like, s(lr), s(-1.0 if maximize else 1.0), s(weight_decay), s(momentum), s(buf_keep),
-            s(buf_add), bool(nesterov), use_buf)
+    _launch(k.sgd, params, params.ptrs, grads.ptrs, _ptrs(momentum_buffers, params), params.like,
+            *_scalars(params.dtype.type, lr, -1.0 if maximize else 1.0, weight_decay, momentum, buf_keep, buf_add),
+            bool(nesterov), momentum != 0)
 
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
          decoupled, amsgrad, maximize, step):
-    s = params.dtype.type
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     decay, wd = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
     _launch(k.adam, params, params.ptrs, grads.ptrs, exp_avgs.ptrs, exp_avg_sqs.ptrs,
-            _ptrs(max_exp_avg_sqs, params), params.like, s(lr / bc1), s(beta1), s(1.0 - beta1), s(beta2),
-            s(1.0 - beta2), s(1.0 / np.sqrt(bc2)), s(eps), s(decay), s(wd), s(-1.0 if maximize else 1.0),
+            _ptrs(max_exp_avg_sqs, params), params.like,
+            *_scalars(params.dtype.type, lr / bc1, beta1, 1.0 - beta1, beta2, 1.0 - beta2, 1.0 / np.sqrt(bc2), eps,
+                      decay, wd, -1.0 if maximize else 1.0),
             bool(amsgrad))
 
 
 def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay,
             momentum, centered, maximize):
-    s = params.dtype.type
     _launch(k.rmsprop, params, params.ptrs, grads.ptrs, square_avgs.ptrs,
-            _ptrs(grad_avgs, params), _ptrs(momentum_buffers, params), params.like, s(lr),
-            s(-1.0 if maximize else 1.0), s(weight_decay), s(alpha), s(1.0 - alpha), s(eps), s(momentum),
+            _ptrs(grad_avgs, params), _ptrs(momentum_buffers, params), params.like,
+            *_scalars(params.dtype.type, lr, -1.0 if maximize else 1.0, weight_decay, alpha, 1.0 - alpha, eps,
+                      momentum),
             bool(centered), momentum > 0)
 
 
 def all_finite(tensors):
     """True when no element of any array in the TensorList is NaN or infinite."""
-    flags = np.empty(tensors.chunks(CHUNK).shape[0], dtype=np.bool_)
-    _launch(k.finite, tensors, tensors.ptrs, tensors.like, flags)
+    chunks, serial = _chunks(tensors)
+    flags = np.empty(chunks.shape[0], dtype=np.bool_)
+    k.finite(chunks, serial, (tensors.ptrs, tensors.like, flags))
     return bool(flags.all())
