@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 
 from . import backends
 from ._version import __version__
 
 
 def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, macOS sysctl), else the platform's processor string."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -17,6 +20,12 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
     return platform.processor() or platform.machine()
 
 
