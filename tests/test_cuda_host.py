@@ -12,58 +12,25 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import os
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cuda_host import build as host_build
 from lrfast.backends import _cuda
 from lrfast.backends import _numpy as ref
 from lrfast.backends._tensorlist import TensorList
 
-ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
-DRIVER = Path(__file__).resolve().parent / "cuda_host" / "host_kernels.cpp"
+SRC = host_build.SRC
 RULES = ("sgd", "adam", "rmsprop", "nonfinite", "roofline", "sgd_dev", "adam_dev", "rmsprop_dev", "sgd_prepare",
          "adam_prepare", "rmsprop_prepare")
 
 
-def _cxx():
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _nvcc():
-    return shutil.which("nvcc") or next((str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.is_file()), None)
-
-
-def _build(compiler, out_dir):
-    lib = Path(out_dir) / f"lrfast_host_{compiler}.so"
-    if compiler == "cxx":
-        cmd = [_cxx(), "-x", "c++", "-std=c++17", "-O2", "-fno-strict-aliasing", "-Wall", "-Wextra", "-shared",
-               "-fPIC", f"-I{SRC}", str(DRIVER), "-o", str(lib)]
-    else:
-        cmd = [_nvcc(), "-x", "cu", "-DLRFAST_HOST_GRID", "-std=c++17", "-O2",
-               "-Xcompiler", "-fPIC,-fno-strict-aliasing", "-shared", f"-I{SRC}", str(DRIVER), "-o", str(lib)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        pytest.fail(f"host build failed: {' '.join(cmd)}\n{done.stderr}")
-    return ctypes.CDLL(str(lib))
-
-
 @pytest.fixture(scope="module", params=["cxx", "nvcc"])
 def lib(request, tmp_path_factory):
-    if request.param == "cxx" and _cxx() is None:
-        pytest.skip("no C++ compiler found (g++, c++, clang++ or $CXX)")
-    if request.param == "nvcc" and (_nvcc() is None or _cxx() is None):
-        pytest.skip("nvcc (with a host compiler) not found: host path of nvcc not checked")
-    return _build(request.param, tmp_path_factory.mktemp("cuda_host"))
+    return host_build.library(request, tmp_path_factory)
 
 
 _CTYPE = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int,
@@ -458,11 +425,11 @@ def test_kernel_source_inlines_every_header_once():
 
 def test_nvcc_device_compile(tmp_path):
     """The kernels compile for the oldest and newest archs of the fatbin (CI has nvcc)."""
-    if _nvcc() is None:
+    if host_build.find_nvcc() is None:
         pytest.skip("nvcc not found")
     for arch in ("sm_75", "sm_90"):
         out = tmp_path / f"k_{arch}.cubin"
-        done = subprocess.run([_nvcc(), "-std=c++17", "-cubin", f"-arch={arch}", "-Xptxas", "-warn-spills",
+        done = subprocess.run([host_build.find_nvcc(), "-std=c++17", "-cubin", f"-arch={arch}", "-Xptxas", "-warn-spills",
                                str(SRC / "lrfast_kernels.cu"), "-o", str(out)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "spill" not in done.stderr, done.stderr

@@ -17,26 +17,22 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 import re
-import shutil
 import subprocess
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lrfast
 from lrfast import schedules as S
+from cuda_host import build as host_build
 from lrfast.backends import _cuda
 from lrfast.schedules import _table as T
 from cuda_host.schedule_cases import (KINDS_COVERED, SCHEDULES, emulate, libm_bound, random_schedule, steps_for,
                                      ulp_nudger)
 
-ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
-DRIVER = Path(__file__).resolve().parent / "cuda_host" / "host_kernels.cpp"
+SRC = host_build.SRC
 SCHEDULE_KERNELS = {"lrfast_schedule_lr", "lrfast_schedule_values"}
 #: ulps by which CUDA's double cos / exp / log / log1p may miss the correctly rounded result (CUDA C++
 #: Programming Guide, "Mathematical Functions"), and glibc's (its manual: at most 1 on x86-64)
@@ -44,41 +40,9 @@ CUDA_ULPS = {"cos": 2, "exp": 1, "log": 1, "log1p": 1}
 GLIBC_ULPS = 1
 
 
-def _cxx():
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _nvcc():
-    return shutil.which("nvcc") or next((str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.is_file()), None)
-
-
-def _build(compiler, out_dir):
-    """The host library; -ffp-contract=off so no host compiler fuses a * b + c (the device code cannot:
-    its products are __dmul_rn)."""
-    lib = Path(out_dir) / f"lrfast_schedule_host_{compiler}.so"
-    if compiler == "cxx":
-        cmd = [_cxx(), "-x", "c++", "-std=c++17", "-O2", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall",
-               "-Wextra", "-shared", "-fPIC", f"-I{SRC}", str(DRIVER), "-o", str(lib)]
-    else:
-        cmd = [_nvcc(), "-x", "cu", "-DLRFAST_HOST_GRID", "-std=c++17", "-O2",
-               "-Xcompiler", "-fPIC,-fno-strict-aliasing,-ffp-contract=off", "-shared", f"-I{SRC}", str(DRIVER),
-               "-o", str(lib)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        pytest.fail(f"host build failed: {' '.join(cmd)}\n{done.stderr}")
-    return ctypes.CDLL(str(lib))
-
-
 @pytest.fixture(scope="module", params=["cxx", "nvcc"])
 def lib(request, tmp_path_factory):
-    if request.param == "cxx" and _cxx() is None:
-        pytest.skip("no C++ compiler found (g++, c++, clang++ or $CXX)")
-    if request.param == "nvcc" and (_nvcc() is None or _cxx() is None):
-        pytest.skip("nvcc (with a host compiler) not found: host path of nvcc not checked")
-    return _build(request.param, tmp_path_factory.mktemp("cuda_schedule_host"))
+    return host_build.library(request, tmp_path_factory)
 
 
 _CTYPE = {np.int32: ctypes.c_int, np.int64: ctypes.c_longlong, np.float64: ctypes.c_double}
@@ -426,7 +390,7 @@ def test_nvcc_fuses_nothing_in_the_port(tmp_path):
     ptxas may still fuse with an add): every product is ``mul.rn.f64`` (__dmul_rn), rounded on its own
     as NumPy rounds it. CUDA's cos/exp/log/log1p (FMAs of their own) are kept out of the count by
     compiling them __noinline__ (LRFAST_SCHEDULE_LIBM). Also: the exported kernels compile for sm_90."""
-    if _nvcc() is None:
+    if host_build.find_nvcc() is None:
         pytest.skip("nvcc not found")
     probe = tmp_path / "probe.cu"
     probe.write_text('#include "lrfast_schedule.cuh"\n'
@@ -435,7 +399,7 @@ def test_nvcc_fuses_nothing_in_the_port(tmp_path):
                      '  out[0] = lrfast::schedule_lr(table, rows, *step, factors);\n'
                      '  out[1] = lrfast::schedule_value(table, rows, *t);\n}\n')
     out = tmp_path / "probe.ptx"
-    done = subprocess.run([_nvcc(), "-std=c++17", "-ptx", "-arch=sm_90",
+    done = subprocess.run([host_build.find_nvcc(), "-std=c++17", "-ptx", "-arch=sm_90",
                            "-DLRFAST_SCHEDULE_LIBM=__device__ __noinline__", f"-I{SRC}", str(probe), "-o", str(out)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -444,7 +408,7 @@ def test_nvcc_fuses_nothing_in_the_port(tmp_path):
     assert not re.search(r"\bfma\.|\bmul\.f64\b|\bmad\.", body), "a fusable or fused product in the port"
     assert len(re.findall(r"\bcall", body)) > 0  # the libm calls stayed out of line
     ptx = tmp_path / "k.ptx"
-    done = subprocess.run([_nvcc(), "-std=c++17", "-ptx", "-arch=sm_90", str(SRC / "lrfast_kernels.cu"), "-o",
+    done = subprocess.run([host_build.find_nvcc(), "-std=c++17", "-ptx", "-arch=sm_90", str(SRC / "lrfast_kernels.cu"), "-o",
                            str(ptx)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     text = ptx.read_text()

@@ -1,0 +1,52 @@
+"""Builds the host version of the CUDA kernels (tests/cuda_host/host_kernels.cpp includes src/) as a
+shared library, with g++ or with nvcc's host path, for the host-compiled kernel tests."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+DRIVER = Path(__file__).resolve().parent / "host_kernels.cpp"
+
+
+def find_cxx():
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def find_nvcc():
+    return shutil.which("nvcc") or next((str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.is_file()), None)
+
+
+def build(compiler, out_dir):
+    """The host library; -ffp-contract=off so no host compiler fuses a * b + c (the device schedule code
+    cannot: its products are __dmul_rn)."""
+    lib = Path(out_dir) / f"lrfast_host_{compiler}.so"
+    if compiler == "cxx":
+        cmd = [find_cxx(), "-x", "c++", "-std=c++17", "-O2", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall",
+               "-Wextra", "-shared", "-fPIC", f"-I{SRC}", str(DRIVER), "-o", str(lib)]
+    else:
+        cmd = [find_nvcc(), "-x", "cu", "-DLRFAST_HOST_GRID", "-std=c++17", "-O2",
+               "-Xcompiler", "-fPIC,-fno-strict-aliasing,-ffp-contract=off", "-shared", f"-I{SRC}", str(DRIVER),
+               "-o", str(lib)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"host build failed: {' '.join(cmd)}\n{done.stderr}")
+    return ctypes.CDLL(str(lib))
+
+
+def library(request, tmp_path_factory):
+    """Body of a module-scoped fixture parametrised over ["cxx", "nvcc"]: the built library, or a skip."""
+    if request.param == "cxx" and find_cxx() is None:
+        pytest.skip("no C++ compiler found (g++, c++, clang++ or $CXX)")
+    if request.param == "nvcc" and (find_nvcc() is None or find_cxx() is None):
+        pytest.skip("nvcc (with a host compiler) not found: host path of nvcc not checked")
+    return build(request.param, tmp_path_factory.mktemp("cuda_host"))
