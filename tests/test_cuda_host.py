@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from cuda_host import build as host_build
+from cuda_host.fake_cupy import FakeCupy
 from lrfast.backends import _cuda
 from lrfast.backends import _numpy as ref
 from lrfast.backends._tensorlist import TensorList
@@ -455,68 +456,8 @@ def test_nvrtc_compile():
 
 # ---- the GPU launcher's Python side, on a stand-in for CuPy backed by host memory ----------------
 
-class _FakeCupy:
-    """The few CuPy calls GpuLauncher makes, over host memory, with a device id per array; kernels run
-    from the host build. Counts uploads so a test can see the tables are built once."""
-
-    def __init__(self, lib):
-        import types
-
-        self.lib, self.uploads, self.current = lib, 0, 0
-        fake = self
-
-        class ndarray:
-            def __init__(self, host, device):
-                self.host, self.device = host, types.SimpleNamespace(id=device)
-                self.data = types.SimpleNamespace(ptr=host.ctypes.data)
-                self.size, self.dtype, self.shape = host.size, host.dtype, host.shape
-
-            def __getitem__(self, i):
-                return self.host[i]
-
-        class Device:
-            def __init__(self, device):
-                self.id = device
-
-            def __enter__(self):
-                self.saved, fake.current = fake.current, self.id
-
-            def __exit__(self, *exc):
-                fake.current = self.saved
-
-        self.ndarray = ndarray
-        self.cuda = types.SimpleNamespace(Device=Device,
-                                          runtime=types.SimpleNamespace(getDevice=lambda: fake.current))
-
-    def asarray(self, host):
-        self.uploads += 1
-        return self.ndarray(np.array(host), self.current)
-
-    @staticmethod
-    def host_of(a):
-        return a.host
-
-    def zeros(self, n, dtype):
-        return self.ndarray(np.zeros(n, dtype), self.current)
-
-    def load(self, device):
-        fake = self
-
-        class Kernel:
-            def __init__(self, name):
-                self.name = name
-
-            def __call__(self, grid, block, args):
-                assert fake.current == args[0].device.id, "launched with another device current"
-                args = [a.host if isinstance(a, fake.ndarray) else a for a in args]
-                HostLauncher(fake.lib).call(self.name, grid[0], block[0], args)
-
-        import types
-        return types.SimpleNamespace(get_function=Kernel), "fake"
-
-
 def test_gpu_launcher_python_side(lib):
-    fake = _FakeCupy(lib)
+    fake = FakeCupy(lambda name, grid, block, args: HostLauncher(lib).call(name, grid, block, args))
     launcher = _cuda.GpuLauncher(cp=fake, load=fake.load)
     rng = np.random.default_rng(6)
     sizes = [3, 1030, 0, 70]

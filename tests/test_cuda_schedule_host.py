@@ -19,7 +19,6 @@ import ctypes
 import math
 import re
 import subprocess
-import types
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ import pytest
 import lrfast
 from lrfast import schedules as S
 from cuda_host import build as host_build
+from cuda_host.fake_cupy import FakeCupy
 from lrfast.backends import _cuda
 from lrfast.schedules import _table as T
 from cuda_host.schedule_cases import (KINDS_COVERED, SCHEDULES, emulate, libm_bound, random_schedule, steps_for,
@@ -287,66 +287,8 @@ def test_schedule_table_and_lr_factors_validate():
             _cuda.lr_factors(*bad["scales"], **{k: v for k, v in bad.items() if k != "scales"})
 
 
-class _FakeCupy:
-    """The CuPy calls of upload_table / schedule_lr / schedule_values over host memory, with a device id
-    per array and the host-built kernels behind get_function; counts uploads."""
-
-    def __init__(self, lib):
-        self.lib, self.uploads, self.current, self.launches = lib, 0, 0, []
-        fake = self
-
-        class ndarray:
-            def __init__(self, host, device):
-                self.host, self.device = host, types.SimpleNamespace(id=device)
-                self.data = types.SimpleNamespace(ptr=host.ctypes.data)
-                self.size, self.dtype, self.shape, self.flags = host.size, host.dtype, host.shape, host.flags
-
-            def reshape(self, *shape):
-                return ndarray(self.host.reshape(*shape), self.device.id)
-
-        class Device:
-            def __init__(self, device):
-                self.id = device
-
-            def __enter__(self):
-                self.saved, fake.current = fake.current, self.id
-
-            def __exit__(self, *exc):
-                fake.current = self.saved
-
-        self.ndarray = ndarray
-        runtime = types.SimpleNamespace(getDevice=lambda: fake.current)
-        self.cuda = types.SimpleNamespace(Device=Device, runtime=runtime)
-
-    def asarray(self, a, dtype=None):
-        if isinstance(a, self.ndarray):  # on the device already
-            return self.ndarray(np.asarray(a.host, dtype=dtype), a.device.id)
-        self.uploads += 1
-        return self.ndarray(np.array(a, dtype=dtype), self.current)
-
-    def ascontiguousarray(self, a):
-        assert isinstance(a, self.ndarray)
-        return self.ndarray(np.ascontiguousarray(a.host), a.device.id)
-
-    def empty(self, shape, dtype):
-        return self.ndarray(np.empty(shape, dtype), self.current)
-
-    def load(self, device):
-        fake = self
-
-        def get_function(name):
-            def kernel(grid, block, args):
-                assert fake.current == device == args[0].device.id, "launched with another device current"
-                fake.launches.append((name, grid[0], block[0]))
-                _host_call(fake.lib, name, grid[0], block[0], [a.host if isinstance(a, fake.ndarray) else a
-                                                                for a in args])
-            return kernel
-
-        return types.SimpleNamespace(get_function=get_function), "fake"
-
-
 def test_gpu_path_on_a_stand_in_for_cupy(lib, monkeypatch):
-    fake = _FakeCupy(lib)
+    fake = FakeCupy(lambda name, grid, block, args: _host_call(lib, name, grid, block, args))
     launcher = _cuda.GpuLauncher(cp=fake, load=fake.load)
     monkeypatch.setattr(_cuda, "_gpu", lambda: launcher)
     monkeypatch.setattr(_cuda, "_TABLES", {})
