@@ -118,22 +118,39 @@ def test_quick_ratios_come_from_the_same_run(quick):
     _check_ratios(quick[2])
 
 
-def test_targets_use_this_runs_ratios(quick):
-    doc = quick[2]
+def _torch_installed():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_targets(doc):
+    """Every target's value is this run's ratio of medians; one whose inputs were not both timed is
+    listed as unavailable, with the reason of the missing implementation."""
     cases = {c["id"]: c for c in doc["cases"]}
-    assert doc["targets"], "the quick run covers the AdamW float32 targets"
-    names = {t["target"].split(" ")[0] for t in doc["targets"]}
-    assert {"speedup", "fraction", "161"} <= names
     for t in doc["targets"]:
-        case = cases[t["case"]]
-        res = case["results"]
+        res = cases[t["case"]]["results"]
         if t["target"].startswith("fraction"):
-            num, den = "roofline", t["subject"]
-            assert math.isclose(t["value"], res[t["subject"]]["fraction_of_roofline"])
+            expected = ["roofline", t["subject"]]
         elif t["target"].startswith("speedup"):
-            num, den = "torch-fused", t["subject"]
+            expected = ["torch-fused", t["subject"]]
         else:
-            num, den = "lrfast-list", "lrfast-flat"
+            expected = ["lrfast-list", "lrfast-flat"]
+        assert t["inputs"] == expected, t
+        num, den = expected
+        missing = [n for n in (num, den) if res[n]["status"] != "ok"]
+        if missing:
+            assert t["status"] == "unavailable", t
+            assert t["value"] is None and t["met"] is None and t["decisive"] is None, t
+            assert t["paired_iqr"] is None, t
+            first = res[missing[0]]
+            assert t["reason"] == f"{missing[0]} {first['status']}: {first['reason']}", t
+            continue
+        assert t["status"] == "ok" and "reason" not in t, t
+        if t["target"].startswith("fraction"):
+            assert math.isclose(t["value"], res[t["subject"]]["fraction_of_roofline"])
         value = res[num]["median_s"] / res[den]["median_s"]
         assert math.isclose(t["value"], value)
         assert t["met"] == (value >= t["threshold"] if t["op"] == ">=" else value <= t["threshold"])
@@ -142,6 +159,56 @@ def test_targets_use_this_runs_ratios(quick):
         assert np.allclose(t["paired_iqr"], [lo, hi])
         side = (lambda x: x >= t["threshold"]) if t["op"] == ">=" else (lambda x: x <= t["threshold"])
         assert t["decisive"] == (side(lo) == side(hi))
+
+
+def test_targets_use_this_runs_ratios(quick):
+    status, text, doc = quick
+    assert doc["targets"], "the quick run covers the AdamW float32 targets"
+    names = {t["target"].split(" ")[0] for t in doc["targets"]}
+    assert {"speedup", "fraction", "161"} <= names
+    _check_targets(doc)
+    # The targets that need only lrfast and its references are measured on every machine.
+    for t in doc["targets"]:
+        if not t["target"].startswith("speedup"):
+            assert t["status"] == "ok", t
+    speedups = [t for t in doc["targets"] if t["target"].startswith("speedup")]
+    if _torch_installed():
+        assert doc["machine"]["torch"]
+        assert all(t["status"] == "ok" for t in speedups), speedups
+    else:
+        assert doc["machine"]["torch"] is None
+        for t in speedups:
+            assert t["status"] == "unavailable"
+            assert t["reason"] == "torch-fused unavailable: torch not installed", t
+            assert f"n/a   {t['case']:<28} {t['subject']:<12}" in text  # the table says so, too
+        assert "| n/a |" in _report.format_markdown(doc)
+
+
+def test_targets_with_a_missing_peer_are_unavailable(quick):
+    """Take the peer of every target out of the run (as on a machine without torch, or where a peer
+    was skipped or failed): every target is still listed, marked unavailable with the reason; the
+    table and the Markdown report show them."""
+    import copy
+
+    for name in ("torch-fused", "roofline", "lrfast-flat"):
+        doc = copy.deepcopy(quick[2])
+        for case in doc["cases"]:
+            if name in case["results"]:
+                case["results"][name] = {"status": "skipped", "group": "peer", "device": "cpu",
+                                         "reason": "taken out by the test"}
+                case["ratios"] = _run.ratios(case["results"])
+                if name == "roofline":  # the fraction needs the roofline's median
+                    for r in case["results"].values():
+                        if r.get("fraction_of_roofline") is not None:
+                            r["fraction_of_roofline"] = None
+        doc["targets"] = _run.targets(doc)
+        assert len(doc["targets"]) == len(quick[2]["targets"])
+        _check_targets(doc)
+        gone = [t for t in doc["targets"] if name in t["inputs"]]
+        assert gone and all(t["status"] == "unavailable" and t["reason"] ==
+                            f"{name} skipped: taken out by the test" for t in gone)
+        _report.format_table(doc)
+        _report.format_markdown(doc)
 
 
 def test_unavailable_peers_say_why(quick):

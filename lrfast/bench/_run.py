@@ -230,15 +230,24 @@ def targets(doc) -> list:
     ``value`` is the ratio of medians (what ``met`` judges); ``paired_iqr`` the quartiles of the same
     ratio taken repeat by repeat, and ``decisive`` says whether that whole range lies on the side of the
     threshold that ``met`` reports (False: the difference is within this machine's run-to-run noise).
+    ``inputs`` names the two implementations the ratio is taken between (numerator, denominator).
+
+    A target whose inputs were not both timed here (torch not installed, a peer skipped or failed) is
+    still listed, with ``status == "unavailable"``, ``value``, ``met``, ``paired_iqr`` and ``decisive``
+    None and a ``reason`` naming the missing implementation and why it is missing.
     """
     out = []
 
-    def add(name, case, subject, value, op, threshold, spread, why=None):
+    def add(name, case, subject, value, op, threshold, spread, inputs):
+        missing = _missing(case, inputs)
+        if missing is not None:
+            value = spread = None
         met = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
-        row = {"target": name, "case": case["id"], "subject": subject, "value": value, "op": op,
+        row = {"target": name, "case": case["id"], "subject": subject, "inputs": list(inputs),
+               "status": "ok" if value is not None else "unavailable", "value": value, "op": op,
                "threshold": threshold, "met": met, "paired_iqr": spread}
         if value is None:
-            row["reason"] = why or "not measured in this run"
+            row["reason"] = missing or "not measured in this run"
             row["decisive"] = None
         else:
             lo, hi = spread if spread else (value, value)
@@ -257,14 +266,26 @@ def targets(doc) -> list:
             if flat and case["elements"] >= 10**7:
                 add("fraction of roofline >= 0.95 (AdamW fp32, >= 1e7 elements)", case, subject,
                     res[subject].get("fraction_of_roofline"), ">=", 0.95,
-                    _paired(case, "roofline", subject))
+                    _paired(case, "roofline", subject), ("roofline", subject))
             if flat and 10**4 <= case["elements"] <= 10**8 and "torch-fused" in res:
                 threshold = 2.0 if case["elements"] == 10**5 else 1.0
                 add(f"speedup over torch fused AdamW >= {threshold:g}x", case, subject,
                     _ratio(case, subject, "torch-fused"), ">=", threshold,
-                    _paired(case, "torch-fused", subject), res["torch-fused"].get("reason"))
+                    _paired(case, "torch-fused", subject), ("torch-fused", subject))
         if case["workload"] == "resnet50" and "lrfast-list" in res and "lrfast-flat" in res:
             s = _ratio(case, "lrfast-list", "lrfast-flat")
             add("161 ResNet-50 tensors: time / flat time of the same size <= 1.15", case, "lrfast-list",
-                None if s is None else 1.0 / s, "<=", 1.15, _paired(case, "lrfast-list", "lrfast-flat"))
+                None if s is None else 1.0 / s, "<=", 1.15, _paired(case, "lrfast-list", "lrfast-flat"),
+                ("lrfast-list", "lrfast-flat"))
     return out
+
+
+def _missing(case, names):
+    """Why a target cannot be computed: the first of ``names`` without timings in ``case``, or None."""
+    for name in names:
+        r = case["results"].get(name)
+        if r is None:
+            return f"{name} not in this run"
+        if r.get("status") != "ok" or not r.get("times_s"):
+            return f"{name} {r.get('status', 'missing')}: {r.get('reason') or 'no timing recorded'}"
+    return None
