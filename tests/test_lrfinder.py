@@ -412,3 +412,55 @@ def test_a_restore_that_is_not_exact_raises(monkeypatch):
     monkeypatch.setattr(opt, "load_state_dict", lossy_load)
     with pytest.raises(RuntimeError, match="could not restore the optimizer exactly"):
         find_lr(prob.step_fn(opt), opt, num=20)
+
+
+# -- NaN held on purpose: the restore check compares bytes, not values (NaN != NaN) ------------------
+
+def _nan(payload):
+    """A float32 quiet NaN with the given low mantissa bits (so a restore must keep the exact bits)."""
+    return np.array([0x7FC00000 | payload], np.uint32).view(np.float32)[0]
+
+
+def test_nan_in_a_param_and_its_state_restores_bit_identically():
+    # a frozen-in NaN (an unused entry) with a payload, in a param and in its momentum: find_lr's own
+    # check raises nothing, and the bytes are what they were
+    w, spare = np.zeros(3, np.float32), np.array([1.0, _nan(5), -0.0], np.float32)
+    opt = lrfast.SGD([w, spare], lr=0.1, momentum=0.9)
+    opt.step([np.ones(3, np.float32), np.zeros(3, np.float32)])
+    opt.state[1]["momentum_buffer"][1] = _nan(9)
+    before = fingerprint(opt)
+
+    def step():
+        opt.step([w - 1.0, np.zeros(3, np.float32)])
+        return float(np.sum((w - 1.0) ** 2))
+
+    find_lr(step, opt, num=20)
+    assert fingerprint(opt)[:4] == before[:4]
+
+
+def test_torch_model_with_a_nan_buffer_restores_bit_identically():
+    torch = pytest.importorskip("torch")
+    import lrfast.torch as lt
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    nan = torch.from_numpy(np.array([_nan(7), 2.0], np.float32))
+    model.register_buffer("sentinel", nan.clone())
+    model.register_buffer("signed_zero", torch.tensor([-0.0]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(8, 3)
+
+    def step():
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    step()
+    before = {k: v.detach().clone().numpy().tobytes() for k, v in model.state_dict().items()}
+    result = lt.find_lr(model, opt, step, start=1e-4, end=1.0, num=20)  # no "could not restore"
+    assert len(result.lrs) >= 2
+    after = {k: v.detach().numpy().tobytes() for k, v in model.state_dict().items()}
+    assert after == before
+    assert model.sentinel.numpy().tobytes() == nan.numpy().tobytes()

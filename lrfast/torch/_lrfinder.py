@@ -115,9 +115,25 @@ class _Snapshot:
         self._verify()
 
     def _verify(self):
-        bad = [i for i, (p, v) in enumerate(zip(self.params, self.values)) if not torch.equal(p.detach(), v)]
+        bad = [i for i, (p, v) in enumerate(zip(self.params, self.values)) if not _same_bytes(p, v)]
         if self.model is not None:
             live = self.model.state_dict()
-            bad += [k for k, v in self.module_state.items() if not torch.equal(live[k], v)]
+            bad += [k for k, v in self.module_state.items() if not _same_bytes(live[k], v)]
         if bad:
             raise RuntimeError(f"find_lr could not restore {bad[:5]} bit-identically")
+
+
+def _same_bytes(a, b) -> bool:
+    """Same dtype, shape and bytes: a NaN restored as the same NaN matches (``torch.equal`` says NaN != NaN),
+    and -0.0 restored as +0.0 does not (``torch.equal`` says they are equal)."""
+    a, b = a.detach(), b.detach()
+    if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+        return False
+    if a.layout != torch.strided or b.layout != torch.strided or a.is_quantized or b.is_quantized:
+        return torch.equal(a, b)  # no plain byte view of these; compare what torch compares
+    return torch.equal(_as_bytes(a), _as_bytes(b))
+
+
+def _as_bytes(t):
+    """The bytes of ``t`` (a strided tensor) as a flat uint8 tensor on its device."""
+    return t.contiguous().reshape(-1).view(torch.uint8)
