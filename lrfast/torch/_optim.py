@@ -118,6 +118,9 @@ def _check_grad(p, g, label, optimizer):
 def _check_state_tensor(p, value, key, label):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"state {key!r} of {label} is a {type(value).__name__}, not a tensor")
+    if value.layout != torch.strided:
+        raise ValueError(f"state {key!r} of {label} has layout {value.layout}; the state of a param is a "
+                         "dense (strided) tensor")
     if value.shape != p.shape:
         raise ValueError(f"state {key!r} of {label} has shape {tuple(value.shape)}, the param has shape "
                          f"{tuple(p.shape)}")
@@ -182,10 +185,10 @@ def _check_flags(foreach, fused, capturable, differentiable):
 class _Launch:
     """One backend call: the params of a group that share a dtype (and a step value / first-step flag)."""
 
-    __slots__ = ("index", "dtype", "params", "grads", "states", "step_slot", "first_step")
+    __slots__ = ("members", "dtype", "params", "grads", "states", "step_slot", "first_step")
 
-    def __init__(self, index, dtype, params, states, step_slot, first_step):
-        self.index = index  # int64 array: positions of these params in the group
+    def __init__(self, members, dtype, params, states, step_slot, first_step):
+        self.members = members  # int64 array: positions of these params among the group's params with a grad
         self.dtype = dtype  # NumPy dtype
         self.params = params
         self.grads = None
@@ -195,78 +198,95 @@ class _Launch:
 
 
 class _Plan:
-    """What a group's step launches, and what must not change for the plan to stay valid."""
+    """What a group's step launches, and everything it was validated against.
 
-    __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_mask",
-                 "all_present", "param_ptrs", "grad_ptrs", "grad_ids", "dtypes", "shapes",
-                 "strides", "launches", "steps", "steps_np", "step_index", "rebuild_after_run", "device")
+    ``check`` compares, at C speed (``map`` over the lists, one Python call per list), all that a launch
+    depends on with what it was when the plan was built or last validated: the group and its params
+    (identity, address, shape, strides, dtype), which params have a grad, the grads (address, shape,
+    strides, dtype), and the state (the dict of each param, the tensors under each key and their
+    addresses, the step counters' values). Equal addresses and layouts mean the same memory: CUDA's
+    unified address space gives host and device memory distinct addresses.
+    """
+
+    __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_idx",
+                 "absent_idx", "all_present", "param_ptrs", "dtypes", "shapes", "strides", "grad_ptrs",
+                 "grad_layout", "state_dicts", "state_checks", "launches", "steps", "steps_np", "step_index",
+                 "steps_seen", "rebuild_after_run", "device")
 
     def check(self, group, roles, state):
         """(_OK | _GRADS | _REBUILD, detail): is the plan still valid for this step's params and grads?"""
         params = group["params"]
         if (group is not self.group or params is not self.params or len(params) != self.n
-                or state is not self.state or roles != self.roles):
+                or state is not self.state or roles != self.roles
+                or not all(map(operator.is_, params, self.param_list))):
             return _REBUILD, None
-        if not all(map(operator.is_, params, self.param_list)):
-            return _REBUILD, None
+        if (list(map(_PTR, self.present)) != self.param_ptrs or list(map(_SHAPE, params)) != self.shapes
+                or list(map(_STRIDE, params)) != self.strides or list(map(_DTYPE, params)) != self.dtypes):
+            return _REBUILD, None  # a param's memory was replaced (``p.data = ...``) or re-laid out
         grads = list(map(_GRAD, params))
+        if self.all_present:
+            pgrads = grads
+        else:
+            pgrads = list(map(grads.__getitem__, self.present_idx))
+            absent = list(map(grads.__getitem__, self.absent_idx))
+            if absent.count(None) != len(absent):
+                return _REBUILD, None  # a param without a grad has one now
         try:
-            if self.all_present:
-                gptrs = list(map(_PTR, grads))
-            else:
-                gptrs = [0 if g is None else g.data_ptr() for g in grads]
-        except (AttributeError, RuntimeError):  # a grad went away, or one has no storage (sparse)
+            gptrs = list(map(_PTR, pgrads))
+        except (TypeError, AttributeError, RuntimeError):  # a grad went away, or one has no storage (sparse)
             return _REBUILD, None
-        if list(map(_PTR, self.present)) != self.param_ptrs:
+        if self.state_dicts is not None and not self._state_unchanged(state):
             return _REBUILD, None
-        gids = list(map(id, grads))
-        if gptrs == self.grad_ptrs and gids == self.grad_ids:
+        layout = (list(map(_SHAPE, pgrads)), list(map(_STRIDE, pgrads)), list(map(_DTYPE, pgrads)))
+        if gptrs == self.grad_ptrs and layout == self.grad_layout:
             return _OK, None
-        if not self.all_present and [g is not None for g in grads] != self.present_mask:
-            return _REBUILD, None
-        return _GRADS, (grads, gptrs, gids)
+        return _GRADS, (pgrads, gptrs, layout)
+
+    def _state_unchanged(self, state):
+        """The state dicts, their tensors and those tensors' addresses, and the step values, as cached."""
+        dicts = list(map(state.get, self.present))
+        if not all(map(operator.is_, dicts, self.state_dicts)):
+            return False
+        for getter, tensors, ptrs in self.state_checks:
+            try:
+                current = list(map(getter, dicts))
+            except KeyError:
+                return False
+            if not all(map(operator.is_, current, tensors)) or list(map(_PTR, current)) != ptrs:
+                return False
+        return self.steps_np is None or np.array_equal(self.steps_np, self.steps_seen)
 
     def check_grads(self, detail, optimizer):
-        """Validate the grads that are new since the plan last ran (other objects or other memory).
+        """Validate grads that differ from the ones last validated (other memory, shape, strides or dtype).
 
-        The test: each grad has the dtype, shape and strides its param had when the plan was built and
-        lives on the same kind of device (a sparse grad has no data_ptr and sent the plan to a rebuild
-        already). With every param holding a grad it runs over whole lists (C-speed comparisons, the
-        usual case after ``zero_grad()``); otherwise over the changed grads only. A grad that fails it
-        goes through the full check, which raises naming the param or accepts an equivalent layout.
+        The test: each grad has the dtype, shape and strides of its param and lives on the param's device.
+        It runs over whole lists (C-speed comparisons); a grad that fails it goes through the full check,
+        which raises naming the param or accepts an equivalent layout (strides of size-1 dimensions).
         """
-        grads, gptrs, gids = detail
+        pgrads, _, (shapes, strides, dtypes) = detail
         cuda = self.device.type == "cuda"
-        if self.all_present:
-            if (list(map(_DTYPE, grads)) == self.dtypes and list(map(_SHAPE, grads)) == self.shapes
-                    and list(map(_STRIDE, grads)) == self.strides
-                    and all(map(_ON_CUDA if cuda else _ON_CPU, grads))
-                    and (not cuda or all(g.device == self.device for g in grads))):
-                return
-            suspects = range(self.n)
-        else:
-            suspects = np.flatnonzero(
-                (np.array(gptrs, dtype=np.int64) != np.array(self.grad_ptrs, dtype=np.int64))
-                | (np.array(gids, dtype=np.int64) != np.array(self.grad_ids, dtype=np.int64))).tolist()
-        for i in suspects:
-            g = grads[i]
-            if g is None:
-                continue
-            dtype, shape, stride = self.dtypes[i], self.shapes[i], self.strides[i]
+        pshapes, pstrides, pdtypes = ([self.shapes[i] for i in self.present_idx], [self.strides[i] for i in
+                                      self.present_idx], [self.dtypes[i] for i in self.present_idx])
+        if (dtypes == pdtypes and shapes == pshapes and strides == pstrides
+                and all(map(_ON_CUDA if cuda else _ON_CPU, pgrads))
+                and (not cuda or all(g.device == self.device for g in pgrads))):
+            return
+        for j, g in enumerate(pgrads):
             on_device = g.is_cuda if cuda else g.is_cpu
-            if (g.dtype is not dtype or not on_device or g.shape != shape or g.stride() != stride
-                    or (cuda and g.device != self.device)):
+            if (dtypes[j] is not pdtypes[j] or not on_device or shapes[j] != pshapes[j]
+                    or strides[j] != pstrides[j] or (cuda and g.device != self.device)):
+                i = self.present_idx[j]
                 _check_grad(self.params[i], g, _label(self.group, self.gi, i), optimizer)
 
     def set_grads(self, detail):
-        grads, gptrs, gids = detail
-        self.grad_ptrs, self.grad_ids = gptrs, gids
+        pgrads, gptrs, layout = detail
+        self.grad_ptrs, self.grad_layout = gptrs, layout
         table = np.array(gptrs, dtype=np.int64)
         for launch in self.launches:
             if self.device.type == "cuda":
-                launch.grads = cuda_grad_list([grads[i] for i in launch.index], launch.dtype, self.device)
+                launch.grads = cuda_grad_list([pgrads[j] for j in launch.members], launch.dtype, self.device)
             else:
-                launch.grads = address_list(table[launch.index], launch.dtype, launch.params)
+                launch.grads = address_list(table[launch.members], launch.dtype, launch.params)
 
 
 # ---- the optimizer base -----------------------------------------------------------------------------
@@ -346,8 +366,7 @@ class _Optimizer(torch.optim.Optimizer):
                 loss = closure()
         groups = self.param_groups
         plans = self._plans
-        if len(plans) != len(groups) or len(self.state) != getattr(self, "_state_len", -1):
-            # groups added or removed, or state entries cleared/added behind the plans' back
+        if len(plans) != len(groups):  # groups added or removed
             plans = self._plans = [None] * len(groups)
         name = type(self).__name__
         todo = []
@@ -374,7 +393,6 @@ class _Optimizer(torch.optim.Optimizer):
                 self._run(plan, hyper)
             if plan.rebuild_after_run:
                 plans[gi] = None
-        self._state_len = len(self.state)
         return loss
 
     def _inspect(self, group, gi, roles):
@@ -413,8 +431,9 @@ class _Optimizer(torch.optim.Optimizer):
         plan.group, plan.params, plan.n = group, params, len(params)
         plan.param_list = list(params)
         plan.state, plan.roles, plan.device = self.state, roles, device
+        plan.present_idx = present
+        plan.absent_idx = [i for i, g in enumerate(grads) if g is None]
         plan.present = [params[i] for i in present]
-        plan.present_mask = [g is not None for g in grads]
         plan.all_present = len(present) == len(params)
         plan.param_ptrs = list(map(_PTR, plan.present))
         plan.gi = gi
@@ -440,7 +459,7 @@ class _Optimizer(torch.optim.Optimizer):
             states.append(state)
 
         # step counters: one buffer per group, state["step"] a 0-d view of its slot
-        plan.steps = plan.steps_np = plan.step_index = None
+        plan.steps = plan.steps_np = plan.step_index = plan.steps_seen = None
         step_values = None
         if self._has_step and present:
             old = [s.get("step") for s in states]
@@ -458,7 +477,7 @@ class _Optimizer(torch.optim.Optimizer):
                 # torch's key order: step first
                 for key in [k for k in state if k != "step"]:
                     state[key] = state.pop(key)
-            plan.steps, plan.steps_np = steps, steps_np
+            plan.steps, plan.steps_np, plan.steps_seen = steps, steps_np, steps_np.copy()
             plan.step_index = None if plan.all_present else np.array(present, dtype=np.int64)
 
         # launches: by dtype, then by step value (Adam) or by "momentum buffer is new" (SGD)
@@ -474,7 +493,7 @@ class _Optimizer(torch.optim.Optimizer):
             buckets.setdefault(key, []).append(j)
         plan.launches = []
         for (dtype, sub), members in buckets.items():
-            index = np.array([present[j] for j in members], dtype=np.int64)
+            index = [present[j] for j in members]
             np_dtype = DTYPES[dtype]
             tensors = [params[i] for i in index]
             if cuda:
@@ -487,10 +506,22 @@ class _Optimizer(torch.optim.Optimizer):
             first_step = bool(sub) if self._rule == "sgd" else False
             if first_step:
                 plan.rebuild_after_run = True  # after this step every buffer exists: one launch again
-            step_slot = int(index[0]) if self._has_step else None
-            plan.launches.append(_Launch(index, np_dtype, plist, slists, step_slot, first_step))
-        plan.grad_ptrs = plan.grad_ids = None
-        plan.set_grads((grads, [0 if g is None else g.data_ptr() for g in grads], list(map(id, grads))))
+            step_slot = index[0] if self._has_step else None
+            plan.launches.append(_Launch(np.array(members, dtype=np.int64), np_dtype, plist, slists, step_slot,
+                                         first_step))
+        # what the next step compares: the state dicts, the tensors in them and their addresses
+        keys = roles + (("step",) if plan.steps is not None else ())
+        if keys:
+            plan.state_dicts = list(states)
+            plan.state_checks = []
+            for key in keys:
+                tensors = [state[key] for state in states]
+                plan.state_checks.append((operator.itemgetter(key), tensors, list(map(_PTR, tensors))))
+        else:
+            plan.state_dicts = plan.state_checks = None
+        pgrads = [grads[i] for i in present]
+        plan.set_grads((pgrads, list(map(_PTR, pgrads)),
+                        (list(map(_SHAPE, pgrads)), list(map(_STRIDE, pgrads)), list(map(_DTYPE, pgrads)))))
         return plan
 
     def _run(self, plan, hyper):
@@ -499,6 +530,7 @@ class _Optimizer(torch.optim.Optimizer):
                 plan.steps_np += 1
             else:
                 plan.steps_np[plan.step_index] += 1
+            plan.steps_seen[...] = plan.steps_np
         backend = backends.get("cuda" if plan.device.type == "cuda" else "cpu")
         if plan.device.type == "cuda":
             with CudaStream(plan.device):
