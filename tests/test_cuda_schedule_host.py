@@ -7,10 +7,12 @@ lrfast/backends/_cuda.py builds for the GPU, on every schedule of tests/cuda_hos
 edge and random steps, and compared with ``lrfast.schedules.evaluate``.
 
 The port performs NumPy's operations in NumPy's order; on the host its cos/exp/log/log1p are glibc's. Where
-NumPy's float64 ufuncs give glibc's bits too (checked here: x86-64 without AVX-512, as on this project's
-machines) the host kernels must give ``evaluate``'s bits exactly; elsewhere (NumPy's own AVX-512 loops)
-within 1 ulp for the pieces without a transcendental and within ``libm_bound`` for the others. The GPU
-itself is checked in tests/test_cuda.py, against the bound verified below by ``emulate``.
+NumPy's float64 ufuncs give glibc's bits too (checked here: ``NUMPY_IS_LIBM``, e.g. x86-64 without
+AVX-512) the host kernels must give ``evaluate``'s bits exactly. Elsewhere NumPy runs its own SIMD loops
+(AVX-512: 1 ulp from glibc's exp and log1p at ~5% of the arguments), and no C++ build calling glibc can
+reproduce them: there the pieces without a transcendental must still agree bit for bit and the others
+within ``libm_bound(table, steps, GLIBC_ULPS + NUMPY_ULPS)``. The GPU itself is checked in
+tests/test_cuda.py, against the bound verified below by ``emulate``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ctypes
 import math
 import re
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -38,6 +41,9 @@ SCHEDULE_KERNELS = {"lrfast_schedule_lr", "lrfast_schedule_values"}
 #: Programming Guide, "Mathematical Functions"), and glibc's (its manual: at most 1 on x86-64)
 CUDA_ULPS = {"cos": 2, "exp": 1, "log": 1, "log1p": 1}
 GLIBC_ULPS = 1
+#: and NumPy's own float64 SIMD loops (AVX-512; SVML's "la" variants are specified to 4 ulp; measured
+#: here: 1 ulp from glibc's at most). The host build against NumPy: GLIBC_ULPS + NUMPY_ULPS in all.
+NUMPY_ULPS = 4
 
 
 @pytest.fixture(scope="module", params=["cxx", "nvcc"])
@@ -97,17 +103,20 @@ TRANSCENDENTAL_FREE = {T.CONSTANT, T.LINEAR, T.SQRT_DECAY, T.INVERSE_SQRT}
 def _assert_matches_evaluate(got, table, steps, what):
     want = S.evaluate(table, np.asarray(steps, dtype=np.float64))
     assert np.all(np.isfinite(want)), what
+    got = np.asarray(got, dtype=np.float64)
+    steps = list(steps)
     if NUMPY_IS_LIBM:
-        np.testing.assert_array_max_ulp(got, want, maxulp=1)
         bad = np.flatnonzero((got != want) | (np.signbit(got) != np.signbit(want)))
         assert bad.size == 0, (f"{what}: not bit-exact at steps {[steps[i] for i in bad[:5]]}: "
                                f"{got[bad[:5]].tolist()} vs {want[bad[:5]].tolist()}")
-    else:  # NumPy's own SIMD libm: exact ops agree to 1 ulp, the rest within the propagated bound
+    else:  # NumPy's own SIMD libm: the exact ops agree bit for bit, the rest within the propagated bound
         kinds = table[np.searchsorted(table[:, T.START], np.asarray(steps, np.float64), side="right") - 1, T.KIND]
         plain = np.isin(kinds, list(TRANSCENDENTAL_FREE))
-        np.testing.assert_array_max_ulp(got[plain], want[plain], maxulp=1)
-        bound = libm_bound(table, steps, 8)
-        assert np.all(np.abs(got - want) <= bound), what
+        assert np.array_equal(got[plain].view(np.int64), want[plain].view(np.int64)), what
+        bound = libm_bound(table, steps, GLIBC_ULPS + NUMPY_ULPS)
+        assert np.array_equal(got[bound == 0].view(np.int64), want[bound == 0].view(np.int64)), what
+        bad = np.flatnonzero(~(np.abs(got - want) <= bound))
+        assert bad.size == 0, (what, [(steps[i], got[i], want[i], bound[i]) for i in bad[:3]])
 
 
 # ---- the constants shared with lrfast/schedules/_table.py --------------------------------------------
@@ -148,7 +157,7 @@ def test_cases_cover_every_kind():
 
 @pytest.mark.parametrize("name,schedule", SCHEDULES, ids=[n for n, _ in SCHEDULES])
 def test_device_evaluator_matches_evaluate(lib, name, schedule):
-    rng = np.random.default_rng(abs(hash(name)) % 2 ** 32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # the same steps in every process
     steps = steps_for(schedule, rng)
     table = _cuda.schedule_table(schedule)
     got = host_values(lib, table, steps)
@@ -161,8 +170,12 @@ def test_device_evaluator_matches_evaluate(lib, name, schedule):
     some = [steps[i] for i in sorted(set(rng.integers(0, len(steps), 40).tolist()) | {0, len(steps) - 1})]
     lrs = np.array([host_lr(lib, table, k) for k in some])
     np.testing.assert_array_equal(lrs, got[[steps.index(k) for k in some]])
-    # and the scalar path of the schedule itself
-    np.testing.assert_array_equal(lrs, [schedule(k) for k in some])
+    # against the schedule's own scalar path: the host build as against evaluate (bit for bit where
+    # NumPy's ufuncs are glibc's, else within the bound), the scalar path exactly evaluate's bits
+    scalar = np.array([schedule(k) for k in some])
+    want = S.evaluate(table, np.asarray(some, dtype=np.float64))
+    assert np.array_equal(scalar.view(np.int64), want.view(np.int64)), name
+    _assert_matches_evaluate(lrs, table, some, f"{name} (schedule_lr)")
 
 
 def test_random_schedules_match_evaluate(lib):

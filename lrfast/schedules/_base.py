@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 
 from . import _checks
-from ._table import SCALE, evaluate
+from ._table import SCALE, compile_rows, evaluate, value
 
 #: factory name -> function(**spec_without_type) -> Schedule; filled by ``register``.
 _FACTORIES: dict = {}
@@ -35,22 +35,26 @@ class Schedule:
     (the JSON-safe spec that :func:`lrfast.schedules.from_dict` turns back into an equal schedule).
     """
 
-    __slots__ = ("_spec", "_table")
+    __slots__ = ("_spec", "_table", "_rows")
 
     def __init__(self, spec: dict, table: np.ndarray):
         self._spec = spec
         self._table = table
+        self._rows = compile_rows(table)
 
     # -- evaluation --------------------------------------------------------------------------------
     def __call__(self, step) -> float:
-        """The lr at ``step`` (an int >= 0) as a Python float."""
-        k = _check_step(step)
-        return float(evaluate(self._table, np.array([k], dtype=np.float64))[0])
+        """The lr at ``step`` (an int >= 0) as a Python float.
+
+        The same formulas as ``values`` (``_table.piece_formula``) on one Python float, bit for bit
+        ``values([step])[0]``; a few microseconds.
+        """
+        return value(self._table, self._rows, _check_step(step))
 
     def values(self, steps) -> np.ndarray:
         """The lr at every step of ``steps`` (array-like of ints >= 0), as a float64 array of its shape.
 
-        Equal, element for element, to calling the schedule on each step.
+        Equal, element for element and bit for bit, to calling the schedule on each step.
         """
         return evaluate(self._table, _check_steps(steps))
 
