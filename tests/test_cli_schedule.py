@@ -63,14 +63,18 @@ def test_values_of_every_kind_parse(capsys):
     (['{"peak": 1}'], "'type'"),
 ])
 def test_bad_specs_exit_2_with_a_message(capsys, spec, message):
-    assert main(["schedule", *spec, "--steps", "10"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["schedule", *spec, "--steps", "10"])
     captured = capsys.readouterr()
-    assert message in captured.err and captured.out == ""
+    assert exit_.value.code == 2 and captured.out == ""
+    assert captured.err.startswith("usage: lrfast schedule")
+    assert "lrfast schedule: error: argument SPEC: " in captured.err and message in captured.err
 
 
 def test_bad_steps(capsys):
-    assert main(["schedule", "constant", "lr=1", "--steps", "0"]) == 2
-    assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["schedule", "constant", "lr=1", "--steps", "0"])
+    assert exit_.value.code == 2 and "argument --steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["schedule", "constant", "lr=1"])  # --steps is required
 
@@ -91,11 +95,21 @@ def test_plot_writes_a_png(capsys, tmp_path):
     assert main(["schedule", "cyclic", "base=0.1", "peak=1", "step_up=5", "--steps", "50000",
                  "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {out}" in capsys.readouterr().out
-    assert main(["schedule", "constant", "lr=1", "--steps", "5", "--plot", str(tmp_path / "no" / "x.png")]) == 1
-    assert "cannot write" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused before the table is printed
+        main(["schedule", "constant", "lr=1", "--steps", "5", "--plot", str(tmp_path / "no" / "x.png")])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and "argument --plot: cannot write" in captured.err and captured.out == ""
 
 
 def test_listed_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "schedule" in capsys.readouterr().out
+
+
+def test_plot_at_the_largest_step_count(capsys, tmp_path):
+    # the sampled steps are computed in integers: float(2**63 - 2) rounds up past int64
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "s.png"
+    assert main(["schedule", "cosine", "peak=1", "steps=10", "--steps", str(2**63 - 1), "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

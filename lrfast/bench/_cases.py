@@ -74,19 +74,28 @@ def _fmt(n: int) -> str:
     return f"{int(mant)}e{e}" if mant == int(mant) and e >= 3 else str(n)
 
 
-def parse_workloads(spec: str) -> list[Workload]:
-    """``"1e4,1e6,resnet50,gpt2,1000x64"`` -> workloads (numbers are flat sizes)."""
+def parse_workloads(spec: str, check=None) -> list[Workload]:
+    """``"1e4,1e6,resnet50,gpt2,1000x64"`` -> workloads (numbers are flat sizes).
+
+    ``check(item, tensors, elements)``, when given, sees each workload's size before its shape list is
+    built, and may refuse it by raising ValueError (the CLI: a size this machine cannot hold).
+    """
+    check = check or (lambda item, tensors, elements: None)
     out = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
         key = ALIASES.get(item.lower(), item.lower())
         if key in NAMED:
+            check(item, NAMED[key].tensors, NAMED[key].elements)
             out.append(NAMED[key])
             continue
         m = re.fullmatch(r"(\d+)x(\d+)", key)
         if m:
             k, n = int(m.group(1)), int(m.group(2))
+            if not (k >= 1 and n >= 1):
+                raise ValueError(f"--sizes: {item!r}: K and N of KxN must be >= 1")
+            check(item, k, k * n)
             out.append(Workload(key, ((n,),) * k, f"{k:,} tensors of {n:,} elements"))
             continue
         try:
@@ -94,8 +103,9 @@ def parse_workloads(spec: str) -> list[Workload]:
         except ValueError:
             raise ValueError(f"--sizes: {item!r} is neither a number of elements nor one of "
                              f"{', '.join(NAMED)} (or KxN for K tensors of N elements)") from None
-        if not (n >= 1 and n == int(n)):
+        if not (math.isfinite(n) and n >= 1 and n == int(n)):
             raise ValueError(f"--sizes: {item!r} must be a positive whole number of elements")
+        check(item, 1, int(n))
         out.append(flat(int(n)))
     if not out:
         raise ValueError("--sizes: no workload given")

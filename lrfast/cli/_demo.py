@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._args import output_dir, seed
+
 EXAMPLES = """examples:
   lrfast demo                      # full run (~10 s), plots in ./lrfast-demo/
   lrfast demo --quick --out /tmp/d # shorter training, fewer range-test steps
@@ -25,10 +27,11 @@ def register(subparsers) -> None:
                     "high (diverges, caught by the divergence guard) and too low (crawls). Prints a "
                     "table and writes PNG plots. Needs: pip install 'lrfast[demo]'.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="lrfast-demo", metavar="DIR",
+    p.add_argument("--out", type=output_dir, default="lrfast-demo", metavar="DIR",
                    help="folder for the PNGs (created if missing; default: lrfast-demo)")
     p.add_argument("--quick", action="store_true", help="shorter run (fewer steps), a few seconds")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, init and batches (default 0)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="seed (>= 0) of the split, init and batches (default 0)")
     p.add_argument("--backend", default="auto", choices=("auto", "cpu", "numpy"),
                    help="optimizer backend (default auto: the fused cpu kernels)")
     p.set_defaults(func=run)
