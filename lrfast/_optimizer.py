@@ -9,12 +9,16 @@ made after ``k`` completed steps uses the learning rate ``lr(k)``; the first upd
 
 from __future__ import annotations
 
+import copy
+import operator
+
 import numpy as np
 
 from . import backends
 from ._arena import ParamBuffer, aligned_layout, aligned_zeros, split
 from ._validate import check_disjoint, check_grads, check_params, finite_number, nonnegative
 from .backends._tensorlist import TensorList
+from .schedules._checks import integer
 
 STATE_DICT_VERSION = 1
 
@@ -125,6 +129,7 @@ class Optimizer:
         self._xp = np if self.backend != "cuda" else __import__("cupy")
         check_params(all_params)
         self._all_params = all_params
+        self._bound = [list(g["params"]) for g in self.param_groups]  # what each group's buckets update
         self._buckets = [self._make_buckets(g, a) for g, a in zip(self.param_groups, self._arenas)]
         self._grad_key = None
         self._grad_lists = None
@@ -201,20 +206,50 @@ class Optimizer:
         lr = schedule(step_count) * lr_scale * lr_multiplier, then the attached plateau's reduction.
         Assigning a number to ``param_groups[i]["lr"]`` makes it that group's constant base lr.
         """
-        lrs = []
-        step = self.step_count if self.capturable else self._step_count  # capturable: the GPU's count
+        schedules = self._schedules()
+        lrs = self._lrs_at(self.step_count if self.capturable else self._step_count, schedules)
+        self._write_lrs(schedules, lrs)
+        return [lr for lr, _ in lrs]
+
+    def _schedules(self) -> list:
+        """Each group's schedule; a number assigned to ``param_groups[i]["lr"]`` is its new constant lr."""
+        out = []
         for i, group in enumerate(self.param_groups):
             if self._lr_written[i] is not None and group["lr"] != self._lr_written[i]:
-                group["schedule"] = nonnegative("lr", group["lr"])  # the user assigned a new lr
-            schedule = group["schedule"]
+                try:
+                    out.append(nonnegative("lr", group["lr"]))  # the user assigned a new lr
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"{exc} (param group {i})") from None
+            else:
+                out.append(group["schedule"])
+        return out
+
+    def _lrs_at(self, step, schedules, *, lr_scales=None, lr_multiplier=None, plateau=None) -> list[tuple]:
+        """(lr, lr before the plateau's reduction) of each group at ``step``, checked (finite, >= 0).
+
+        Pure: evaluates the schedules, writes nothing (the keywords override the optimizer's values)."""
+        multiplier = self.lr_multiplier if lr_multiplier is None else lr_multiplier
+        plateau = self.plateau if plateau is None else plateau
+        lrs = []
+        for i, schedule in enumerate(schedules):
+            scale = self.param_groups[i]["lr_scale"] if lr_scales is None else lr_scales[i]
             base = schedule(step) if callable(schedule) else schedule
-            lr = float(base) * group["lr_scale"] * self.lr_multiplier
-            if self.plateau is not None:
-                lr = self.plateau.apply(lr)
-            lr = finite_number(f"lr (param group {i}, step {step})", lr, low=0.0)
-            group["lr"] = self._lr_written[i] = lr
-            lrs.append(lr)
+            name = f"lr (param group {i}, step {step})"
+            try:
+                unreduced = float(base) * scale * multiplier
+            except (TypeError, ValueError):
+                raise TypeError(f"{name} must be a number, got {base!r}") from None
+            lr = unreduced if plateau is None else plateau.clamp(unreduced * plateau.scale)
+            lrs.append((finite_number(name, lr, low=0.0), unreduced))
         return lrs
+
+    def _write_lrs(self, schedules, lrs):
+        """Make ``lrs`` (from ``_lrs_at``) the groups' current lrs."""
+        for i, (group, schedule, (lr, unreduced)) in enumerate(zip(self.param_groups, schedules, lrs)):
+            if self.plateau is not None:
+                self.plateau.apply(unreduced)  # the plateau remembers the lr it gave (its eps test)
+            group["schedule"] = schedule
+            group["lr"] = self._lr_written[i] = lr
 
     @property
     def step_count(self) -> int:
@@ -273,6 +308,7 @@ class Optimizer:
         was applied, False when ``skip_nonfinite`` found a NaN/Inf gradient and skipped it (params,
         state and ``step_count`` untouched; ``skipped_steps`` counts these).
         """
+        self._check_bound()
         grad_lists = self._grads_per_bucket(grads)
         for i, group in enumerate(self.param_groups):
             key = tuple(group[name] for name in self._checks)
@@ -284,23 +320,41 @@ class Optimizer:
             self._step_on_device(grad_lists, arena)
             self._step_count += 1
             return True
-        lrs = self.current_lrs()
+        schedules = self._schedules()
+        lrs = self._lrs_at(self._step_count, schedules)
         if self.skip_nonfinite:
             finite = self._backend.all_finite
             lists = ([b.flat_grads for bs in self._buckets for b in bs] if arena
                      else [tl for gl in grad_lists for tl in gl])
             if not all(finite(tl) for tl in lists):
+                self._write_lrs(schedules, lrs)
                 self.skipped_steps += 1
                 return False
+        next_lrs = self._lrs_at(self._step_count + 1, schedules)  # a schedule that fails next fails now
+        self._write_lrs(schedules, lrs)
         rule = getattr(self._backend, self._rule)
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
             for bi, bucket in enumerate(buckets):
+                fresh = not all(role in bucket.state for role in self._roles(group))
                 params, grads, state = self._bucket_args(group, bucket, None if arena else grad_lists[gi][bi],
                                                          arena)
-                rule(params, grads, *state, lr=lrs[gi], **self._hyper(group), **self._counter())
+                rule(params, grads, *state, lr=lrs[gi][0], **self._hyper(group), **self._counter(fresh))
         self._step_count += 1
-        self.current_lrs()
+        self._write_lrs(schedules, next_lrs)
         return True
+
+    def _check_bound(self):
+        """Each group still lists the arrays this optimizer was built with (it updates those, in place)."""
+        for gi, (group, bound) in enumerate(zip(self.param_groups, self._bound)):
+            params = group["params"]
+            if len(params) == len(bound) and all(map(operator.is_, params, bound)):
+                continue
+            where = next((i for i, (a, b) in enumerate(zip(params, bound)) if a is not b), min(len(params),
+                                                                                               len(bound)))
+            raise ValueError(f"param_groups[{gi}]['params'] changed since the optimizer was built (first at "
+                             f"position {where}): lrfast keeps each param's state by its position and updates "
+                             "the arrays it was given in place; write new values into those arrays "
+                             "(param[...] = new), or build a new optimizer for other arrays")
 
     def _bucket_args(self, group, bucket, grad_list, arena):
         """(params, grads, state lists in the rule's order) of one bucket's launch."""
@@ -427,6 +481,24 @@ class Optimizer:
                                      f"the param has shape {params[idx].shape}")
         if d.get("plateau") is not None and self.plateau is None:
             raise ValueError("state_dict holds a ReduceLROnPlateau state; attach() a plateau first")
+        step_count = integer("state_dict's step_count", d.get("step_count"))
+        skipped_steps = integer("state_dict's skipped_steps", d.get("skipped_steps", 0))
+        lr_multiplier = finite_number("lr_multiplier", d.get("lr_multiplier", 1.0), low=0.0)
+        plateau = None
+        if d.get("plateau") is not None:
+            plateau = copy.copy(self.plateau)
+            plateau.load_state_dict(d["plateau"])  # checks it in full; written to self.plateau below
+        host_arrays = {}  # (param index, role) -> the array converted to the param's dtype
+        for idx, entry in d["state"].items():
+            dtype = params[int(idx)].dtype
+            for role, arr in entry.items():
+                try:
+                    host_arrays[int(idx), role] = np.asarray(arr.get() if hasattr(arr, "get") else arr, dtype=dtype)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"state {role!r} of param {idx} is not an array of numbers: {exc}") from None
+        schedules = [merged["schedule"] for merged in new_groups]
+        self._lrs_at(step_count, schedules, lr_scales=[merged["lr_scale"] for merged in new_groups],
+                     lr_multiplier=lr_multiplier, plateau=plateau)  # the lr of the next step is valid
         # everything checked: now write
         for group, merged in zip(self.param_groups, new_groups):
             group.update(merged)
@@ -446,16 +518,14 @@ class Optimizer:
             for views, _ in b.state.values():
                 for v in views:
                     v.fill(0)
-        for idx, entry in d["state"].items():
-            b, pos = flat_index[int(idx)]
-            where = b.positions.index(pos)
-            for role, arr in entry.items():
-                b.state_lists(role, xp)[0][where][...] = xp.asarray(arr, dtype=b.params.dtype)
-        self.step_count = int(d["step_count"])
-        self.skipped_steps = int(d.get("skipped_steps", 0))
-        self.lr_multiplier = float(d.get("lr_multiplier", 1.0))
-        if d.get("plateau") is not None:
-            self.plateau.load_state_dict(d["plateau"])
+        for (idx, role), arr in host_arrays.items():
+            b, pos = flat_index[idx]
+            b.state_lists(role, xp)[0][b.positions.index(pos)][...] = xp.asarray(arr)
+        self.step_count = step_count
+        self.skipped_steps = skipped_steps
+        self.lr_multiplier = lr_multiplier
+        if plateau is not None:
+            self.plateau.__dict__.update(plateau.__dict__)
         self.current_lrs()
 
     # -- subclass interface ------------------------------------------------------------------------
@@ -473,8 +543,9 @@ class Optimizer:
         """The group's hyperparameters as the backend rule's keyword arguments (all but lr)."""
         raise NotImplementedError
 
-    def _counter(self) -> dict:
-        """The step-count arguments of the backend rule (Adam: step, SGD: first_step)."""
+    def _counter(self, fresh: bool) -> dict:
+        """The step-count arguments of the backend rule (Adam: step, SGD: first_step); ``fresh``: the
+        bucket's state for this update is being created by this step."""
         raise NotImplementedError
 
     def __repr__(self):

@@ -37,7 +37,7 @@ class SGD(Optimizer):
         g = -grad if maximize else grad
         g = g + weight_decay * p
         if momentum != 0:
-            buf = g                                        (first step)
+            buf = g                                        (no buffer yet: first step with momentum)
             buf = momentum * buf + (1 - dampening) * g     (later steps)
             g = g + momentum * buf if nesterov else buf
         p = p - lr_t * g
@@ -77,8 +77,8 @@ class SGD(Optimizer):
     def _hyper(self, group):
         return {k: group[k] for k in ("momentum", "dampening", "nesterov", "weight_decay", "maximize")}
 
-    def _counter(self):
-        return {"first_step": self._step_count == 0}
+    def _counter(self, fresh):
+        return {"first_step": fresh}  # the buffer starts as g where it does not exist yet (torch: None)
 
 
 class Adam(Optimizer):
@@ -123,7 +123,7 @@ class Adam(Optimizer):
                 "weight_decay": group["weight_decay"], "decoupled": self._decoupled, "amsgrad": group["amsgrad"],
                 "maximize": group["maximize"]}
 
-    def _counter(self):
+    def _counter(self, fresh):
         return {"step": self._step_count + 1}
 
 
@@ -179,5 +179,5 @@ class RMSprop(Optimizer):
     def _hyper(self, group):
         return {k: group[k] for k in ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")}
 
-    def _counter(self):
+    def _counter(self, fresh):
         return {}

@@ -114,14 +114,26 @@ def test_param_data_shrunk_with_state_raises_before_writing(name):
 
 
 def test_param_data_replaced_by_a_smaller_tensor_matches_torch():
-    """``p.data = torch.zeros(n // 2)`` may land at the freed address: the plan must see the new size."""
-    pair = _pair("SGD", [(4096,), (3,)])
+    """``p.data = torch.zeros(n // 2)`` after the old storage was freed: the new, smaller tensor usually lands
+    at the cached address (large blocks are mapped afresh where the old one was); the plan must see the
+    new size (a write of the old size corrupted the heap: 'double free or corruption', SIGSEGV)."""
+    n = 100_000
+    pair = _pair("SGD", [(n,), (3,)])
     _both(pair, _grads(pair[0][1], 1))
-    for trial in range(20):  # allocations of the freed size come back to the same address often
+    landed = 0
+    for trial in range(6):
+        before = pair[0][1][0].data_ptr()
         for _, params in pair:
-            params[0].data = torch.zeros(2048 >> (trial % 3), dtype=torch.float64)
+            params[0].data = torch.zeros(1, dtype=torch.float64)  # frees the storage the plan knew
+            params[0].data = torch.zeros(n // 2, dtype=torch.float64)
+        landed += pair[0][1][0].data_ptr() == before
         _both(pair, _grads(pair[0][1], 10 + trial))
         _assert_same(pair)
+        for _, params in pair:
+            params[0].data = torch.zeros(n, dtype=torch.float64)  # back to the old size for the next trial
+        _both(pair, _grads(pair[0][1], 50 + trial))
+        _assert_same(pair)
+    assert landed, "the allocator never reused the address: this test did not test the case"
 
 
 def test_param_dtype_reinterpreted_at_the_same_address_is_rejected():
@@ -221,3 +233,18 @@ def test_state_of_bad_layout_in_a_later_group_writes_no_group():
     with pytest.raises(ValueError, match="layout"):
         opt.step()
     assert _bytes(opt) == before
+
+
+def test_state_on_the_meta_device_in_a_later_group_writes_no_group():
+    params = [torch.nn.Parameter(torch.randn(5, dtype=torch.float64)) for _ in range(2)]
+    opt = lt.SGD([{"params": [params[0]]}, {"params": [params[1]]}], lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    opt.state[params[1]]["momentum_buffer"] = torch.empty(5, dtype=torch.float64, device="meta")
+    def snapshot():
+        return [_raw(t) for t in (*params, *(p.grad for p in params), opt.state[params[0]]["momentum_buffer"])]
+    before = snapshot()
+    with pytest.raises(ValueError, match="meta"):
+        opt.step()
+    assert snapshot() == before

@@ -36,16 +36,22 @@ def _slice(table, chunks, c, like):
 def sgd_chunk(c, chunks, P, G, B, like, lr, gsign, wd, momentum, buf_keep, buf_add, nesterov, use_buf):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
+    l2 = wd != 0  # wd * p only when asked: 0 * inf would turn an inf param into NaN
     if use_buf:
         b = _slice(B, chunks, c, like)
         for i in range(p.shape[0]):
-            gi = gsign * g[i] + wd * p[i]
+            gi = gsign * g[i]
+            if l2:
+                gi = gi + wd * p[i]
             bi = buf_keep * b[i] + buf_add * gi
             b[i] = bi
             p[i] = p[i] - lr * (gi + momentum * bi if nesterov else bi)
     else:
         for i in range(p.shape[0]):
-            p[i] = p[i] - lr * (gsign * g[i] + wd * p[i])
+            gi = gsign * g[i]
+            if l2:
+                gi = gi + wd * p[i]
+            p[i] = p[i] - lr * gi
 
 
 @njit(**_JIT)
@@ -56,9 +62,12 @@ def adam_chunk(c, chunks, P, G, M, V, VMAX, like, step_size, beta1, one_minus_be
     m = _slice(M, chunks, c, like)
     v = _slice(V, chunks, c, like)
     vmax = _slice(VMAX, chunks, c, like)  # the params' table when not amsgrad: never touched then
+    l2 = wd != 0
     for i in range(p.shape[0]):
         pi = p[i]
-        gi = gsign * g[i] + wd * pi
+        gi = gsign * g[i]
+        if l2:
+            gi = gi + wd * pi
         mi = beta1 * m[i] + one_minus_beta1 * gi
         vi = beta2 * v[i] + one_minus_beta2 * gi * gi
         m[i] = mi
@@ -77,9 +86,12 @@ def rmsprop_chunk(c, chunks, P, G, S, A, B, like, lr, gsign, wd, alpha, one_minu
     s = _slice(S, chunks, c, like)
     a = _slice(A, chunks, c, like)
     b = _slice(B, chunks, c, like)
+    l2 = wd != 0
     for i in range(p.shape[0]):
         pi = p[i]
-        gi = gsign * g[i] + wd * pi
+        gi = gsign * g[i]
+        if l2:
+            gi = gi + wd * pi
         si = alpha * s[i] + one_minus_alpha * gi * gi
         s[i] = si
         if centered:

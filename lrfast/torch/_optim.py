@@ -118,6 +118,9 @@ def _check_grad(p, g, label, optimizer):
 def _check_state_tensor(p, value, key, label):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"state {key!r} of {label} is a {type(value).__name__}, not a tensor")
+    if value.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"state {key!r} of {label} is on device {value.device}; lrfast.torch keeps state on "
+                         "the CPU or a CUDA device")
     if value.layout != torch.strided:
         raise ValueError(f"state {key!r} of {label} has layout {value.layout}; the state of a param is a "
                          "dense (strided) tensor")
@@ -382,12 +385,13 @@ class _Optimizer(torch.optim.Optimizer):
             elif outcome == _REBUILD:
                 detail = self._inspect(group, gi, roles)
             todo.append((gi, hyper, roles, outcome, detail))
-        # 2. build what changed, then launch
+        # 2. build what changed (state created as torch would, lazily), then launch
         for gi, hyper, roles, outcome, detail in todo:
             if outcome == _REBUILD:
                 plans[gi] = self._build(groups[gi], gi, roles, detail)
             elif outcome == _GRADS:
                 plans[gi].set_grads(detail)
+        for gi, hyper, *_ in todo:
             plan = plans[gi]
             if plan.launches:
                 self._run(plan, hyper)
