@@ -7,18 +7,21 @@ checkpoint moves between ``torch.optim.AdamW`` and ``lrfast.torch.AdamW`` both w
 What is lrfast's: ``step()``. Per param group and dtype it makes one backend call over every param that
 has a grad (``backends/_cpu.py`` for CPU tensors, ``backends/_cuda.py`` through DLPack for CUDA tensors),
 reading and writing the tensors' own storage. The per-step Python work is kept small by a *plan* per
-group, built on the first step and reused while nothing it depends on changes:
+group, built on the first step and checked at every later one against everything it depends on, with
+one C-speed list comparison per property (``_Plan.check``), never trusting a cached address:
 
-- the group dict, its params (identity and storage address), which params have a grad, the options that
-  decide which state exists (amsgrad, momentum, centered), the ``state`` dict and its number of entries;
-- the grads' addresses: when only those change (``zero_grad()`` sets grads to None, so backward makes
-  new ones) the plan checks the new grads and swaps their address table, nothing else.
+- the group dict, its params (identity, address, shape, strides, dtype), which params have a grad, the
+  options that decide which state exists (amsgrad, momentum, centered);
+- the state: each param's dict, the tensors under each key and their addresses, the step values;
+- the grads (address, shape, strides, dtype): when only those change (``zero_grad()`` sets grads to
+  None, so backward makes new ones) the new grads are checked and their address table swapped.
 
-The state tensors are updated in place. Replace them through ``load_state_dict()`` (or clear entries of
-``optimizer.state``): a tensor assigned into ``optimizer.state[p]`` by hand is not seen by a cached plan.
-After each step the params' autograd version counters are bumped, as an in-place torch op would.
+Anything else that changed (``p.data = ...``, ``optimizer.state[p].clear()``, a new state tensor, a grad
+that went away) rebuilds the plan from what the group holds now, as torch.optim would read it. After each
+step the params' autograd version counters are bumped, as an in-place torch op would.
 
-A step validates every group (hyperparameters, params, grads, state) before it writes anything.
+A step validates every group (hyperparameters, params, grads, state) and builds every plan before it
+writes anything.
 
 Per-param step counters (``state["step"]``, a float32 scalar tensor as in torch) are 0-d views into one
 buffer per group, so counting a step is one vector add, not one tensor op per param. Params whose step
@@ -212,7 +215,7 @@ class _Plan:
     """
 
     __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_idx",
-                 "absent_idx", "all_present", "param_ptrs", "dtypes", "shapes", "strides", "grad_ptrs",
+                 "absent_idx", "all_present", "param_ptrs", "dtypes", "shapes", "strides", "present_layout", "grad_ptrs",
                  "grad_layout", "state_dicts", "state_checks", "launches", "steps", "steps_np", "step_index",
                  "steps_seen", "rebuild_after_run", "device")
 
@@ -246,16 +249,17 @@ class _Plan:
         return _GRADS, (pgrads, gptrs, layout)
 
     def _state_unchanged(self, state):
-        """The state dicts, their tensors and those tensors' addresses, and the step values, as cached."""
-        dicts = list(map(state.get, self.present))
-        if not all(map(operator.is_, dicts, self.state_dicts)):
-            return False
+        """The tensors in the state dicts, their addresses and the step values, as cached. (Which dict each
+        param has is checked for all groups at once: ``_Optimizer._state_changed``.)"""
+        dicts = self.state_dicts
         for getter, tensors, ptrs in self.state_checks:
             try:
                 current = list(map(getter, dicts))
             except KeyError:
                 return False
-            if not all(map(operator.is_, current, tensors)) or list(map(_PTR, current)) != ptrs:
+            if not all(map(operator.is_, current, tensors)):
+                return False
+            if ptrs is not None and list(map(_PTR, current)) != ptrs:
                 return False
         return self.steps_np is None or np.array_equal(self.steps_np, self.steps_seen)
 
@@ -268,8 +272,7 @@ class _Plan:
         """
         pgrads, _, (shapes, strides, dtypes) = detail
         cuda = self.device.type == "cuda"
-        pshapes, pstrides, pdtypes = ([self.shapes[i] for i in self.present_idx], [self.strides[i] for i in
-                                      self.present_idx], [self.dtypes[i] for i in self.present_idx])
+        pshapes, pstrides, pdtypes = self.present_layout
         if (dtypes == pdtypes and shapes == pshapes and strides == pstrides
                 and all(map(_ON_CUDA if cuda else _ON_CPU, pgrads))
                 and (not cuda or all(g.device == self.device for g in pgrads))):
@@ -369,8 +372,8 @@ class _Optimizer(torch.optim.Optimizer):
                 loss = closure()
         groups = self.param_groups
         plans = self._plans
-        if len(plans) != len(groups):  # groups added or removed
-            plans = self._plans = [None] * len(groups)
+        if len(plans) != len(groups) or self._state_changed():  # groups added or removed, state dicts
+            plans = self._plans = [None] * len(groups)           # replaced, added or removed
         name = type(self).__name__
         todo = []
         # 1. check everything; nothing is written in this loop
@@ -397,7 +400,17 @@ class _Optimizer(torch.optim.Optimizer):
                 self._run(plan, hyper)
             if plan.rebuild_after_run:
                 plans[gi] = None
+        self._state_seen = (list(self.state), list(self.state.values()))
         return loss
+
+    def _state_changed(self) -> bool:
+        """Whether ``self.state`` maps other params to other dicts than after the last step (identity lists:
+        no tensor is hashed)."""
+        seen = getattr(self, "_state_seen", None)
+        if seen is None or len(self.state) != len(seen[0]):
+            return True
+        return not (all(map(operator.is_, self.state, seen[0]))
+                    and all(map(operator.is_, self.state.values(), seen[1])))
 
     def _inspect(self, group, gi, roles):
         """Full check of a group for a new plan: params, grads, existing state. Writes nothing."""
@@ -444,6 +457,8 @@ class _Optimizer(torch.optim.Optimizer):
         plan.dtypes = list(map(_DTYPE, params))
         plan.shapes = list(map(_SHAPE, params))
         plan.strides = list(map(_STRIDE, params))
+        plan.present_layout = (list(map(_SHAPE, plan.present)), list(map(_STRIDE, plan.present)),
+                               list(map(_DTYPE, plan.present)))
         plan.rebuild_after_run = False
 
         # state: create what is missing, conform what was loaded (dtype/device/layout of the param)
@@ -520,7 +535,9 @@ class _Optimizer(torch.optim.Optimizer):
             plan.state_checks = []
             for key in keys:
                 tensors = [state[key] for state in states]
-                plan.state_checks.append((operator.itemgetter(key), tensors, list(map(_PTR, tensors))))
+                # the step counters are views of the plan's own buffer: their identity is enough
+                ptrs = list(map(_PTR, tensors)) if key != "step" else None
+                plan.state_checks.append((operator.itemgetter(key), tensors, ptrs))
         else:
             plan.state_dicts = plan.state_checks = None
         pgrads = [grads[i] for i in present]
