@@ -257,8 +257,11 @@ def test_workload_shapes():
     (["--threads", "100000"], "--threads"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
-    assert main(["bench", "--sizes", "1000", *argv]) == 2
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse's answer: usage, the argument, exit status 2
+        main(["bench", "--sizes", "1000", *argv])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert f"argument {message}" in captured.err and captured.out == ""
 
 
 def test_roofline_and_copy_kernels_move_the_data():
