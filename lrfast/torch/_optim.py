@@ -40,6 +40,7 @@ from torch.autograd.graph import increment_version
 
 from .. import backends
 from ._lists import DTYPES, SUPPORTED_NAMES, CudaStream, address_list, cuda_grad_list, cuda_list, host_list
+from ._memory import check_visible, is_dtensor, local, to_local
 
 _GRAD = operator.attrgetter("grad")
 _DTYPE = operator.attrgetter("dtype")
@@ -48,6 +49,8 @@ _ON_CPU = operator.attrgetter("is_cpu")
 _ON_CUDA = operator.attrgetter("is_cuda")
 _PTR = torch.Tensor.data_ptr
 _STRIDE = torch.Tensor.stride
+_PLACEMENTS = operator.attrgetter("placements")
+_MESH = operator.attrgetter("device_mesh")
 #: torch's implementation switches, kept in each param group for checkpoint compatibility.
 _IMPL_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
@@ -93,6 +96,8 @@ def _check_param(p, label):
         raise TypeError(f"{label} has dtype {p.dtype}; lrfast's kernels support {SUPPORTED_NAMES}")
     if p.layout != torch.strided:
         raise TypeError(f"{label} has layout {p.layout}; lrfast updates dense (strided) tensors only")
+    check_visible(p, label)
+    p = local(p)
     if p.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{label} is on device {p.device}; lrfast.torch updates CPU and CUDA tensors")
     if not _dense(p):
@@ -101,6 +106,11 @@ def _check_param(p, label):
 
 
 def _check_grad(p, g, label, optimizer):
+    if is_dtensor(p) or is_dtensor(g):
+        if not (is_dtensor(p) and is_dtensor(g)) or g.placements != p.placements or g.device_mesh != p.device_mesh:
+            raise ValueError(f"the grad of {label} is not distributed like its param: the grad is "
+                             f"{_distribution(g)}, the param {_distribution(p)}")
+        p, g = p._local_tensor, g._local_tensor
     if g.layout != torch.strided:
         raise RuntimeError(f"{optimizer} does not support sparse gradients: the grad of {label} has layout "
                            f"{g.layout}")
@@ -116,17 +126,30 @@ def _check_grad(p, g, label, optimizer):
         raise ValueError(f"the grad of {label} has strides {g.stride()}, the param {p.stride()}: lrfast "
                          "reads a grad in its param's memory order; give the param a grad laid out like it "
                          "(e.g. torch.empty_like(param).copy_(grad))")
+    check_visible(g, f"the grad of {label}")
+
+
+def _distribution(t):
+    return f"a DTensor ({t.placements} on {t.device_mesh})" if is_dtensor(t) else "a plain tensor"
 
 
 def _check_state_tensor(p, value, key, label):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"state {key!r} of {label} is a {type(value).__name__}, not a tensor")
+    if is_dtensor(p) or is_dtensor(value):
+        if (not (is_dtensor(p) and is_dtensor(value)) or value.placements != p.placements
+                or value.device_mesh != p.device_mesh):
+            raise ValueError(f"state {key!r} of {label} is {_distribution(value)}, the param "
+                             f"{_distribution(p)}: a sharded param keeps its state sharded like it (as "
+                             "torch.optim does)")
+        p, value = p._local_tensor, value._local_tensor
     if value.device.type not in ("cpu", "cuda"):
         raise ValueError(f"state {key!r} of {label} is on device {value.device}; lrfast.torch keeps state on "
                          "the CPU or a CUDA device")
     if value.layout != torch.strided:
         raise ValueError(f"state {key!r} of {label} has layout {value.layout}; the state of a param is a "
                          "dense (strided) tensor")
+    check_visible(value, f"state {key!r} of {label}")
     if value.shape != p.shape:
         raise ValueError(f"state {key!r} of {label} has shape {tuple(value.shape)}, the param has shape "
                          f"{tuple(p.shape)}")
@@ -217,7 +240,7 @@ class _Plan:
     __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_idx",
                  "absent_idx", "all_present", "param_ptrs", "dtypes", "shapes", "strides", "present_layout", "grad_ptrs",
                  "grad_layout", "state_dicts", "state_checks", "launches", "steps", "steps_np", "step_index",
-                 "steps_seen", "rebuild_after_run", "device")
+                 "steps_seen", "rebuild_after_run", "device", "to_local", "placements")
 
     def check(self, group, roles, state):
         """(_OK | _GRADS | _REBUILD, detail): is the plan still valid for this step's params and grads?"""
@@ -226,8 +249,10 @@ class _Plan:
                 or state is not self.state or roles != self.roles
                 or not all(map(operator.is_, params, self.param_list))):
             return _REBUILD, None
-        if (list(map(_PTR, self.present)) != self.param_ptrs or list(map(_SHAPE, params)) != self.shapes
-                or list(map(_STRIDE, params)) != self.strides or list(map(_DTYPE, params)) != self.dtypes):
+        mem = params if self.to_local is None else list(map(self.to_local, params))  # DTensors: local shards
+        pmem = mem if self.all_present else list(map(mem.__getitem__, self.present_idx))
+        if (list(map(_PTR, pmem)) != self.param_ptrs or list(map(_SHAPE, mem)) != self.shapes
+                or list(map(_STRIDE, mem)) != self.strides or list(map(_DTYPE, mem)) != self.dtypes):
             return _REBUILD, None  # a param's memory was replaced (``p.data = ...``) or re-laid out
         grads = list(map(_GRAD, params))
         if self.all_present:
@@ -238,15 +263,16 @@ class _Plan:
             if absent.count(None) != len(absent):
                 return _REBUILD, None  # a param without a grad has one now
         try:
-            gptrs = list(map(_PTR, pgrads))
+            gmem = pgrads if self.to_local is None else list(map(self.to_local, pgrads))
+            gptrs = list(map(_PTR, gmem))
         except (TypeError, AttributeError, RuntimeError):  # a grad went away, or one has no storage (sparse)
             return _REBUILD, None
         if self.state_dicts is not None and not self._state_unchanged(state):
             return _REBUILD, None
-        layout = (list(map(_SHAPE, pgrads)), list(map(_STRIDE, pgrads)), list(map(_DTYPE, pgrads)))
+        layout = (list(map(_SHAPE, gmem)), list(map(_STRIDE, gmem)), list(map(_DTYPE, gmem)))
         if gptrs == self.grad_ptrs and layout == self.grad_layout:
             return _OK, None
-        return _GRADS, (pgrads, gptrs, layout)
+        return _GRADS, (pgrads, gmem, gptrs, layout)
 
     def _state_unchanged(self, state):
         """The tensors in the state dicts, their addresses and the step values, as cached. (Which dict each
@@ -259,8 +285,11 @@ class _Plan:
                 return False
             if not all(map(operator.is_, current, tensors)):
                 return False
-            if ptrs is not None and list(map(_PTR, current)) != ptrs:
-                return False
+            if ptrs is not None:
+                if self.to_local is not None:
+                    current = list(map(self.to_local, current))
+                if list(map(_PTR, current)) != ptrs:
+                    return False
         return self.steps_np is None or np.array_equal(self.steps_np, self.steps_seen)
 
     def check_grads(self, detail, optimizer):
@@ -270,27 +299,36 @@ class _Plan:
         It runs over whole lists (C-speed comparisons); a grad that fails it goes through the full check,
         which raises naming the param or accepts an equivalent layout (strides of size-1 dimensions).
         """
-        pgrads, _, (shapes, strides, dtypes) = detail
+        pgrads, gmem, _, (shapes, strides, dtypes) = detail
         cuda = self.device.type == "cuda"
         pshapes, pstrides, pdtypes = self.present_layout
         if (dtypes == pdtypes and shapes == pshapes and strides == pstrides
-                and all(map(_ON_CUDA if cuda else _ON_CPU, pgrads))
-                and (not cuda or all(g.device == self.device for g in pgrads))):
+                and all(map(_ON_CUDA if cuda else _ON_CPU, gmem))
+                and (not cuda or all(g.device == self.device for g in gmem))
+                and (self.to_local is None or self._distributed_like_params(pgrads))):
             return
         for j, g in enumerate(pgrads):
-            on_device = g.is_cuda if cuda else g.is_cpu
+            on_device = gmem[j].is_cuda if cuda else gmem[j].is_cpu
             if (dtypes[j] is not pdtypes[j] or not on_device or shapes[j] != pshapes[j]
-                    or strides[j] != pstrides[j] or (cuda and g.device != self.device)):
+                    or strides[j] != pstrides[j] or (cuda and gmem[j].device != self.device)
+                    or self.to_local is not None):
                 i = self.present_idx[j]
                 _check_grad(self.params[i], g, _label(self.group, self.gi, i), optimizer)
 
+    def _distributed_like_params(self, pgrads):
+        try:
+            return (list(map(_PLACEMENTS, pgrads)) == self.placements
+                    and all(map(operator.is_, map(_MESH, pgrads), map(_MESH, self.present))))
+        except AttributeError:  # a plain grad for a DTensor param
+            return False
+
     def set_grads(self, detail):
-        pgrads, gptrs, layout = detail
+        _, gmem, gptrs, layout = detail
         self.grad_ptrs, self.grad_layout = gptrs, layout
         table = np.array(gptrs, dtype=np.int64)
         for launch in self.launches:
             if self.device.type == "cuda":
-                launch.grads = cuda_grad_list([pgrads[j] for j in launch.members], launch.dtype, self.device)
+                launch.grads = cuda_grad_list([gmem[j] for j in launch.members], launch.dtype, self.device)
             else:
                 launch.grads = address_list(table[launch.members], launch.dtype, launch.params)
 
@@ -360,6 +398,7 @@ class _Optimizer(torch.optim.Optimizer):
 
     # -- the step ------------------------------------------------------------------------------------
 
+    @torch.compiler.disable  # opaque to torch.compile (a graph break, as for any non-traceable call)
     def step(self, closure=None):
         """Perform a single optimization step (one fused kernel call per param group and dtype).
 
@@ -421,7 +460,7 @@ class _Optimizer(torch.optim.Optimizer):
         present = [i for i, g in enumerate(grads) if g is not None]
         for i in present:
             _check_grad(params[i], grads[i], _label(group, gi, i), name)
-        _check_disjoint(group, gi, [params[i] for i in present], present)
+        _check_disjoint(group, gi, [local(params[i]) for i in present], present)
         keys = set(self._state_keys) | ({"step"} if self._has_step else set())
         for i in present:
             state = self.state.get(params[i])
@@ -452,13 +491,16 @@ class _Optimizer(torch.optim.Optimizer):
         plan.absent_idx = [i for i, g in enumerate(grads) if g is None]
         plan.present = [params[i] for i in present]
         plan.all_present = len(present) == len(params)
-        plan.param_ptrs = list(map(_PTR, plan.present))
+        plan.to_local = to_local(params)  # None: the params are their own memory
+        mem = [local(p) for p in params]  # what the kernels read and write: DTensors' local shards
+        pmem = [mem[i] for i in present]
+        plan.placements = list(map(_PLACEMENTS, plan.present)) if plan.to_local is not None else None
+        plan.param_ptrs = list(map(_PTR, pmem))
         plan.gi = gi
-        plan.dtypes = list(map(_DTYPE, params))
-        plan.shapes = list(map(_SHAPE, params))
-        plan.strides = list(map(_STRIDE, params))
-        plan.present_layout = (list(map(_SHAPE, plan.present)), list(map(_STRIDE, plan.present)),
-                               list(map(_DTYPE, plan.present)))
+        plan.dtypes = list(map(_DTYPE, mem))
+        plan.shapes = list(map(_SHAPE, mem))
+        plan.strides = list(map(_STRIDE, mem))
+        plan.present_layout = (list(map(_SHAPE, pmem)), list(map(_STRIDE, pmem)), list(map(_DTYPE, pmem)))
         plan.rebuild_after_run = False
 
         # state: create what is missing, conform what was loaded (dtype/device/layout of the param)
@@ -473,7 +515,7 @@ class _Optimizer(torch.optim.Optimizer):
                 if value is None:
                     state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 elif (value.dtype != p.dtype or value.device != p.device
-                      or (value.stride() != p.stride() and _layout(value) != _layout(p))):
+                      or (local(value).stride() != local(p).stride() and _layout(local(value)) != _layout(local(p)))):
                     state[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(value)
             states.append(state)
 
@@ -514,14 +556,14 @@ class _Optimizer(torch.optim.Optimizer):
         for (dtype, sub), members in buckets.items():
             index = [present[j] for j in members]
             np_dtype = DTYPES[dtype]
-            tensors = [params[i] for i in index]
+            tensors = [mem[i] for i in index]
             if cuda:
                 with CudaStream(device):
                     plist = cuda_list(tensors, np_dtype)
-                    slists = {k: cuda_list([states[j][k] for j in members], np_dtype) for k in roles}
+                    slists = {k: cuda_list([local(states[j][k]) for j in members], np_dtype) for k in roles}
             else:
                 plist = host_list(tensors, np_dtype)
-                slists = {k: host_list([states[j][k] for j in members], np_dtype, plist) for k in roles}
+                slists = {k: host_list([local(states[j][k]) for j in members], np_dtype, plist) for k in roles}
             first_step = bool(sub) if self._rule == "sgd" else False
             if first_step:
                 plan.rebuild_after_run = True  # after this step every buffer exists: one launch again
@@ -536,13 +578,14 @@ class _Optimizer(torch.optim.Optimizer):
             for key in keys:
                 tensors = [state[key] for state in states]
                 # the step counters are views of the plan's own buffer: their identity is enough
-                ptrs = list(map(_PTR, tensors)) if key != "step" else None
+                ptrs = [local(t).data_ptr() for t in tensors] if key != "step" else None
                 plan.state_checks.append((operator.itemgetter(key), tensors, ptrs))
         else:
             plan.state_dicts = plan.state_checks = None
         pgrads = [grads[i] for i in present]
-        plan.set_grads((pgrads, list(map(_PTR, pgrads)),
-                        (list(map(_SHAPE, pgrads)), list(map(_STRIDE, pgrads)), list(map(_DTYPE, pgrads)))))
+        gmem = [local(g) for g in pgrads]
+        plan.set_grads((pgrads, gmem, list(map(_PTR, gmem)),
+                        (list(map(_SHAPE, gmem)), list(map(_STRIDE, gmem)), list(map(_DTYPE, gmem)))))
         return plan
 
     def _run(self, plan, hyper):
