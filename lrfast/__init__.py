@@ -13,9 +13,10 @@ from ._arena import ParamBuffer
 from ._guard import DivergenceGuard
 from ._lr_rules import layerwise_lr_decay, scale_lr
 from ._lrfinder import LRFinderResult, find_lr
+from ._lrfinder import LRRange
 from ._optimizer import Optimizer
 from ._optimizers import SGD, Adam, AdamW, RMSprop
 from ._version import __version__
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "ParamBuffer", "schedules", "layerwise_lr_decay",
-           "scale_lr", "find_lr", "LRFinderResult", "DivergenceGuard", "__version__"]
+           "scale_lr", "find_lr", "LRFinderResult", "LRRange", "DivergenceGuard", "__version__"]

@@ -48,20 +48,43 @@ class LRFinderResult:
         mode, smooth, diverge: the arguments the test ran with.
     """
 
-    def __init__(self, lrs, losses, smoothed, diverged_at, *, mode, smooth, diverge):
+    def __init__(self, lrs, losses, smoothed, diverged_at, *, mode, smooth, diverge, val_steps=None,
+                 val_losses=None, val_smoothed=None, val_smooth=None):
         self.lrs = np.asarray(lrs, dtype=np.float64)
         self.losses = np.asarray(losses, dtype=np.float64)
         self.smoothed = np.asarray(smoothed, dtype=np.float64)
         self.diverged_at = diverged_at
-        self.mode, self.smooth, self.diverge = mode, smooth, diverge
+        self.mode, self.smooth, self.diverge, self.val_smooth = mode, smooth, diverge, val_smooth
         self.rule = DEFAULT_RULE
+        self.val_steps = np.asarray([] if val_steps is None else val_steps, dtype=np.int64)
+        self.val_lrs = self.lrs[self.val_steps]
+        self.val_losses = np.asarray([] if val_losses is None else val_losses, dtype=np.float64)
+        self.val_smoothed = np.asarray([] if val_smoothed is None else val_smoothed, dtype=np.float64)
+        #: which curve the rules read: "val" (held-out loss, when ``eval_fn`` ran) or "train"
+        self.curve = "val" if self.val_steps.size else "train"
+        self.passes = [self]
         self._suggest()
+
+    @property
+    def steps(self) -> int:
+        """Training steps run by every pass together."""
+        return int(sum(len(p.lrs) for p in self.passes))
 
     # -- the rules ---------------------------------------------------------------------------------
 
+    def _curve(self):
+        """(lrs, raw, smoothed) of the curve the rules read: the held-out loss when there is one."""
+        if self.curve == "val":
+            return self.val_lrs, self.val_losses, self.val_smoothed
+        return self.lrs, self.losses, self.smoothed
+
     def _usable(self):
-        """Indices of the points the rules read: finite smoothed losses before the divergence point."""
+        """Indices (into ``_curve()``) of the points the rules read: finite smoothed losses before the
+        divergence point (a held-out point measured at the diverging step is left out too)."""
         end = len(self.lrs) - 1 if self.diverged_at is not None else len(self.lrs)
+        if self.curve == "val":
+            idx = np.flatnonzero(self.val_steps < end)
+            return idx[np.isfinite(self.val_smoothed[idx])]
         idx = np.arange(end)
         return idx[np.isfinite(self.smoothed[:end])]
 
@@ -69,22 +92,24 @@ class LRFinderResult:
         use = self._usable()
         if use.size == 0:  # only the first point, and it diverged at once: fall back to it
             use = np.arange(1)
-        lrs, s = self.lrs[use], self.smoothed[use]
+        c_lrs, _, c_s = self._curve()
+        lrs, s = c_lrs[use], c_s[use]
         loglr = np.log(lrs) if np.all(lrs > 0) else lrs  # linear ramps may start at 0
         self.i_min = int(use[np.argmin(s)])
-        self.min_div_10 = float(self.lrs[self.i_min] / 10.0)
+        self.min_div_10 = float(c_lrs[self.i_min] / 10.0)
         if use.size >= 2:
             slope = np.gradient(s, loglr)
             skip = min(_SKIP_STEEPEST, use.size // 4)  # the average has seen too few losses there
             self.i_steepest = int(use[skip + np.argmin(slope[skip:])])
         else:
             self.i_steepest = int(use[0])
-        self.steepest = float(self.lrs[self.i_steepest])
+        self.steepest = float(c_lrs[self.i_steepest])
         start, end = _longest_descent(s)
         third = (end - start) / 3.0
         self.i_valley = int(use[start + int(third) + int(third / 2)])
-        self.valley = float(self.lrs[self.i_valley])
+        self.valley = float(c_lrs[self.i_valley])
         self.suggestion = float(getattr(self, self.rule))
+        self.range = _viable_range(lrs, s, self.suggestion, self.steepest, float(c_lrs[self.i_min]))
         self.reason = self._doubt(use, s, start, end)
         self.confident = not self.reason
 
@@ -103,14 +128,19 @@ class LRFinderResult:
         if drop < _MIN_DROP:
             return (f"the smoothed loss fell by only {100 * drop:.2g}% over the range: "
                     "the curve is flat (widen the range, or check that step_fn updates the model)")
-        raw = self.losses[use]
-        noise = 1.4826 * np.median(np.abs(np.diff(raw) - np.median(np.diff(raw)))) / math.sqrt(2)
+        c_lrs, c_raw, _ = self._curve()
+        noise = _noise(c_raw[use])
         if noise > 0.5 * (first - low):
             return (f"the loss is noisy (per-step noise {noise:.3g} against a descent of {first - low:.3g}):"
                     " use a larger batch, more steps (num) or stronger smoothing")
         if self.diverged_at is None and self.i_min >= use[-1] - 1:
             return (f"the loss was still falling at end={self.lrs[-1]:.3g}: the best lr may lie above the "
                     "range; raise end")
+        head = c_lrs[use[max(1, use.size // 20)]]
+        if self.suggestion < head:
+            return (f"the suggestion {self.suggestion:.3g} lies at the ramp's start (below lr={head:.3g}, "
+                    "the first 5% of the curve): the best lr may lie below start, or the descent did not "
+                    "show; lower start or use more steps")
         if v_end - v_start < 3:
             return "the longest descent of the loss spans fewer than 3 points"
         return ""
@@ -118,41 +148,69 @@ class LRFinderResult:
     # -- output ------------------------------------------------------------------------------------
 
     def plot(self, path=None, *, ax=None):
-        """Plot loss against lr (log axis) with each suggestion marked; save to ``path`` if given.
+        """Plot loss against lr (log axis) with each suggestion and the viable range marked.
 
-        Needs matplotlib (``pip install lrfast[plot]``). Returns the matplotlib Figure.
+        Draws the raw training loss (grey) and its smoothed curve, the held-out loss when ``eval_fn``
+        ran, the three rules' picks on the curve they read, ``range`` as a shaded band, and (for a
+        refined result) the earlier passes faintly. The y-axis spans the smoothed curve's first value
+        down to the lowest raw loss before the divergence point (raw losses below the smoothed curve are
+        shown, not cut off). Saves to ``path`` if given. Needs matplotlib (``pip install lrfast[plot]``).
+        Returns the matplotlib Figure.
         """
         plt = _pyplot()
         if ax is None:
             fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
         else:
             fig = ax.figure
+        for i, earlier in enumerate(self.passes):
+            if earlier is self:
+                continue
+            ok = np.isfinite(earlier.smoothed)
+            ax.plot(earlier.lrs[ok], earlier.smoothed[ok], color="0.6", lw=1, ls="--",
+                    label=f"pass {i + 1} ({len(earlier.lrs)} steps)")
         finite = np.isfinite(self.losses)
         ax.plot(self.lrs[finite], self.losses[finite], color="0.75", lw=1, label="loss")
         ok = np.isfinite(self.smoothed)
         ax.plot(self.lrs[ok], self.smoothed[ok], color="C0", lw=2, label="smoothed")
+        c_lrs, c_raw, c_s = self._curve()
+        c_ok = np.isfinite(c_s)
+        if self.curve == "val":
+            ax.plot(c_lrs[c_ok], c_s[c_ok], color="C4", lw=2, label="held-out (smoothed)")
         marks = (("steepest", "C1", "v"), ("valley", "C2", "o"), ("min_div_10", "C3", "s"))
         for name, color, marker in marks:
             lr = getattr(self, name)
-            y = float(np.interp(np.log(lr), np.log(self.lrs[ok]), self.smoothed[ok])) \
-                if np.all(self.lrs[ok] > 0) else float(self.smoothed[ok][0])
+            y = float(np.interp(np.log(lr), np.log(c_lrs[c_ok]), c_s[c_ok])) \
+                if np.all(c_lrs[c_ok] > 0) else float(c_s[c_ok][0])
             star = " (suggestion)" if name == self.rule else ""
             ax.plot([lr], [y], marker=marker, color=color, ms=8, ls="none",
                     label=f"{name} {lr:.3g}{star}")
         ax.axvline(self.suggestion, color="C3", ls=":", lw=1)
+        rng = self.range
+        ax.axvspan(rng.low, rng.high, color="C2", alpha=0.12,
+                   label=f"range {rng.low:.2g} [{rng.low_rule}] .. {rng.high:.2g} [{rng.high_rule}]")
         if self.diverged_at is not None:
             ax.axvline(self.diverged_at, color="k", ls="--", lw=0.8, label=f"diverged {self.diverged_at:.3g}")
         if np.all(self.lrs > 0):
             ax.set_xscale("log")
-        lo = np.nanmin(self.smoothed[ok]) if ok.any() else 0.0
-        hi = self.smoothed[ok][0] if ok.any() else 1.0
+        use = self._usable()
+        ys = [c_s[use]] if use.size else [c_s[c_ok]]
+        end = len(self.lrs) - 1 if self.diverged_at is not None else len(self.lrs)
+        ys.append(self.smoothed[:end][np.isfinite(self.smoothed[:end])])
+        raw = self.losses[:end]
+        ys.append(raw[np.isfinite(raw)])
+        if use.size:
+            ys.append(c_raw[use][np.isfinite(c_raw[use])])
+        ys = np.concatenate([y for y in ys if y.size]) if any(y.size for y in ys) else np.zeros(1)
+        lo = float(np.min(ys))
+        hi = max(float(c_s[c_ok][0]) if c_ok.any() else 1.0,
+                 float(self.smoothed[ok][0]) if ok.any() else 1.0)
         pad = max(abs(hi - lo), abs(hi) * 0.05, 1e-12)
         ax.set_ylim(lo - 0.1 * pad, hi + 0.6 * pad)
         ax.set_xlabel("learning rate (base lr of param group 0)")
-        ax.set_ylabel("loss")
-        title = "LR range test" + ("" if self.confident else " (not confident)")
-        ax.set_title(title)
-        ax.legend(fontsize=8)
+        ax.set_ylabel("loss" if self.curve == "train" else "loss (rules read the held-out curve)")
+        title = "LR range test" + (f", pass {len(self.passes)}" if len(self.passes) > 1 else "")
+        ax.set_title(title + ("" if self.confident else " (not confident)"))
+        ax.legend(fontsize=7)
         fig.tight_layout()
         if path is not None:
             fig.savefig(path)
@@ -161,9 +219,60 @@ class LRFinderResult:
     def __repr__(self):
         conf = "confident" if self.confident else f"not confident: {self.reason}"
         div = "" if self.diverged_at is None else f", diverged_at={self.diverged_at:.3g}"
+        extra = "" if self.curve == "train" else f" on the held-out loss ({len(self.val_steps)} points)"
+        passes = "" if len(self.passes) == 1 else f", pass {len(self.passes)} ({self.steps} steps in all)"
         return (f"LRFinderResult(suggestion={self.suggestion:.3g} [{self.rule}], "
                 f"steepest={self.steepest:.3g}, valley={self.valley:.3g}, "
-                f"min_div_10={self.min_div_10:.3g}, {len(self.lrs)} points{div}; {conf})")
+                f"min_div_10={self.min_div_10:.3g}, range={self.range.low:.3g}..{self.range.high:.3g}, "
+                f"{len(self.lrs)} points{div}{extra}{passes}; {conf})")
+
+
+class LRRange:
+    """The lrs worth trying: ``low`` .. ``high``, and the rule that set each (``low_rule``, ``high_rule``).
+
+    Unpacks as ``low, high = result.range``. See ``find_lr`` for the rules.
+    """
+
+    __slots__ = ("low", "high", "low_rule", "high_rule")
+
+    def __init__(self, low, high, low_rule, high_rule):
+        self.low, self.high = float(low), float(high)
+        self.low_rule, self.high_rule = low_rule, high_rule
+
+    def __iter__(self):
+        return iter((self.low, self.high))
+
+    def __contains__(self, lr):
+        return self.low <= lr <= self.high
+
+    def __repr__(self):
+        return f"LRRange({self.low:.3g} [{self.low_rule}] .. {self.high:.3g} [{self.high_rule}])"
+
+
+def _viable_range(lrs, s, suggestion, steepest, lr_min) -> LRRange:
+    """The range of lrs worth trying, read off the usable smoothed curve (lrs, s); see ``find_lr``."""
+    drop = s[0] - float(np.min(s))
+    started = np.flatnonzero(s <= s[0] - 0.1 * drop) if drop > 0 else np.array([], dtype=np.int64)
+    low, low_rule = (float(lrs[started[0]]), "descent_start") if started.size else (suggestion, "suggestion")
+    if low < lr_min / 100.0:
+        low, low_rule = lr_min / 100.0, "min_div_100"
+    if low > suggestion:
+        low, low_rule = suggestion, "suggestion"
+    high, high_rule = lr_min / 5.0, "min_div_5"
+    if suggestion < steepest < high:
+        high, high_rule = steepest, "steepest"
+    if high < suggestion:
+        high, high_rule = suggestion, "suggestion"
+    return LRRange(low, high, low_rule, high_rule)
+
+
+def _noise(raw) -> float:
+    """Robust per-step noise of a loss curve: 1.4826 * MAD of its first differences / sqrt(2)."""
+    raw = raw[np.isfinite(raw)]
+    if raw.size < 3:
+        return 0.0
+    d = np.diff(raw)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
 
 
 def _longest_descent(s):
@@ -187,7 +296,8 @@ def _longest_descent(s):
 
 
 def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smooth=0.98, diverge=4.0, *,
-            progress=None) -> LRFinderResult:
+            progress=None, max_steps=None, eval_fn=None, eval_every=1, val_smooth=0.5, step_mode=None,
+            diverge_th=None) -> LRFinderResult:
     r"""Learning-rate range test: run ``step_fn`` at lrs ramped from ``start`` to ``end``, suggest an lr.
 
     Step k (k = 0 .. num-1) sets the base lr to
@@ -237,10 +347,41 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
       smooth >= 0.9 the minimum moved right and ``min_div_10`` reached 1.1 x 2/lambda_max; with
       num >= 50 it stayed at 0.4-0.8 x. Keep num >= 50 (or smooth=0 on noise-free losses).
 
+    ``range`` (an ``LRRange``: ``low, high = result.range``) is the span worth trying (e.g. by
+    ``lrfast.sweep``), each end with the rule that set it: ``low`` is the first lr where S has fallen by
+    10% of its total descent ("descent_start"), raised to lr_min / 100 ("min_div_100") if lower;
+    ``high`` is lr_min / 5 ("min_div_5"), or ``steepest`` when that lies between the suggestion and
+    lr_min / 5; either end moves to the suggestion ("suggestion") if it would leave it outside.
+    (lr_min: the lr of the minimum of S.) lr_min / 5 is twice the default suggestion: on least squares
+    it lies just past SGD's stability edge (1.2-1.4 x 2 / lambda_max), the highest lr worth a short trial,
+    not a safe pick; lr_min / 100 there is ~0.07 x the edge.
+
     ``confident`` is False (and ``reason`` says why) when fewer than 10 points are usable, the loss never
     drops below its first value or drops by less than 5%, the per-step noise exceeds half the descent,
-    the loss is still falling at ``end``, or the longest descent spans fewer than 3 points. The suggestions
+    the loss is still falling at ``end``, the suggestion lies in the first 5% of the curve (below start
+    or a descent that did not show), or the longest descent spans fewer than 3 points. The suggestions
     are still returned (never None).
+
+    Refinement (``max_steps``): when a pass is not confident and the budget has room for at least 20 more
+    steps, the params and state are restored and the test runs again on a narrower, slower ramp around
+    where the loss moved (``refine_plan``): hi = the first lr after the minimum where S rose by more than
+    tol above it (else ``diverged_at``, else 10 x end), lo = (the first lr where S fell by more than tol
+    below S_0) / 3, clipped to [hi / 10^4, hi / 10^2] (hi / 10^3 when S never fell), with
+    num' = min(3 x num, steps left), ramped geometrically (mode="exp"); tol = max(3 * noise *
+    sqrt((1 - beta) / (1 + beta)), 0.005 * |S_0|) is the moving average's noise for a raw per-step noise
+    ``noise`` (as in the noise check), or 0.5% of the loss. A pass is run only if its per-step lr ratio
+    is below the previous pass's (slower). Passes repeat until one
+    is confident or the budget is spent; the result is the last confident pass (else the last pass), and
+    ``result.passes`` lists every pass in order, each with its own ``reason`` for the next.
+
+    Held-out loss (``eval_fn``): after step k for k = 0, e, 2e, ... (e = ``eval_every``) ``eval_fn()`` is
+    called and its loss V recorded (``val_lrs``, ``val_losses``, ``val_steps``) and smoothed by the same
+    bias-corrected moving average with beta = ``val_smooth`` per point (default 0.5: a held-out loss
+    averages a whole set and carries little noise, and the training loss's lag of beta / (1 - beta) = 49
+    steps would shift its minimum decades to the right) into ``val_smoothed``. The test also stops
+    when the smoothed V exceeds ``diverge`` x its best. Every rule, ``range`` and ``confident`` then read
+    the held-out curve instead of the training loss (``result.curve == "val"``): the lr that lowers
+    the training loss fastest may over-fit, the one that lowers V does not.
 
     Args:
         step_fn: called with no arguments once per lr; runs one training step (compute the loss and its
@@ -254,6 +395,16 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
         diverge: stop when the smoothed loss exceeds this multiple of its best value, > 1.
         progress: show a tqdm progress bar; None (default): only when stderr is a terminal and tqdm is
             installed.
+        max_steps: budget of training steps over all passes (an integer >= num); None (default): num,
+            one pass, no refinement. ``4 * num`` lets it refine about twice.
+        eval_fn: None, or a callable with no arguments returning the held-out (validation) loss at the
+            current params (it must not step the optimizer).
+        eval_every: call ``eval_fn`` every this many steps (integer >= 1).
+        val_smooth: beta of the held-out loss's moving average, 0 <= val_smooth < 1.
+        step_mode, diverge_th: torch-lr-finder's names for ``mode`` and ``diverge`` (give one or the
+            other, or both equal). Gradient accumulation belongs in ``step_fn`` (accumulate, then one
+            ``optimizer.step``); ``lrfast.torch.find_lr(train_loader=..., accumulation_steps=...)``
+            does it for torch models.
 
     Returns:
         An ``LRFinderResult``.
@@ -261,12 +412,14 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     Raises:
         ValueError: bad arguments, an optimizer whose backend does not match its params, a first loss
             that is not a finite scalar, or a ``step_fn`` that never calls ``optimizer.step``.
-        TypeError: ``optimizer`` is not an lrfast optimizer, ``step_fn`` not callable, a non-number loss.
+        TypeError: ``optimizer`` is not an lrfast optimizer, ``step_fn``/``eval_fn`` not callable, a
+            non-number loss.
         RuntimeError: the params/state could not be restored bit-identically.
 
     Example:
-        >>> res = lrfast.find_lr(train_step, opt, start=1e-5, end=1.0, num=80)
-        >>> print(res)            # suggestion, the other rules, confidence
+        >>> res = lrfast.find_lr(train_step, opt, start=1e-5, end=1.0, num=80, max_steps=320,
+        ...                      eval_fn=val_loss, eval_every=2)
+        >>> print(res, res.range, len(res.passes))   # suggestion, rules, range, confidence, passes
         >>> res.plot("lr_range.png")
         >>> opt.param_groups[0]["schedule"] = lrfast.schedules.warmup_cosine(res.suggestion, 100, 5000)
     """
@@ -275,8 +428,13 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be an lrfast optimizer (lrfast.SGD, lrfast.Adam, ...), got "
                         f"{type(optimizer).__module__}.{type(optimizer).__name__}")
+    mode = _alias("mode", mode, "exp", "step_mode", step_mode)
+    diverge = _alias("diverge", diverge, 4.0, "diverge_th", diverge_th)
     ramp = ramp_lrs(start, end, num, mode)
     smooth, diverge = check_smoothing(smooth, diverge)
+    max_steps = check_budget(max_steps, len(ramp))
+    eval_every = check_eval(eval_fn, eval_every)
+    val_smooth, _ = check_smoothing(val_smooth, diverge, name="val_smooth")
     params = [p for g in optimizer.param_groups for p in g["params"]]
     backends.resolve(optimizer.backend, params)  # raises on an optimizer/params backend mismatch
 
@@ -290,11 +448,118 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
             group["schedule"] = lr * r
 
     try:
-        return run_range_test(ramp, set_lr, step_fn,
-                              lambda: (optimizer.step_count, optimizer.skipped_steps) != before,
-                              mode=mode, smooth=smooth, diverge=diverge, progress=progress)
+        return run_passes(ramp, set_lr, step_fn,
+                          lambda: (optimizer.step_count, optimizer.skipped_steps) != before, snap.restore,
+                          mode=mode, smooth=smooth, diverge=diverge, progress=progress,
+                          max_steps=max_steps, eval_fn=eval_fn, eval_every=eval_every,
+                          val_smooth=val_smooth)
     finally:
         snap.restore()
+
+
+def _alias(name, value, default, alias, alias_value):
+    """``value`` or torch-lr-finder's ``alias`` for it; both given and different is an error."""
+    if alias_value is None:
+        return value
+    if value != default and value != alias_value:
+        raise ValueError(f"Invalid {alias}: {alias_value!r} contradicts {name}={value!r}; give one of them")
+    return alias_value
+
+
+def check_budget(max_steps, num) -> int:
+    """max_steps as an int (None: ``num``, one pass), checked to be an integer >= num."""
+    if max_steps is None:
+        return num
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < num:
+        raise ValueError(f"Invalid max_steps: {max_steps!r}; expected an integer >= num ({num}) or None")
+    return int(max_steps)
+
+
+def check_eval(eval_fn, eval_every) -> int:
+    """eval_every as an int after checking that eval_fn is None or callable and eval_every >= 1."""
+    if eval_fn is not None and not callable(eval_fn):
+        raise TypeError(f"eval_fn must be callable or None, got {type(eval_fn).__name__}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral) or eval_every < 1:
+        raise ValueError(f"Invalid eval_every: {eval_every!r}; expected an integer >= 1")
+    return int(eval_every)
+
+
+#: A refinement pass needs at least this many steps (fewer left in the budget: no further pass).
+_MIN_PASS = 2 * _MIN_POINTS
+
+
+#: A refined pass ends this factor above where the loss rose (or diverged), to see its own rise.
+_HEADROOM = 3.0
+
+
+def refine_plan(result, steps_left, num):
+    """(start, end, num) of the next, slower and narrower pass after a not-confident ``result``, or None.
+
+    The formula is in ``find_lr``'s docstring ("Refinement"). None when fewer than 20 steps are left
+    or the plan would not be narrower or slower than the pass it follows.
+    """
+    num_next = min(3 * num, steps_left)
+    if num_next < _MIN_PASS:
+        return None
+    use = result._usable()
+    if use.size < 2:
+        use = np.arange(min(2, len(result._curve()[0])))
+    c_lrs, c_raw, c_s = result._curve()
+    lrs, s = c_lrs[use], c_s[use]
+    if lrs.size == 0 or not np.all(np.isfinite(s)):
+        return None
+    beta = result.smooth if result.curve == "train" else result.val_smooth
+    tol = max(3.0 * _noise(c_raw[use]) * math.sqrt((1 - beta) / (1 + beta)), 0.005 * abs(float(s[0])),
+              np.finfo(np.float64).tiny)
+    i_min = int(np.argmin(s))
+    rose = np.flatnonzero(s[i_min:] > s[i_min] + tol)
+    if rose.size:
+        top = float(lrs[i_min + rose[0]])
+    elif result.diverged_at is not None:
+        top = float(result.diverged_at)
+    else:
+        top = 10.0 * float(result.lrs[-1])
+    hi = _HEADROOM * top
+    fell = np.flatnonzero(s < s[0] - tol)
+    lo = min(max(float(lrs[fell[0]]) / 3.0, top / 1e4), top / 1e2) if fell.size else top / 1e3
+    if not (0 < lo < hi and math.isfinite(hi)):
+        return None
+    first, last = float(result.lrs[0]), float(result.lrs[-1])
+    per_step_before = (math.log(last / first) / max(len(result.lrs) - 1, 1)) if first > 0 else math.inf
+    if math.log(hi / lo) / (num_next - 1) >= per_step_before:
+        return None  # not slower than the pass before: nothing to gain
+    return lo, hi, num_next
+
+
+def run_passes(ramp, set_lr, step_fn, stepped, restore, *, mode, smooth, diverge, progress, max_steps,
+               eval_fn=None, eval_every=1, val_smooth=0.5) -> LRFinderResult:
+    """Range-test passes until one is confident or ``max_steps`` is spent (see ``find_lr``).
+
+    ``restore()`` puts the params and state back before every pass after the first (the caller restores
+    after the last). Returns the chosen pass with ``passes`` set on it.
+    """
+    passes, used, num = [], 0, len(ramp)
+    while True:
+        if passes:
+            restore()
+        res = run_range_test(ramp, set_lr, step_fn, stepped, mode=mode, smooth=smooth, diverge=diverge,
+                             progress=progress, eval_fn=eval_fn, eval_every=eval_every,
+                             val_smooth=val_smooth)
+        res.ramp = (float(ramp[0]), float(ramp[-1]), len(ramp))
+        passes.append(res)
+        used += len(res.lrs)
+        if res.confident:
+            break
+        plan = refine_plan(res, max_steps - used, num)
+        if plan is None:
+            break
+        lo, hi, num = plan
+        ramp = ramp_lrs(lo, hi, num, "exp")  # lo > 0: refined passes ramp geometrically
+    confident = [p for p in passes if p.confident]
+    chosen = confident[-1] if confident else passes[-1]
+    for p in passes:
+        p.passes = passes
+    return chosen
 
 
 def ramp_lrs(start, end, num, mode) -> np.ndarray:
@@ -320,25 +585,30 @@ def ramp_lrs(start, end, num, mode) -> np.ndarray:
     return ramp
 
 
-def check_smoothing(smooth, diverge):
+def check_smoothing(smooth, diverge, name="smooth"):
     """(smooth, diverge) as floats after checking 0 <= smooth < 1 and diverge > 1."""
-    smooth = _number("smooth", smooth)
+    smooth = _number(name, smooth)
     if not 0.0 <= smooth < 1.0:
-        raise ValueError(f"Invalid smooth: {smooth!r}; expected 0 <= smooth < 1")
+        raise ValueError(f"Invalid {name}: {smooth!r}; expected 0 <= {name} < 1")
     diverge = _number("diverge", diverge)
     if diverge <= 1.0:
         raise ValueError(f"Invalid diverge: {diverge!r}; expected diverge > 1")
     return smooth, diverge
 
 
-def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, progress) -> LRFinderResult:
+def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, progress, eval_fn=None,
+                   eval_every=1, val_smooth=0.5) -> LRFinderResult:
     """The range test's loop, shared by lrfast's and torch's optimizers (restoring is the caller's job).
 
     For each lr of ``ramp``: ``set_lr(lr)``, ``loss = step_fn()``, then the bias-corrected moving average
     S_k; stops after a non-finite S_k or once S_k > ``diverge`` * min(S_0 .. S_k). ``stepped()`` tells
-    whether the optimizer took (or skipped) a step since the test began: step_fn must run one.
+    whether the optimizer took (or skipped) a step since the test began: step_fn must run one. With
+    ``eval_fn``, after steps 0, e, 2e, ... the held-out loss is recorded and smoothed (beta ``val_smooth``), and a
+    non-finite or diverged held-out average stops the test too.
     """
     lrs, losses, smoothed = [], [], []
+    val_steps, val_losses, val_smoothed = [], [], []
+    vbeta, vavg, vbest = val_smooth, 0.0, math.inf
     diverged_at = None
     bar = _progress_bar(len(ramp), progress)
     try:
@@ -364,10 +634,29 @@ def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, pro
                 diverged_at = float(lr)
                 break
             best = min(best, s)
+            if eval_fn is not None and k % eval_every == 0:
+                v = _as_loss(eval_fn(), first=k == 0, who="eval_fn")
+                n = len(val_steps) + 1
+                val_steps.append(k)
+                val_losses.append(v)
+                if math.isfinite(v):
+                    vavg = vbeta * vavg + (1.0 - vbeta) * v
+                    vs = vavg / (1.0 - vbeta ** n)
+                else:
+                    vs = math.nan
+                val_smoothed.append(vs)
+                if not math.isfinite(vs) or (n > 1 and vs > diverge * vbest):
+                    diverged_at = float(lr)
+                    break
+                vbest = min(vbest, vs)
     finally:
         if bar is not None:
             bar.close()
-    return LRFinderResult(lrs, losses, smoothed, diverged_at, mode=mode, smooth=smooth, diverge=diverge)
+    if eval_fn is None:
+        return LRFinderResult(lrs, losses, smoothed, diverged_at, mode=mode, smooth=smooth, diverge=diverge)
+    return LRFinderResult(lrs, losses, smoothed, diverged_at, mode=mode, smooth=smooth, diverge=diverge,
+                          val_steps=val_steps, val_losses=val_losses, val_smoothed=val_smoothed,
+                          val_smooth=val_smooth)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -394,15 +683,15 @@ def _number(name, value):
     return v
 
 
-def _as_loss(loss, *, first):
-    """The loss ``step_fn`` returned, as a Python float; the first one must be a finite scalar."""
+def _as_loss(loss, *, first, who="step_fn"):
+    """The loss ``step_fn`` (or ``eval_fn``) returned, as a Python float; the first must be a finite scalar."""
     if isinstance(loss, bool) or loss is None:
-        raise TypeError(f"step_fn must return the loss as a number, got {loss!r}")
+        raise TypeError(f"{who} must return the loss as a number, got {loss!r}")
     shape = getattr(loss, "shape", None)
     if shape is not None:
         size = int(np.prod(tuple(shape), dtype=np.int64))
         if size != 1:
-            raise ValueError(f"step_fn must return a scalar loss, got an array of shape {tuple(shape)} "
+            raise ValueError(f"{who} must return a scalar loss, got an array of shape {tuple(shape)} "
                              "(reduce it, e.g. loss.mean())")
         if hasattr(loss, "detach"):  # torch tensor
             loss = loss.detach()
@@ -410,9 +699,9 @@ def _as_loss(loss, *, first):
     try:
         value = float(loss)
     except (TypeError, ValueError):
-        raise TypeError(f"step_fn must return the loss as a number, got {type(loss).__name__}") from None
+        raise TypeError(f"{who} must return the loss as a number, got {type(loss).__name__}") from None
     if first and not math.isfinite(value):
-        raise ValueError(f"the first loss step_fn returned is {value}: the loss at the starting lr must be "
+        raise ValueError(f"the first loss {who} returned is {value}: the loss at the starting lr must be "
                          "finite (check the model, data and loss; the params were restored)")
     return value
 
