@@ -16,7 +16,9 @@ from ._lrfinder import LRFinderResult, find_lr
 from ._lrfinder import LRRange
 from ._optimizer import Optimizer
 from ._optimizers import SGD, Adam, AdamW, RMSprop
+from ._sweep import SweepResult, sweep
 from ._version import __version__
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "ParamBuffer", "schedules", "layerwise_lr_decay",
-           "scale_lr", "find_lr", "LRFinderResult", "LRRange", "DivergenceGuard", "__version__"]
+           "scale_lr", "find_lr", "LRFinderResult", "LRRange", "sweep", "SweepResult", "DivergenceGuard",
+           "__version__"]

@@ -15,5 +15,6 @@ CuPy and lrfast's CUDA kernels). Importing this module imports torch; ``import l
 from ._lrfinder import find_lr
 from ._optim import SGD, Adam, AdamW, RMSprop
 from ._scheduler import LRScheduler
+from ._sweep import sweep
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "find_lr"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "find_lr", "sweep"]
