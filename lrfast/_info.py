@@ -50,7 +50,7 @@ def collect() -> dict:
     import numba
     import numpy as np
 
-    from .backends import _cuda
+    from .backends import _cuda, _fork
 
     threads, layer = numba_threading()
     cuda = _cuda.info()
@@ -63,6 +63,7 @@ def collect() -> dict:
         "cpu_count": os.cpu_count(),
         "numba_threads": threads,
         "numba_threading_layer": layer,
+        "numba_forked_children": _fork.describe(),
         "backends": {name: backends.unavailable_reason(name) or "available" for name in backends.NAMES},
         "cuda_fatbin": cuda["fatbin"] or "not built (no nvcc at install time)",
         "cuda_sources": cuda["sources"] or "not installed",

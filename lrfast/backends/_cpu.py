@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 from . import _cpu_kernels as k
+from . import _fork
 
 name = "cpu"
 
@@ -31,8 +32,10 @@ def _chunks(tensors):
     """(chunk table, serial?) of a launch over ``tensors`` (serial when the problem is small).
 
     Chunks are sized for Numba's thread pool (``NUMBA_NUM_THREADS``; reading the current
-    ``numba.get_num_threads()`` costs 2 us a step, and a smaller count only changes the balance)."""
-    if tensors.total < SERIAL_BELOW:
+    ``numba.get_num_threads()`` costs 2 us a step, and a smaller count only changes the balance).
+    In a forked process where threads are unsafe (GNU OpenMP, see ``_fork``) every launch is serial
+    (decided before the process's first kernel call, which starts Numba's threading layer)."""
+    if (_fork.forked and _fork.serial_in_child()) or tensors.total < SERIAL_BELOW:
         return tensors.chunks(CHUNK), True
     return tensors.chunks(chunk_size(tensors.total, numba.config.NUMBA_NUM_THREADS)), False
 
