@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 
+from . import _fork  # noqa: F401  (registers the at-fork hook: a forked child knows it is one)
+
 NAMES = ("numpy", "cpu", "cuda")
 _HOST = ("numpy", "cpu")
 
