@@ -7,8 +7,15 @@ images, no download). Its params live in one ``ParamBuffer``, so every optimizer
 2. Training with warmup + cosine to the suggested peak lr -> test accuracy.
 3. Side by side: the lr too high (diverges; a ``DivergenceGuard`` catches it and rolls back) and too low
    (crawls).
+4. ``sweep``: four candidates from the range test's ``range``, short warmup + cosine runs from the same
+   start scored on a validation split of the training set, successive halving; the winner trained like
+   the suggestion ("sweep best" row).
+5. Refinement: a deep MLP (10 tanh layers of 32, no normalisation) whose loss stays flat for tens of
+   steps; the default ramp sees no descent, ``find_lr(max_steps=400)`` refines itself; the first pass's
+   suggestion, the refined one and a sweep over the refined range, each trained 600 steps.
 
-Prints a table (lr, final loss, accuracy, steps/s) and writes PNGs (range test, schedules, loss curves).
+Prints tables (lr, final loss, accuracy, steps/s) and writes PNGs (range test, schedules, loss curves,
+sweep, refinement).
 Needs the ``demo`` extra (scikit-learn, matplotlib): ``pip install lrfast[demo]``.
 """
 
@@ -24,6 +31,7 @@ from ._arena import ParamBuffer
 from ._guard import DivergenceGuard
 from ._lrfinder import find_lr
 from ._optimizers import SGD
+from ._sweep import sweep
 
 _EXTRA_HINT = ("the lrfast demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]' "
                "(from a checkout: pip install '.[demo]')")
@@ -134,6 +142,48 @@ class MLP:
             return float(np.mean(np.argmax(z, axis=1) == y))
 
 
+class DeepTanhMLP:
+    """x -> tanh(x W1 + b1) -> ... (``depth`` tanh layers of ``width``) -> logits; no normalisation.
+
+    Init std ``gain`` / sqrt(fan_in) with gain 0.6 < 1: the signal fades through the layers, so the loss
+    sits at ~ln(10) for tens of steps before it falls, even at the best lr. Params in one ParamBuffer.
+    """
+
+    def __init__(self, n_in, n_out, depth=10, width=32, gain=0.6, seed=0, dtype=np.float32):
+        rng = np.random.default_rng(seed)
+        sizes = [n_in] + [width] * depth + [n_out]
+        arrays = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            arrays += [rng.normal(0.0, gain / math.sqrt(a), (a, b)).astype(dtype), np.zeros(b, dtype)]
+        self.buf = ParamBuffer(arrays)
+
+    def _forward(self, X):
+        P = self.buf.params
+        hs, n = [X], len(P) // 2
+        for i in range(n):
+            z = hs[-1] @ P[2 * i] + P[2 * i + 1]
+            hs.append(np.tanh(z) if i < n - 1 else z)
+        return hs
+
+    def loss(self, X, y) -> float:
+        return float(_cross_entropy(self._forward(X)[-1], y)[0])
+
+    def loss_and_grads(self, X, y) -> float:
+        P, G = self.buf.params, self.buf.grads
+        hs = self._forward(X)
+        loss, d = _cross_entropy(hs[-1], y)
+        for i in reversed(range(len(P) // 2)):
+            np.matmul(hs[i].T, d, out=G[2 * i])
+            G[2 * i + 1][...] = d.sum(axis=0)
+            if i:
+                d = (d @ P[2 * i].T) * (1.0 - hs[i] ** 2)
+        return loss
+
+    def accuracy(self, X, y) -> float:
+        with np.errstate(all="ignore"):
+            return float(np.mean(np.argmax(self._forward(X)[-1], axis=1) == y))
+
+
 def _cross_entropy(z, y):
     """Mean softmax cross-entropy of logits z (n, k) and its gradient with respect to z."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -240,20 +290,134 @@ def run(out="lrfast-demo", *, quick=False, seed=0, backend="auto", log=print):
                      "steps_per_s": len(losses) / hist["seconds"], "note": note})
         curves[name] = hist
 
+    # 4. sweep: four candidates from the range test's range, short warmup + cosine runs from the same
+    # start (init, fresh state) on 80% of the training set, scored on the other 20%; the winner trained
+    # like the rows above
+    fit, val = _validation_split(len(ytr), seed)
+    sweep_steps = steps // 4
+    model.buf.flat_params[...] = init
+    opt.load_state_dict(state0)
+    opt.lr_multiplier = 1.0
+    fit_batches = Batches(Xtr[fit], ytr[fit], batch, seed=seed + 3)
+
+    def fit_step():
+        loss = model.loss_and_grads(*next(fit_batches))
+        opt.step()
+        return loss
+
+    t0 = time.perf_counter()
+    swept = sweep(fit_step, opt, result=result, num=4, steps=sweep_steps,
+                  eval_fn=lambda: model.loss(Xtr[val], ytr[val]),
+                  schedule=lambda peak, n: warmup_cosine(peak, max(1, n // 10), n))
+    t_sweep = time.perf_counter() - t0
+    log(f"sweep over the range {result.range.low:.3g}..{result.range.high:.3g}: {swept.steps} steps in "
+        f"{t_sweep:.2f} s -> best {swept.best:.3g} (" +
+        ", ".join(f"{lr_:.3g}: {score:.3f}" for lr_, score, _ in swept.ranking) + " validation loss)")
+    rows.append(_train_row("sweep best", swept.best, model, opt, init, state0, warmup, steps,
+                           Batches(Xtr, ytr, batch, seed=seed + 2), Xte, yte, Xtr, ytr, curves))
+
     log("")
     log(format_table(rows))
+
+    # 5. refinement: a deep MLP whose loss stays flat at first; the default ramp sees no descent
+    deep_rows, deep_result, deep_sweep, t_deep = _deep_refinement(Xtr, ytr, Xte, yte, fit, val, seed,
+                                                                  backend, batch, log)
+    log("")
+    log(format_table(deep_rows))
+
     os.makedirs(out, exist_ok=True)
     paths = {
         "range_test": os.path.join(out, "range_test.png"),
         "schedule": os.path.join(out, "schedule.png"),
         "loss_curves": os.path.join(out, "loss_curves.png"),
+        "sweep": os.path.join(out, "sweep.png"),
+        "refinement": os.path.join(out, "refinement.png"),
     }
     fig = result.plot(paths["range_test"])
     plt.close(fig)
     _plot_schedules(plt, curves, paths["schedule"])
     _plot_losses(plt, curves, paths["loss_curves"])
+    fig = swept.plot(paths["sweep"])
+    plt.close(fig)
+    fig = deep_result.plot(paths["refinement"])
+    plt.close(fig)
     log(f"\nplots: {', '.join(paths.values())}")
-    return {"rows": rows, "range_test": result, "paths": paths, "range_seconds": t_range}
+    return {"rows": rows, "range_test": result, "paths": paths, "range_seconds": t_range, "sweep": swept,
+            "sweep_seconds": t_sweep, "deep_rows": deep_rows, "deep_range_test": deep_result,
+            "deep_sweep": deep_sweep, "deep_seconds": t_deep}
+
+
+#: Training steps of each deep-MLP run (both modes: its plateau needs them), its sweep's first budget.
+DEEP_STEPS, DEEP_SWEEP_STEPS = 600, 150
+
+
+def _deep_refinement(Xtr, ytr, Xte, yte, fit, val, seed, backend, batch, log):
+    """Range test with refinement on a deep tanh MLP, a sweep over the refined range, three trainings."""
+    from .schedules import warmup_cosine
+
+    deep = DeepTanhMLP(Xtr.shape[1], 10, seed=seed)
+    init = deep.buf.flat_params.copy()
+    opt = SGD(deep.buf, lr=0.1, momentum=0.9, backend=backend)
+    state0 = opt.state_dict()
+    range_batches = Batches(Xtr, ytr, batch, seed=seed + 1)
+
+    def step_fn():
+        loss = deep.loss_and_grads(*next(range_batches))
+        opt.step()
+        return loss
+
+    t0 = time.perf_counter()
+    result = find_lr(step_fn, opt, start=1e-5, end=10.0, num=100, max_steps=400)
+    log(f"\ndeep MLP (10 tanh layers of 32, init std 0.6/sqrt(fan_in), no normalisation), range test with "
+        f"max_steps=400: {len(result.passes)} pass(es)")
+    for i, p in enumerate(result.passes):
+        verdict = "confident" if p.confident else f"not confident: {p.reason.split(':')[0]}"
+        log(f"  pass {i + 1}: {p.ramp[2]} steps over {p.ramp[0]:.2g}..{p.ramp[1]:.2g} -> suggestion "
+            f"{p.suggestion:.3g} ({verdict})")
+    fit_batches = Batches(Xtr[fit], ytr[fit], batch, seed=seed + 3)
+
+    def fit_step():
+        loss = deep.loss_and_grads(*next(fit_batches))
+        opt.step()
+        return loss
+
+    swept = sweep(fit_step, opt, result=result, num=4, steps=DEEP_SWEEP_STEPS,
+                  eval_fn=lambda: deep.loss(Xtr[val], ytr[val]),
+                  schedule=lambda peak, n: warmup_cosine(peak, max(1, n // 10), n))
+    log(f"  sweep over the refined range {result.range.low:.3g}..{result.range.high:.3g}: "
+        f"best {swept.best:.3g}")
+    rows, curves = [], {}
+    runs = [("deep: pass 1 suggestion", result.passes[0].suggestion),
+            (f"deep: refined (pass {result.passes.index(result) + 1})", result.suggestion),
+            ("deep: sweep best", swept.best)]
+    for name, peak in runs:
+        rows.append(_train_row(name, peak, deep, opt, init, state0, DEEP_STEPS // 10, DEEP_STEPS,
+                               Batches(Xtr, ytr, batch, seed=seed + 2), Xte, yte, Xtr, ytr, curves))
+    return rows, result, swept, time.perf_counter() - t0
+
+
+def _train_row(name, peak, model, opt, init, state0, warmup, steps, batches, Xte, yte, Xtr, ytr, curves):
+    """Train from init at warmup + cosine to ``peak``; the table row (curves[name] gets the history)."""
+    from .schedules import warmup_cosine
+
+    model.buf.flat_params[...] = init
+    opt.load_state_dict(state0)
+    opt.lr_multiplier = 1.0
+    opt.param_groups[0]["schedule"] = warmup_cosine(peak, warmup, steps)
+    opt.current_lrs()
+    hist = train(model, opt, batches, steps)
+    final = model.loss(Xtr, ytr)
+    note = "" if len(hist["losses"]) == steps else f"diverged: loss NaN/Inf at step {len(hist['losses']) - 1}"
+    curves[name] = hist
+    return {"run": name, "lr": peak, "final_loss": final, "accuracy": model.accuracy(Xte, yte),
+            "steps_per_s": len(hist["losses"]) / hist["seconds"], "note": note}
+
+
+def _validation_split(n, seed, fraction=0.2):
+    """(fit, val) index arrays: a seeded random ``fraction`` of the training set held out for scoring."""
+    order = np.random.default_rng(seed + 10).permutation(n)
+    k = int(round(fraction * n))
+    return np.sort(order[k:]), np.sort(order[:k])
 
 
 def format_table(rows) -> str:

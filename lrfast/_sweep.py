@@ -63,6 +63,7 @@ class SweepResult:
         ax.plot([self.best], [score], marker="*", ms=14, color="C3", ls="none",
                 label=f"best lr {self.best:.3g}")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # the candidates sit within a decade or two
         ax.set_xlabel("learning rate (base lr of param group 0)")
         ax.set_ylabel("held-out loss after the run" if self.scored_by == "eval_fn"
                       else "training loss (last 10% of the run)")
@@ -123,7 +124,7 @@ def check_budget(steps, eta):
 
 def check_schedule(schedule):
     if schedule is not None and not callable(schedule):
-        raise TypeError(f"schedule must be None or a callable peak_lr -> schedule, "
+        raise TypeError(f"schedule must be None or a callable (peak_lr, steps) -> schedule, "
                         f"got {type(schedule).__name__}")
     return schedule
 
@@ -140,9 +141,9 @@ def sweep(step_fn, optimizer, lrs=None, *, result=None, num=4, steps=100, eta=2,
     Total steps: sum over rounds of n_r * B_r (4 candidates, eta 2: 4 B + 2 (2B) + ... = 8 B + ...,
     here 4 x 100 + 2 x 200 = 800 by default).
 
-    During a run the base lr of step t is lr (constant), or ``schedule(lr)(t)`` when ``schedule`` is
-    given (e.g. ``lambda peak: lrfast.schedules.warmup_cosine(peak, 10, B)``; t counts from 0 in each
-    run); param groups keep their lr ratios to group 0 as in ``find_lr``.
+    During a run of B steps the base lr of step t is lr (constant), or ``schedule(lr, B)(t)`` when
+    ``schedule`` is given (e.g. ``lambda peak, n: lrfast.schedules.warmup_cosine(peak, n // 10, n)``;
+    t counts from 0 in each run); param groups keep their lr ratios to group 0 as in ``find_lr``.
 
     Score (lower is better): ``eval_fn()`` after the run (a held-out loss), or without it the mean of the
     run's last max(1, B_r // 10) training losses. A run whose loss turns NaN/Inf stops there and scores
@@ -158,7 +159,8 @@ def sweep(step_fn, optimizer, lrs=None, *, result=None, num=4, steps=100, eta=2,
         steps: B_0, the first round's budget per candidate (>= 1).
         eta: the halving factor (integer >= 2).
         eval_fn: None, or a callable returning the held-out loss at the current params.
-        schedule: None (constant lr), or a callable ``peak_lr -> schedule`` (``schedule(t)`` the lr).
+        schedule: None (constant lr), or a callable ``(peak_lr, steps) -> schedule`` (a callable
+            ``t -> lr``, e.g. an lrfast schedule) for a run of ``steps`` steps.
         progress: tqdm bar (None: only on a terminal).
 
     Returns:
@@ -219,7 +221,7 @@ def run_sweep(cands, set_lr, step_fn, restore, *, eval_fn, steps, eta, schedule,
             scores = {}
             for lr in alive:
                 restore()
-                sched = schedule(lr) if schedule is not None else None
+                sched = schedule(lr, budget) if schedule is not None else None
                 losses = []
                 for t in range(budget):
                     set_lr(float(sched(t)) if sched is not None else lr)
@@ -247,7 +249,7 @@ def run_sweep(cands, set_lr, step_fn, restore, *, eval_fn, steps, eta, schedule,
     finally:
         if bar is not None:
             bar.close()
-    name = "constant lr" if schedule is None else "schedule(peak)"
+    name = "constant lr" if schedule is None else "schedule(peak, steps)"
     return SweepResult(cands, rounds, budgets, curves, "eval_fn" if eval_fn is not None else "train", name)
 
 

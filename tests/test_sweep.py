@@ -56,7 +56,7 @@ def test_sweep_schedule_group_ratios_and_restore_on_exception():
         return step()
 
     sw = sweep(recording_step, opt, lrs=[1e-3, 1e-2], steps=20,
-               schedule=lambda peak: warmup_cosine(peak, 5, 20))
+               schedule=lambda peak, n: warmup_cosine(peak, 5, n))
     after = fingerprint(opt)
     assert after[:4] == before[:4] and all(x is y for x, y in zip(after[4], before[4]))
     assert len(seen) == 40 and sw.steps == 40

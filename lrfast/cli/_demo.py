@@ -1,7 +1,9 @@
 """``lrfast demo``: range test -> suggested lr -> warmup + cosine training on the 8x8 digits.
 
-Side by side the lr 30x too high (diverges; a DivergenceGuard catches it) and 100x too low (crawls).
-Prints a table and writes range_test.png, schedule.png and loss_curves.png to ``--out``.
+Side by side the lr 30x too high (diverges; a DivergenceGuard catches it) and 100x too low (crawls), a
+sweep over the range test's range (successive halving), and a deep MLP whose flat start makes the range
+test refine itself. Prints tables and writes range_test.png, schedule.png, loss_curves.png, sweep.png and
+refinement.png to ``--out``.
 Needs the ``demo`` extra: ``pip install 'lrfast[demo]'`` (scikit-learn, matplotlib).
 """
 
@@ -24,8 +26,10 @@ def register(subparsers) -> None:
         "demo", help="LR range test + warmup/cosine training of a NumPy MLP on the digits (needs [demo])",
         description="Train a small NumPy MLP on scikit-learn's bundled 8x8 digits: LR range test, "
                     "training at the suggested lr with warmup + cosine, and side by side the lr too "
-                    "high (diverges, caught by the divergence guard) and too low (crawls). Prints a "
-                    "table and writes PNG plots. Needs: pip install 'lrfast[demo]'.",
+                    "high (diverges, caught by the divergence guard) and too low (crawls); a sweep "
+                    "(successive halving) over the range test's range; and a deep MLP whose flat start "
+                    "makes the range test refine itself. Prints tables and writes PNG plots. "
+                    "Needs: pip install 'lrfast[demo]'.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=output_dir, default="lrfast-demo", metavar="DIR",
                    help="folder for the PNGs (created if missing; default: lrfast-demo)")

@@ -16,7 +16,7 @@ def sweep(model, optimizer, step_fn=None, lrs=None, *, result=None, num=4, steps
     Candidates (``lrs``, or ``num`` geometric over ``result.range``) are trained by successive halving:
     round r trains each survivor B_r = ``steps`` * ``eta`` ** r steps from the same restored start and
     keeps the ceil(n_r / eta) best, until one would be left. The lr of step t is the candidate (param
-    groups keep their ratios to group 0), or ``schedule(lr)(t)``. Score: ``eval_fn()`` (or the
+    groups keep their ratios to group 0), or ``schedule(lr, B_r)(t)``. Score: ``eval_fn()`` (or the
     ``val_loader`` + ``criterion`` held-out loss, as in :func:`lrfast.torch.find_lr`) after the run,
     else the mean of its last 10% training losses; NaN/Inf scores inf. ``train_loader`` + ``criterion``
     (+ ``accumulation_steps``) may replace ``step_fn``. Before every run and afterwards -- also on an
