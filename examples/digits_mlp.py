@@ -9,6 +9,8 @@
    ``ParamBuffer``, so each ``opt.step()`` is a single fused kernel call.
 3. The same at 30x the suggestion (diverges; the ``DivergenceGuard`` rolls it back and lowers the lr)
    and at 1/100 of it (crawls).
+4. ``sweep``: four candidates from the range test's ``range``, short warmup + cosine runs from the same
+   start scored on a held-out fifth of the training set (successive halving); the winner trained too.
 
 ``lrfast demo`` runs the same experiment with plots; this file is the version to read and copy.
 """
@@ -22,7 +24,7 @@ from sklearn.datasets import load_digits
 import lrfast
 from lrfast.schedules import warmup_cosine
 
-from lrfast import DivergenceGuard, find_lr
+from lrfast import DivergenceGuard, find_lr, sweep
 
 
 def load_data(seed=0):
@@ -104,19 +106,34 @@ def main():
         opt.step()  # one fused call over all four arrays
         return loss
 
-    result = find_lr(train_step, opt, start=1e-5, end=10.0, num=100)
+    result = find_lr(train_step, opt, start=1e-5, end=10.0, num=100, max_steps=400)  # refines if unsure
     print(result)
+    print("worth trying:", result.range)
+
+    # 4. confirm by a sweep over the range: params and state restored afterwards, as by find_lr
+    held_out = np.random.default_rng(3).permutation(len(ytr)) < len(ytr) // 5
+    fit_data = batches(Xtr[~held_out], ytr[~held_out], 64, seed=3)
+
+    def fit_step():
+        loss = model.loss_and_grads(*next(fit_data))
+        opt.step()
+        return loss
+
+    swept = sweep(fit_step, opt, result=result, num=4, steps=args.steps // 4,
+                  eval_fn=lambda: model.loss_and_grads(Xtr[held_out], ytr[held_out]),
+                  schedule=lambda peak, n: warmup_cosine(peak, n // 10, n))
+    print(swept)
     if args.out:
         import os
 
         os.makedirs(args.out, exist_ok=True)
         result.plot(os.path.join(args.out, "range_test.png"))
 
-    # 2. and 3. train from the same init at three peak lrs
+    # 2., 3. and 4. train from the same init at four peak lrs
     init = model.buf.flat_params.copy()
     fresh = opt.state_dict()  # find_lr left it exactly as it was: no steps, no momentum
     print(f"\n{'peak lr':>9} {'final loss':>10} {'test acc':>8}  guard")
-    for peak in (result.suggestion, 30 * result.suggestion, result.suggestion / 100):
+    for peak in (result.suggestion, 30 * result.suggestion, result.suggestion / 100, swept.best):
         model.buf.flat_params[...] = init
         opt.load_state_dict(fresh)
         opt.lr_multiplier = 1.0
