@@ -46,6 +46,14 @@ class LRFinderResult:
             the suggestions are then still the rules' best values, not None.
         reason: why the result is not confident ("" when it is).
         mode, smooth, diverge: the arguments the test ran with.
+        range: an ``LRRange`` (``low, high = result.range``), the lrs worth trying, each end with the
+            rule that set it (see ``find_lr``).
+        passes: every pass of the test in order (``[result]`` without refinement); ``result`` is one of
+            them. steps: the training steps of all passes. ramp: (start, end, num) of this pass (set by
+            ``find_lr``).
+        curve: "val" when ``eval_fn`` ran (the rules read the held-out loss), else "train".
+        val_steps, val_lrs, val_losses, val_smoothed: the held-out points (step index into ``lrs``, lr,
+            loss, its moving average with beta ``val_smooth``); empty without ``eval_fn``.
     """
 
     def __init__(self, lrs, losses, smoothed, diverged_at, *, mode, smooth, diverge, val_steps=None,
@@ -364,10 +372,11 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
 
     Refinement (``max_steps``): when a pass is not confident and the budget has room for at least 20 more
     steps, the params and state are restored and the test runs again on a narrower, slower ramp around
-    where the loss moved (``refine_plan``): hi = the first lr after the minimum where S rose by more than
-    tol above it (else ``diverged_at``, else 10 x end), lo = (the first lr where S fell by more than tol
-    below S_0) / 3, clipped to [hi / 10^4, hi / 10^2] (hi / 10^3 when S never fell), with
-    num' = min(3 x num, steps left), ramped geometrically (mode="exp"); tol = max(3 * noise *
+    where the loss moved (``refine_plan``): with top = the first lr after the minimum where S rose by
+    more than tol above it (else ``diverged_at``, else 10 x end), the next pass runs from lo = (the
+    first lr where S fell by more than tol below S_0) / 3, clipped to [top / 10^4, top / 10^2]
+    (top / 10^3 when S never fell), to hi = 3 x top (to see its own rise), with
+    num' = min(3 x num, steps left) lrs, ramped geometrically (mode="exp"); tol = max(3 * noise *
     sqrt((1 - beta) / (1 + beta)), 0.005 * |S_0|) is the moving average's noise for a raw per-step noise
     ``noise`` (as in the noise check), or 0.5% of the loss. A pass is run only if its per-step lr ratio
     is below the previous pass's (slower). Passes repeat until one
@@ -603,8 +612,8 @@ def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, pro
     For each lr of ``ramp``: ``set_lr(lr)``, ``loss = step_fn()``, then the bias-corrected moving average
     S_k; stops after a non-finite S_k or once S_k > ``diverge`` * min(S_0 .. S_k). ``stepped()`` tells
     whether the optimizer took (or skipped) a step since the test began: step_fn must run one. With
-    ``eval_fn``, after steps 0, e, 2e, ... the held-out loss is recorded and smoothed (beta ``val_smooth``), and a
-    non-finite or diverged held-out average stops the test too.
+    ``eval_fn``, after steps 0, e, 2e, ... the held-out loss is recorded and smoothed (beta
+    ``val_smooth``), and a non-finite or diverged held-out average stops the test too.
     """
     lrs, losses, smoothed = [], [], []
     val_steps, val_losses, val_smoothed = [], [], []
@@ -684,7 +693,7 @@ def _number(name, value):
 
 
 def _as_loss(loss, *, first, who="step_fn"):
-    """The loss ``step_fn`` (or ``eval_fn``) returned, as a Python float; the first must be a finite scalar."""
+    """The loss ``step_fn`` (or ``eval_fn``) returned, as a Python float; the first must be finite."""
     if isinstance(loss, bool) or loss is None:
         raise TypeError(f"{who} must return the loss as a number, got {loss!r}")
     shape = getattr(loss, "shape", None)

@@ -158,3 +158,38 @@ def test_torch_find_lr_val_loader_accumulation_and_sweep():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert opt.param_groups[0]["lr"] == 0.1 and opt.state_dict()["state"] == {}
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_torch_accumulation_steps_average_the_batches():
+    torch = pytest.importorskip("torch")
+    import lrfast.torch as lt
+
+    torch.manual_seed(1)
+    X, y = torch.randn(64, 5), torch.randn(64, 1)
+    train = [(X[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    model = torch.nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    def criterion(out, target):
+        loss = torch.nn.functional.mse_loss(out, target)
+        seen.append(float(loss.detach()))
+        return loss
+
+    grads = []
+    opt.register_step_pre_hook(lambda *_: grads.append([p.grad.clone() for p in model.parameters()]))
+    w0 = [p.detach().clone() for p in model.parameters()]
+    res = lt.find_lr(model, opt, train_loader=train, criterion=criterion, accumulation_steps=2,
+                     start=1e-4, end=1e-2, num=12)
+    assert len(seen) == 2 * len(res.lrs) == 2 * len(grads)
+    np.testing.assert_allclose(res.losses, np.mean(np.reshape(seen, (-1, 2)), axis=1), rtol=1e-6)
+    # the first step's grad: the mean of the two batches' grads at the starting params
+    ref = torch.nn.Linear(5, 1)
+    with torch.no_grad():
+        for p, v in zip(ref.parameters(), w0):
+            p.copy_(v)
+    loss = sum(torch.nn.functional.mse_loss(ref(xb), yb) for xb, yb in train[:2]) / 2
+    loss.backward()
+    for g, p in zip(grads[0], ref.parameters()):
+        torch.testing.assert_close(g, p.grad)
+    assert all(torch.equal(p, v) for p, v in zip(model.parameters(), w0))  # restored
