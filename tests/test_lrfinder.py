@@ -580,6 +580,26 @@ def test_no_refinement_without_a_budget_and_budget_respected():
     assert opt.step_count == 0
 
 
+def test_refinement_raises_end_when_still_falling():
+    prob = LeastSquares()
+    opt = lrfast.SGD([prob.w], lr=0.1)
+    limit = 2.0 / prob.lam_max
+    res = find_lr(prob.step_fn(opt), opt, start=1e-4, end=0.25 * limit, num=60, smooth=0.0,
+                  max_steps=300)
+    first = res.passes[0]
+    assert not first.confident and "raise end" in first.reason
+    assert res.confident and res.ramp[1] > 10 * first.ramp[1] and res.ramp[2] == 180
+    assert 0.1 * limit < res.suggestion < limit and res.steps <= 300
+    assert not prob.w.any() and opt.step_count == 0
+
+
+def test_suggestion_at_the_ramp_start_is_not_confident():
+    lrs = np.geomspace(1e-4, 1.0, 100)
+    s = np.concatenate([[1.0, 0.95, 0.9, 0.88], 0.88 + 0.001 * np.arange(96)])  # minimum at point 3
+    res = LRFinderResult(lrs, s, s, None, mode="exp", smooth=0.0, diverge=4.0)
+    assert not res.confident and "ramp's start" in res.reason and res.suggestion == lrs[3] / 10
+
+
 def test_refined_passes_restore_everything_also_on_an_exception():
     opt, step = two_group_adam()
     before = fingerprint(opt)
