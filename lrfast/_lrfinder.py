@@ -227,7 +227,8 @@ class LRFinderResult:
     def __repr__(self):
         conf = "confident" if self.confident else f"not confident: {self.reason}"
         div = "" if self.diverged_at is None else f", diverged_at={self.diverged_at:.3g}"
-        extra = "" if self.curve == "train" else f" on the held-out loss ({len(self.val_steps)} points)"
+        extra = "" if self.curve == "train" else \
+            f", rules read the held-out loss ({len(self.val_steps)} points)"
         passes = "" if len(self.passes) == 1 else f", pass {len(self.passes)} ({self.steps} steps in all)"
         return (f"LRFinderResult(suggestion={self.suggestion:.3g} [{self.rule}], "
                 f"steepest={self.steepest:.3g}, valley={self.valley:.3g}, "
