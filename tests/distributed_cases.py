@@ -298,6 +298,44 @@ def case_fsdp2_checkpoint(rank, world, shared_dir):
     return out
 
 
+def case_fsdp2_bad_grads(rank, world):
+    """FSDP2 params whose grad is not distributed like the param: a plain tensor, or a DTensor replicated
+    instead of sharded (same global shape, other local shape). Per kind: what lrfast does (an error, or
+    a result equal to torch.optim's) and whether it wrote anything when it raised."""
+    from torch.distributed.tensor import Replicate
+
+    out = {}
+    for kind in ("plain", "replicate"):
+        res = {}
+        for name in OPTIMIZERS:
+            model = _fsdp2_model(world)
+            opt = OPTIMIZERS[name]()(model.parameters(), lr=LR, weight_decay=WD)
+            x, y = batch(rank, 0)
+            nn.functional.mse_loss(model(x), y).backward()
+            p = model[0].weight
+            try:
+                p.grad = p.grad.full_tensor() if kind == "plain" else p.grad.redistribute(placements=[Replicate()])
+            except Exception as e:  # noqa: BLE001 - torch itself refuses the assignment
+                res[name] = {"outcome": "assignment refused by torch", "error": f"{type(e).__name__}: {e}"}
+                continue
+            before = [p.to_local().detach().clone() for p in model.parameters()]
+            try:
+                opt.step()
+            except Exception as e:  # noqa: BLE001
+                after = [p.to_local().detach() for p in model.parameters()]
+                res[name] = {"outcome": "raised", "error": f"{type(e).__name__}: {e}",
+                             "written": max_diff(after, before) != 0.0 or any(len(s) for s in opt.state.values())}
+            else:
+                res[name] = {"outcome": "stepped", "params": _full(model)}
+        if all(r["outcome"] == "stepped" for r in res.values()):
+            res["max_diff"] = max_diff(res["lrfast"].pop("params"), res["torch"].pop("params"))
+        for r in res.values():
+            if isinstance(r, dict):
+                r.pop("params", None)
+        out[kind] = res
+    return out
+
+
 CASES = {
     "ddp": lambda r, w, d: case_ddp(r, w),
     "ddp_bucket_view": lambda r, w, d: case_ddp(r, w, bucket_view=True),
@@ -307,6 +345,7 @@ CASES = {
     "fsdp1_orig_params": lambda r, w, d: case_fsdp1(r, w, use_orig_params=True),
     "fsdp2": lambda r, w, d: case_fsdp2(r, w),
     "fsdp2_checkpoint": lambda r, w, d: case_fsdp2_checkpoint(r, w, d),
+    "fsdp2_bad_grads": lambda r, w, d: case_fsdp2_bad_grads(r, w),
     "fsdp2_one_param": lambda r, w, d: case_fsdp2(r, w, one_param=True),
 }
 

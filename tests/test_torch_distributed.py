@@ -5,7 +5,7 @@ One job of 2 local processes (gloo, 127.0.0.1, a free port) runs every stack in 
 ZeroRedundancyOptimizer(optimizer_class=lrfast.torch.AdamW) (also ``parameters_as_bucket_view=True``,
 consolidate_state_dict, resume), FSDP1 (``use_orig_params`` False and True), FSDP2 (``fully_shard`` on
 each Linear and the root; DTensor state; torch.distributed.checkpoint save / load / resume, checkpoints
-moved between torch.optim and lrfast). Each stack trains a float32 MLP 20 steps (same init, same
+moved between torch.optim and lrfast; grads not distributed like their param). Each stack trains a float32 MLP 20 steps (same init, same
 batches) with both optimizers: the full params must agree to max |diff| <= 1e-5.
 
 A worker that dies (a write through a bad address is a SIGSEGV) or hangs fails the case it was running,
@@ -40,7 +40,7 @@ STALL = 40.0  # seconds without a new report from a worker that is still running
 GLOO_TIMEOUT = 30.0  # a collective that waits longer for its peer raises
 
 DIST_CASES = ["ddp", "ddp_bucket_view", "zero", "zero_bucket_view", "fsdp1", "fsdp1_orig_params",
-              "fsdp2", "fsdp2_checkpoint", "fsdp2_one_param"]
+              "fsdp2", "fsdp2_checkpoint", "fsdp2_bad_grads", "fsdp2_one_param"]
 REFUSAL_CASES = ["meta_param", "opaque_param", "opaque_grad", "empty_param"]
 
 needs_dist = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -266,6 +266,25 @@ def test_fsdp2_checkpoint(dist_results):
     assert _max(ranks, "resumed_vs_torch") <= TOL, ranks
     assert _max(ranks, "torch_ckpt_into_lrfast") <= TOL, ranks
     assert _max(ranks, "lrfast_ckpt_into_torch") <= TOL, ranks
+
+
+@needs_dist
+def test_fsdp2_grad_not_distributed_like_param(dist_results):
+    """A FSDP2 param given a plain-tensor grad, or a replicated DTensor grad (its local tensor has the full
+    shape, the param's local shard half of it): lrfast raises naming the grad, before anything is
+    written (or, if it ever handles the grad, matches torch.optim). torch.optim raises on the plain
+    grad after writing some state, and steps with the replicated one."""
+    for r in result(dist_results, "fsdp2_bad_grads"):
+        for kind, res in r.items():
+            lr = res["lrfast"]
+            if lr["outcome"] == "assignment refused by torch":
+                continue
+            if lr["outcome"] == "stepped":
+                assert res["max_diff"] <= TOL, (kind, res)
+                continue
+            assert lr["outcome"] == "raised", (kind, res)
+            assert "grad of param 0 of param group 0" in lr["error"], (kind, res)
+            assert not lr["written"], (kind, res)
 
 
 # ---- what lrfast cannot see into is refused before anything is written ------------------------------
