@@ -145,6 +145,11 @@ def run_cases(cases, tmp_dir, nprocs=WORLD, refusals=False):
         job += 1
         records, why, codes, outputs = _one_job(remaining, os.path.join(tmp_dir, f"job{job}"), nprocs,
                                                 refusals)
+        if job == 1 and why and all(not recs for recs in records):
+            # nothing started (the free port was taken in between, say): one more try on a new port
+            job += 1
+            records, why, codes, outputs = _one_job(remaining, os.path.join(tmp_dir, f"job{job}"), nprocs,
+                                                    refusals)
         final = [{r["case"]: r for r in recs if r["status"] != "started"} for recs in records]
         done_here = []
         for case in remaining:
