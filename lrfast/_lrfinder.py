@@ -749,7 +749,7 @@ def _group_ratios(optimizer):
     return [p / peaks[0] for p in peaks]
 
 
-def _progress_bar(total, progress):
+def _progress_bar(total, progress, desc="lr range test"):
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     if not progress:
@@ -758,7 +758,7 @@ def _progress_bar(total, progress):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc="lr range test", leave=False, file=sys.stderr)
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
 def _to_host(a):

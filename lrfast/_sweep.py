@@ -215,7 +215,7 @@ def run_sweep(cands, set_lr, step_fn, restore, *, eval_fn, steps, eta, schedule,
         n, b = math.ceil(n / eta), b * eta
         if n <= 1:
             break
-    bar = _progress_bar(total, progress)
+    bar = _progress_bar(total, progress, desc="sweep")
     try:
         while True:
             scores = {}
