@@ -552,7 +552,7 @@ def test_refinement_finds_the_lr_of_a_flat_deep_mlp(seed):
     # the default ramp (100 steps over 8 decades) never shows the descent: flat, not confident, and its
     # suggestion lands 4x below the grid's best here; the refined pass, 300 steps over 3.5 decades
     # below where the loss rose, lands within 3x of it. (Init seeds 0-9: the refined pass within 3x on
-    # 9, the first pass on 5.)
+    # 9, the first pass on 4.)
     model = DeepTanhMLP(seed)
     opt = model.optimizer()
     before = fingerprint(opt)
