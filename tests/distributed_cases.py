@@ -231,13 +231,15 @@ def case_fsdp2_checkpoint(rank, world, shared_dir):
     """torch.distributed.checkpoint: 10 steps, save model + optimizer (get_*_state_dict, dcp.save), a new
     model and optimizer load them (dcp.load, set_*_state_dict) and run 10 more: equal to 20 steps in one
     go, for lrfast as for torch.optim; the lrfast state round trip opt.state_dict() -> load_state_dict
-    too; and torch's checkpoint loaded into lrfast (and back) resumes like torch."""
+    too; torch's checkpoint loaded into lrfast (and back) resumes like torch; the full (gathered)
+    optimizer state dict at step 10 equals torch's."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                         set_model_state_dict, set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_model_state_dict,
+                                                         set_optimizer_state_dict)
 
     half = STEPS // 2
-    out, straight, resumed, roundtrip, saved_types = {}, {}, {}, {}, {}
+    out, straight, resumed, roundtrip, saved_types, full_sd = {}, {}, {}, {}, {}, {}
 
     def fresh(name):
         model = _fsdp2_model(world)
@@ -263,6 +265,9 @@ def case_fsdp2_checkpoint(rank, world, shared_dir):
         osd = get_optimizer_state_dict(model, opt)
         saved_types[name] = sorted({f"{k}:{type(v).__name__}" for s in osd["state"].values()
                                     for k, v in s.items()})
+        # (a copy: its "step" tensors are the live ones, which torch's load_state_dict below hands to opt2)
+        full_sd[name] = copy.deepcopy(get_optimizer_state_dict(model, opt,
+                                                               options=StateDictOptions(full_state_dict=True)))
         ckpts[name] = os.path.join(shared_dir, f"ckpt_{name}")
         dcp.save({"model": get_model_state_dict(model), "optim": osd}, checkpoint_id=ckpts[name])
         # plain round trip of the optimizer's own state_dict into a new optimizer on the same model
@@ -294,6 +299,11 @@ def case_fsdp2_checkpoint(rank, world, shared_dir):
         "resumed_vs_torch": max_diff(resumed["lrfast"], resumed["torch"]),
         "torch_ckpt_into_lrfast": max_diff(cross_l, straight["torch"]),
         "lrfast_ckpt_into_torch": max_diff(cross_t, straight["torch"]),
+        # full_state_dict=True: the state gathered into whole tensors, keyed by param name
+        "full_state_keys_equal": sorted(full_sd["lrfast"]["state"]) == sorted(full_sd["torch"]["state"]),
+        "full_state_types": sorted({f"{k}:{type(v).__name__}" for s in full_sd["lrfast"]["state"].values()
+                                    for k, v in s.items()}),
+        "full_state_diff": _state_diff(full_sd["lrfast"], full_sd["torch"]),
     })
     return out
 

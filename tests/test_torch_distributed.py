@@ -257,7 +257,7 @@ def test_fsdp2_checkpoint(dist_results):
     """get_optimizer_state_dict / dcp.save at step 10, dcp.load / set_optimizer_state_dict into a new
     model and optimizer, 10 more steps: identical to 20 steps in one go (as torch.optim's); the plain
     state_dict() -> load_state_dict round trip too; torch's checkpoint resumes in lrfast and lrfast's
-    in torch."""
+    in torch; get_optimizer_state_dict(full_state_dict=True) gathers the same state as torch's."""
     ranks = result(dist_results, "fsdp2_checkpoint")
     for r in ranks:
         assert r["saved_state_types"]["lrfast"] == r["saved_state_types"]["torch"], r
@@ -271,6 +271,9 @@ def test_fsdp2_checkpoint(dist_results):
     assert _max(ranks, "resumed_vs_torch") <= TOL, ranks
     assert _max(ranks, "torch_ckpt_into_lrfast") <= TOL, ranks
     assert _max(ranks, "lrfast_ckpt_into_torch") <= TOL, ranks
+    assert all(r["full_state_keys_equal"] for r in ranks), ranks
+    assert "exp_avg:Tensor" in ranks[0]["full_state_types"], ranks  # gathered: whole plain tensors
+    assert _max(ranks, "full_state_diff") <= TOL, ranks
 
 
 @needs_dist
