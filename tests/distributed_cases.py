@@ -266,8 +266,8 @@ def case_fsdp2_checkpoint(rank, world, shared_dir):
         saved_types[name] = sorted({f"{k}:{type(v).__name__}" for s in osd["state"].values()
                                     for k, v in s.items()})
         # (a copy: its "step" tensors are the live ones, which torch's load_state_dict below hands to opt2)
-        full_sd[name] = copy.deepcopy(get_optimizer_state_dict(model, opt,
-                                                               options=StateDictOptions(full_state_dict=True)))
+        full = StateDictOptions(full_state_dict=True)
+        full_sd[name] = copy.deepcopy(get_optimizer_state_dict(model, opt, options=full))
         ckpts[name] = os.path.join(shared_dir, f"ckpt_{name}")
         dcp.save({"model": get_model_state_dict(model), "optim": osd}, checkpoint_id=ckpts[name])
         # plain round trip of the optimizer's own state_dict into a new optimizer on the same model
@@ -324,7 +324,8 @@ def case_fsdp2_bad_grads(rank, world):
             nn.functional.mse_loss(model(x), y).backward()
             p = model[0].weight
             try:
-                p.grad = p.grad.full_tensor() if kind == "plain" else p.grad.redistribute(placements=[Replicate()])
+                g = p.grad
+                p.grad = g.full_tensor() if kind == "plain" else g.redistribute(placements=[Replicate()])
             except Exception as e:  # noqa: BLE001 - torch itself refuses the assignment
                 res[name] = {"outcome": "assignment refused by torch", "error": f"{type(e).__name__}: {e}"}
                 continue
@@ -333,8 +334,8 @@ def case_fsdp2_bad_grads(rank, world):
                 opt.step()
             except Exception as e:  # noqa: BLE001
                 after = [p.to_local().detach() for p in model.parameters()]
-                res[name] = {"outcome": "raised", "error": f"{type(e).__name__}: {e}",
-                             "written": max_diff(after, before) != 0.0 or any(len(s) for s in opt.state.values())}
+                written = max_diff(after, before) != 0.0 or any(len(s) for s in opt.state.values())
+                res[name] = {"outcome": "raised", "error": f"{type(e).__name__}: {e}", "written": written}
             else:
                 res[name] = {"outcome": "stepped", "params": _full(model)}
         if all(r["outcome"] == "stepped" for r in res.values()):

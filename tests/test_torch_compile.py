@@ -10,8 +10,9 @@
 Backends: "eager" and "aot_eager" (dynamo + AOT autograd, the graphs run by torch's eager kernels).
 Measured on 2 cores (torch 2.13.0 CPU): this file takes ~7 s with those two; with inductor as well
 (LRFAST_TEST_INDUCTOR=1: C++ kernels built with gcc) ~38 s on a fresh inductor cache (the inductor
-train-step test alone 21 s) and ~22 s on a warm one. So inductor runs only when asked. (torch.optim.AdamW's own step, when compiled, differs from its eager step
-by ~4e-7 after 5 steps here: torch.optim compiled is not the reference; torch.optim eager is.)
+train-step test alone 21 s) and ~22 s on a warm one. So inductor runs only when asked.
+(torch.optim.AdamW's own step, when compiled, differs from its eager step by ~4e-7 after 5 steps
+here: torch.optim compiled is not the reference; torch.optim eager is.)
 """
 
 from __future__ import annotations

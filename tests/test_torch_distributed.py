@@ -5,8 +5,9 @@ One job of 2 local processes (gloo, 127.0.0.1, a free port) runs every stack in 
 ZeroRedundancyOptimizer(optimizer_class=lrfast.torch.AdamW) (also ``parameters_as_bucket_view=True``,
 consolidate_state_dict, resume), FSDP1 (``use_orig_params`` False and True), FSDP2 (``fully_shard`` on
 each Linear and the root; DTensor state; torch.distributed.checkpoint save / load / resume, checkpoints
-moved between torch.optim and lrfast; grads not distributed like their param). Each stack trains a float32 MLP 20 steps (same init, same
-batches) with both optimizers: the full params must agree to max |diff| <= 1e-5.
+moved between torch.optim and lrfast; grads not distributed like their param). Each stack trains a
+float32 MLP 20 steps (same init, same batches) with both optimizers: the full params must agree to max
+|diff| <= 1e-5.
 
 A worker that dies (a write through a bad address is a SIGSEGV) or hangs fails the case it was running,
 with the workers' output; the job then starts again with the cases after it. Everything runs under
