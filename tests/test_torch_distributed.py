@@ -31,6 +31,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("lrfast.torch")
+import lrfast  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_cases.py")
@@ -80,6 +81,9 @@ def _tail(path, n=6000):
 
 def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1", PYTHONUNBUFFERED="1")
+    # the workers import the lrfast this pytest process imported (a source checkout ahead of an install)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lrfast.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
     if "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
         env["GLOO_SOCKET_IFNAME"] = "lo"
     return env
