@@ -347,6 +347,50 @@ def case_fsdp2_bad_grads(rank, world):
     return out
 
 
+def case_fsdp2_more(rank, world):
+    """FSDP2 beyond AdamW: lrfast's SGD, Adam and RMSprop with their options vs torch.optim's, 10 steps;
+    AdamW with a frozen param (no grad, ever); a non-distributed checkpoint (plain-tensor state) loaded
+    into an FSDP2 optimizer: lrfast refuses it in load_state_dict, leaving the optimizer as it was
+    (torch.optim loads it and fails at the step)."""
+    import lrfast.torch as lt
+
+    configs = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+               ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.1)),
+               ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5, weight_decay=0.01))]
+    out = {}
+    for name, kw in configs:
+        full = {}
+        for lib in (torch.optim, lt):
+            model = _fsdp2_model(world)
+            opt = getattr(lib, name)(model.parameters(), **kw)
+            train(model, opt, rank, STEPS // 2)
+            full[lib] = _full(model)
+        out[f"{name}_max_diff"] = max_diff(full[lt], full[torch.optim])
+    full = {}
+    for lib in (torch.optim, lt):
+        model = _fsdp2_model(world)
+        model[2].weight.requires_grad_(False)
+        opt = lib.AdamW(model.parameters(), lr=LR, weight_decay=WD)
+        train(model, opt, rank, STEPS // 2)
+        full[lib] = _full(model)
+    out["frozen_max_diff"] = max_diff(full[lt], full[torch.optim])
+    plain = make_model()
+    plain_opt = lt.AdamW(plain.parameters(), lr=LR, weight_decay=WD)
+    train(plain, plain_opt, rank, 2)
+    model = _fsdp2_model(world)
+    opt = lt.AdamW(model.parameters(), lr=LR, weight_decay=WD)
+    groups_before = [dict(g) for g in opt.param_groups]
+    try:
+        opt.load_state_dict(plain_opt.state_dict())
+    except Exception as e:  # noqa: BLE001
+        out["plain_state"] = {"outcome": "raised", "error": f"{type(e).__name__}: {e}",
+                              "written": any(len(s) for s in opt.state.values())
+                              or [dict(g) for g in opt.param_groups] != groups_before}
+    else:
+        out["plain_state"] = {"outcome": "loaded"}
+    return out
+
+
 CASES = {
     "ddp": lambda r, w, d: case_ddp(r, w),
     "ddp_bucket_view": lambda r, w, d: case_ddp(r, w, bucket_view=True),
@@ -357,6 +401,7 @@ CASES = {
     "fsdp2": lambda r, w, d: case_fsdp2(r, w),
     "fsdp2_checkpoint": lambda r, w, d: case_fsdp2_checkpoint(r, w, d),
     "fsdp2_bad_grads": lambda r, w, d: case_fsdp2_bad_grads(r, w),
+    "fsdp2_more": lambda r, w, d: case_fsdp2_more(r, w),
     "fsdp2_one_param": lambda r, w, d: case_fsdp2(r, w, one_param=True),
 }
 

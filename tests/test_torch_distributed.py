@@ -42,7 +42,8 @@ STALL = 40.0  # seconds without a new report from a worker that is still running
 GLOO_TIMEOUT = 30.0  # a collective that waits longer for its peer raises
 
 DIST_CASES = ["ddp", "ddp_bucket_view", "zero", "zero_bucket_view", "fsdp1", "fsdp1_orig_params",
-              "fsdp2", "fsdp2_checkpoint", "fsdp2_bad_grads", "fsdp2_one_param"]
+              "fsdp2", "fsdp2_checkpoint", "fsdp2_bad_grads", "fsdp2_more",
+              "fsdp2_one_param"]
 REFUSAL_CASES = ["meta_param", "opaque_param", "opaque_grad", "empty_param"]
 
 needs_dist = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -298,6 +299,21 @@ def test_fsdp2_grad_not_distributed_like_param(dist_results):
             assert lr["outcome"] == "raised", (kind, res)
             assert "grad of param 0 of param group 0" in lr["error"], (kind, res)
             assert not lr["written"], (kind, res)
+
+
+@needs_dist
+def test_fsdp2_other_optimizers_frozen_params_plain_state(dist_results):
+    """SGD (momentum, nesterov), Adam (amsgrad), RMSprop (centered, momentum) and AdamW with a frozen
+    param under FSDP2 match torch.optim; plain-tensor state loaded into a sharded optimizer is refused
+    by load_state_dict, naming the state and the param, and leaves the optimizer unchanged."""
+    for r in result(dist_results, "fsdp2_more"):
+        for key in ("SGD_max_diff", "Adam_max_diff", "RMSprop_max_diff", "frozen_max_diff"):
+            assert r[key] <= TOL, (key, r)
+        plain = r["plain_state"]
+        if plain["outcome"] == "loaded":
+            pytest.fail(f"plain-tensor state was loaded for DTensor params (the step would mix them): {r}")
+        assert "exp_avg" in plain["error"] and "param 0 of param group 0" in plain["error"], r
+        assert not plain["written"], r
 
 
 # ---- what lrfast cannot see into is refused before anything is written ------------------------------
