@@ -305,3 +305,21 @@ def test_info_says_what_forked_children_do():
 
     line = collect()["numba_forked_children"]
     assert line.startswith(("serial (", "threads ("))
+
+
+def test_first_step_keeps_torchs_thread_count():
+    """Starting Numba's GNU OpenMP layer used to reset the count torch.set_num_threads had set (in the one
+    libgomp both use): torch's ops after lrfast's first step then ran on other threads (other bits)."""
+    pytest.importorskip("torch")
+    script = textwrap.dedent("""
+        import torch
+        torch.set_num_threads(1)
+        import lrfast.torch as lt
+        p = torch.nn.Parameter(torch.zeros(1 << 17))
+        p.grad = torch.ones_like(p)
+        lt.AdamW([p]).step()
+        print(torch.get_num_threads())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "1"

@@ -34,8 +34,12 @@ def _chunks(tensors):
     Chunks are sized for Numba's thread pool (``NUMBA_NUM_THREADS``; reading the current
     ``numba.get_num_threads()`` costs 2 us a step, and a smaller count only changes the balance).
     In a forked process where threads are unsafe (GNU OpenMP, see ``_fork``) every launch is serial
-    (decided before the process's first kernel call, which starts Numba's threading layer)."""
-    if (_fork.forked and _fork.serial_in_child()) or tensors.total < SERIAL_BELOW:
+    (decided before the process's first kernel call, which starts Numba's threading layer). That first
+    call starts the layer through ``_fork.start_layer``, which keeps torch's OpenMP thread count."""
+    serial = (_fork.forked and _fork.serial_in_child()) or tensors.total < SERIAL_BELOW
+    if not _fork.started:
+        _fork.start_layer()
+    if serial:
         return tensors.chunks(CHUNK), True
     return tensors.chunks(chunk_size(tensors.total, numba.config.NUMBA_NUM_THREADS)), False
 

@@ -41,8 +41,9 @@ _lock = threading.Lock()
 
 
 def _mark_child():
-    global forked, reason, _decided, _lock
+    global forked, reason, _decided, _lock, started
     forked = True
+    started = False
     reason, _decided = None, False  # decided again in every generation: a grandchild's case is its own
     _lock = threading.Lock()  # another thread may have held it at the fork
 
@@ -118,6 +119,25 @@ def _decide():
         return (f"Numba's {layer!r} threading layer would share a GNU OpenMP runtime loaded before the fork "
                 f"(e.g. torch's), whose pool the parent may have started")
     return None
+
+
+#: True once this process's first launch has started Numba's threading layer (through ``start_layer``).
+started = False
+
+
+def start_layer():
+    """Start Numba's threading layer before the first launch, keeping the OpenMP thread count where a GNU
+    OpenMP runtime is already loaded (torch's): Numba's omp layer would otherwise reset the count that
+    ``torch.set_num_threads`` set, in the parent as in a child, and torch's ops after lrfast's first step
+    would run on another number of threads (other results, bit for bit, or a hang in a forked child)."""
+    global started
+    with _lock:
+        if not started:
+            from numba.np.ufunc import parallel
+
+            if not parallel._is_initialized and _gnu_openmp_loaded() and _gnu_omp(_layer_to_come()):
+                _start_layer_keeping_omp_threads()
+            started = True
 
 
 def _start_layer_keeping_omp_threads():
