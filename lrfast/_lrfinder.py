@@ -405,8 +405,9 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
         diverge: stop when the smoothed loss exceeds this multiple of its best value, > 1.
         progress: show a tqdm progress bar; None (default): only when stderr is a terminal and tqdm is
             installed.
-        max_steps: budget of training steps over all passes (an integer >= num); None (default): num,
-            one pass, no refinement. ``4 * num`` lets it refine about twice.
+        max_steps: budget of training steps over all passes (an integer >= num); None (default):
+            ``4 * num``, which lets a test that is not confident refine about twice. ``max_steps=num``: one
+            pass, no refinement.
         eval_fn: None, or a callable with no arguments returning the held-out (validation) loss at the
             current params (it must not step the optimizer).
         eval_every: call ``eval_fn`` every this many steps (integer >= 1).
@@ -477,9 +478,9 @@ def _alias(name, value, default, alias, alias_value):
 
 
 def check_budget(max_steps, num) -> int:
-    """max_steps as an int (None: ``num``, one pass), checked to be an integer >= num."""
+    """max_steps as an int (None: ``4 * num``, room to refine about twice), checked to be an integer >= num."""
     if max_steps is None:
-        return num
+        return 4 * num
     if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < num:
         raise ValueError(f"Invalid max_steps: {max_steps!r}; expected an integer >= num ({num}) or None")
     return int(max_steps)

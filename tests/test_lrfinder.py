@@ -170,12 +170,12 @@ def test_two_groups_restored_bit_identically_and_ratio_kept(fail_at):
         return step()
 
     if fail_at is None:
-        res = find_lr(recording_step, opt, start=1e-5, end=1.0, num=30)
+        res = find_lr(recording_step, opt, start=1e-5, end=1.0, num=30, max_steps=30)
         assert len(res.lrs) == len(seen)
         np.testing.assert_allclose([s[0] for s in seen], res.lrs, rtol=1e-12)
     else:
         with pytest.raises(KeyError, match="boom"):
-            find_lr(recording_step, opt, start=1e-5, end=1.0, num=30)
+            find_lr(recording_step, opt, start=1e-5, end=1.0, num=30, max_steps=30)
         assert len(seen) == fail_at
     # every group scaled by the same factor: group 1 / group 0 = its peak 3e-3 / 1e-2
     for lr0, lr1 in seen:
@@ -215,7 +215,7 @@ def test_paramsbuffer_and_lr_multiplier_kept():
 
     step()
     before = fingerprint(opt)
-    res = find_lr(step, opt, start=1e-4, end=1.0, num=20)
+    res = find_lr(step, opt, start=1e-4, end=1.0, num=20, max_steps=20)
     assert fingerprint(opt)[:4] == before[:4] and opt.lr_multiplier == 0.25
     # the swept value is the base lr; the multiplier still applies on top
     np.testing.assert_allclose(seen[1:1 + len(res.lrs)], 0.25 * res.lrs, rtol=1e-12)
@@ -234,7 +234,7 @@ def constant_step(opt, values):
 
 def test_flat_curve_is_not_confident_but_answers():
     opt = lrfast.SGD([np.zeros(3)], lr=0.1)
-    res = find_lr(constant_step(opt, [1.0] * 100), opt)
+    res = find_lr(constant_step(opt, [1.0] * 100), opt, max_steps=100)
     assert not res.confident and "flat" in res.reason
     assert all(isinstance(v, float) and math.isfinite(v) for v in
                (res.suggestion, res.steepest, res.valley, res.min_div_10))
@@ -242,13 +242,13 @@ def test_flat_curve_is_not_confident_but_answers():
 
 def test_rising_curve_never_fell():
     opt = lrfast.SGD([np.zeros(3)], lr=0.1)
-    res = find_lr(constant_step(opt, np.linspace(1.0, 1.5, 100)), opt)
+    res = find_lr(constant_step(opt, np.linspace(1.0, 1.5, 100)), opt, max_steps=100)
     assert not res.confident and "never fell" in res.reason and res.suggestion == pytest.approx(1e-8)
 
 
 def test_tiny_drop_is_flat():
     opt = lrfast.SGD([np.zeros(3)], lr=0.1)
-    res = find_lr(constant_step(opt, np.linspace(1.0, 0.99, 100)), opt)
+    res = find_lr(constant_step(opt, np.linspace(1.0, 0.99, 100)), opt, max_steps=100)
     assert not res.confident and "flat" in res.reason
 
 
@@ -256,7 +256,7 @@ def test_noisy_curve_is_not_confident():
     opt = lrfast.SGD([np.zeros(3)], lr=0.1)
     rng = np.random.default_rng(0)
     res = find_lr(constant_step(opt, 1.0 - np.linspace(0, 0.1, 100) + 0.3 * rng.random(100)), opt,
-                  diverge=100.0)
+                  diverge=100.0, max_steps=100)
     assert not res.confident and "noisy" in res.reason
 
 
@@ -271,7 +271,8 @@ def test_too_few_points_is_not_confident():
 def test_still_falling_at_end_is_not_confident():
     prob = LeastSquares()
     opt = lrfast.SGD([prob.w], lr=0.1)
-    res = find_lr(prob.step_fn(opt), opt, start=1e-4, end=0.5 / prob.lam_max, num=60, smooth=0.0)
+    res = find_lr(prob.step_fn(opt), opt, start=1e-4, end=0.5 / prob.lam_max, num=60, smooth=0.0,
+                  max_steps=60)
     assert res.diverged_at is None and not res.confident and "raise end" in res.reason
 
 
@@ -569,9 +570,9 @@ def test_refinement_finds_the_lr_of_a_flat_deep_mlp(seed):
     assert res.suggestion in res.range
 
 
-def test_no_refinement_without_a_budget_and_budget_respected():
+def test_no_refinement_when_the_budget_is_one_pass_and_budget_respected():
     opt = lrfast.SGD([np.zeros(3)], lr=0.1)
-    res = find_lr(constant_step(opt, [1.0] * 100), opt)
+    res = find_lr(constant_step(opt, [1.0] * 100), opt, max_steps=100)
     assert res.passes == [res] and res.steps == 100
     values = iter([1.0] * 10_000)
     res = find_lr(lambda: (opt.step([np.zeros(3)]), next(values))[1], opt, num=50, max_steps=130)

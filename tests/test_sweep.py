@@ -181,7 +181,7 @@ def test_torch_accumulation_steps_average_the_batches():
     opt.register_step_pre_hook(lambda *_: grads.append([p.grad.clone() for p in model.parameters()]))
     w0 = [p.detach().clone() for p in model.parameters()]
     res = lt.find_lr(model, opt, train_loader=train, criterion=criterion, accumulation_steps=2,
-                     start=1e-4, end=1e-2, num=12)
+                     start=1e-4, end=1e-2, num=12, max_steps=12)
     assert len(seen) == 2 * len(res.lrs) == 2 * len(grads)
     np.testing.assert_allclose(res.losses, np.mean(np.reshape(seen, (-1, 2)), axis=1), rtol=1e-6)
     # the first step's grad: the mean of the two batches' grads at the starting params

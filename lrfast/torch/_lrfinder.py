@@ -33,9 +33,9 @@ def find_lr(model, optimizer, step_fn=None, start=1e-7, end=10.0, num=100, mode=
     references), every param the optimizer holds and its ``.grad``, the optimizer's ``state_dict()``
     (state tensors, step counts, each group's lr and options), and torch's CPU (and, when initialised,
     CUDA) random number generator states, so the run continues as if the test had not happened. The
-    params and buffers are compared after restoring; a mismatch raises RuntimeError. With ``max_steps``
-    the test refines itself (``result.passes``), everything restored before each pass, as
-    :func:`lrfast.find_lr` describes.
+    params and buffers are compared after restoring; a mismatch raises RuntimeError. When a pass is not
+    confident the test refines itself within ``max_steps`` (default ``4 * num``; ``num`` for one pass),
+    everything restored before each pass (``result.passes``), as :func:`lrfast.find_lr` describes.
 
     torch-lr-finder's way is supported too: ``train_loader`` and ``criterion`` instead of ``step_fn``
     (each step: zero_grad, then for each of ``accumulation_steps`` batches ``(inputs, targets)``
