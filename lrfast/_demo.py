@@ -31,7 +31,7 @@ from ._arena import ParamBuffer
 from ._guard import DivergenceGuard
 from ._lrfinder import find_lr
 from ._optimizers import SGD
-from ._sweep import sweep
+from ._sweep import ema, sweep
 
 _EXTRA_HINT = ("the lrfast demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]' "
                "(from a checkout: pip install '.[demo]')")
@@ -454,7 +454,7 @@ def _plot_losses(plt, curves, path):
         losses = np.clip(hist["losses"], None, 1e3)  # NaN/Inf are not drawn; huge values are capped
         x = np.arange(len(losses))
         line, = ax.plot(x, losses, lw=0.5, alpha=0.25)
-        ax.plot(x, _ema(losses, 0.95), color=line.get_color(), lw=1.5, label=name)
+        ax.plot(x, ema(losses, 0.95), color=line.get_color(), lw=1.5, label=name)
         for i, it in enumerate(hist["rollbacks"]):
             ax.axvline(it, color=line.get_color(), ls=":", lw=0.8, label="guard rollback" if i == 0 else None)
     ax.set_yscale("log")
@@ -465,15 +465,3 @@ def _plot_losses(plt, curves, path):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-
-def _ema(x, beta):
-    """Bias-corrected moving average (non-finite points are skipped)."""
-    out, avg, n = np.empty(len(x)), 0.0, 0
-    for i, v in enumerate(x):
-        if np.isfinite(v):
-            n += 1
-            avg = beta * avg + (1 - beta) * v
-        out[i] = avg / (1 - beta ** n) if n else np.nan
-    return out

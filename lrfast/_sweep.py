@@ -72,7 +72,7 @@ class SweepResult:
         for lr in sorted(self.curves):
             c = self.curves[lr]
             c = np.where(np.isfinite(c), c, np.nan)
-            ax2.plot(np.arange(len(c)), _ema(c, 0.9), lw=2 if lr == self.best else 1,
+            ax2.plot(np.arange(len(c)), ema(c, 0.9), lw=2 if lr == self.best else 1,
                      label=f"lr {lr:.3g}" + (" (best)" if lr == self.best else ""))
         ax2.set_yscale("log")
         ax2.set_xlabel("step of the candidate's last run")
@@ -253,7 +253,8 @@ def run_sweep(cands, set_lr, step_fn, restore, *, eval_fn, steps, eta, schedule,
     return SweepResult(cands, rounds, budgets, curves, "eval_fn" if eval_fn is not None else "train", name)
 
 
-def _ema(x, beta):
+def ema(x, beta):
+    """Bias-corrected moving average of ``x`` with factor ``beta`` (non-finite points are skipped)."""
     out, avg, n = np.empty(len(x)), 0.0, 0
     for i, v in enumerate(x):
         if np.isfinite(v):

@@ -82,12 +82,7 @@ def find_lr(model, optimizer, step_fn=None, start=1e-7, end=10.0, num=100, mode=
     max_steps = check_budget(max_steps, len(ramp))
     eval_every = check_eval(eval_fn, eval_every)
     val_smooth, _ = check_smoothing(val_smooth, diverge, name="val_smooth")
-    groups = optimizer.param_groups
-    ratios = group_ratios(optimizer)
-
-    def set_lr(lr):
-        for group, r in zip(groups, ratios):
-            group["lr"] = lr * r
+    set_lr = lr_setter(optimizer)
 
     snap = _Snapshot(model, optimizer)
     calls = [0]
@@ -99,6 +94,17 @@ def find_lr(model, optimizer, step_fn=None, start=1e-7, end=10.0, num=100, mode=
     finally:
         handle.remove()
         snap.restore()
+
+
+def lr_setter(optimizer):
+    """``set_lr(lr)``: param group 0's lr becomes ``lr``, every other group's keeps its ratio to group 0."""
+    groups, ratios = optimizer.param_groups, group_ratios(optimizer)
+
+    def set_lr(lr):
+        for group, r in zip(groups, ratios):
+            group["lr"] = lr * r
+
+    return set_lr
 
 
 def group_ratios(optimizer):

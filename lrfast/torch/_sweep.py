@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._sweep import SweepResult, candidates, check_budget, check_schedule, run_sweep
-from ._lrfinder import _Snapshot, group_ratios, loader_functions
+from ._lrfinder import _Snapshot, loader_functions, lr_setter
 
 
 def sweep(model, optimizer, step_fn=None, lrs=None, *, result=None, num=4, steps=100, eta=2, eval_fn=None,
@@ -37,12 +37,7 @@ def sweep(model, optimizer, step_fn=None, lrs=None, *, result=None, num=4, steps
     cands = candidates(lrs, result, num)
     steps, eta = check_budget(steps, eta)
     schedule = check_schedule(schedule)
-    groups = optimizer.param_groups
-    ratios = group_ratios(optimizer)
-
-    def set_lr(lr):
-        for group, r in zip(groups, ratios):
-            group["lr"] = lr * r
+    set_lr = lr_setter(optimizer)
 
     snap = _Snapshot(model, optimizer)
     try:
