@@ -238,9 +238,9 @@ class _Plan:
     """
 
     __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_idx",
-                 "absent_idx", "all_present", "param_ptrs", "dtypes", "shapes", "strides", "present_layout", "grad_ptrs",
-                 "grad_layout", "state_dicts", "state_checks", "launches", "steps", "steps_np", "step_index",
-                 "steps_seen", "rebuild_after_run", "device", "to_local", "placements")
+                 "absent_idx", "all_present", "to_local", "placements", "param_ptrs", "dtypes", "shapes", "strides",
+                 "present_layout", "grad_ptrs", "grad_layout", "state_dicts", "state_checks", "launches", "steps",
+                 "steps_np", "step_index", "steps_seen", "rebuild_after_run", "device")
 
     def check(self, group, roles, state):
         """(_OK | _GRADS | _REBUILD, detail): is the plan still valid for this step's params and grads?"""
