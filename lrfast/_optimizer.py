@@ -369,10 +369,9 @@ class Optimizer:
         """Capturable steps: bring each group's schedule table and lr factors on the GPU up to date."""
         from .backends._cuda import lr_factors
 
-        for i, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
-            if self._lr_written[i] is not None and group["lr"] != self._lr_written[i]:
-                group["schedule"] = nonnegative("lr", group["lr"])  # the user assigned a new lr
-            schedule = group["schedule"]
+        schedules = self._schedules()
+        for i, (group, buckets, schedule) in enumerate(zip(self.param_groups, self._buckets, schedules)):
+            group["schedule"] = schedule
             if callable(schedule) and not hasattr(schedule, "table"):
                 raise TypeError(f"capturable steps evaluate the lr on the GPU: param group {i} needs a number "
                                 f"or an lrfast schedule as lr, not {type(schedule).__name__}")
