@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from ._arena import ParamBuffer
+from ._extras import pyplot
 from ._guard import DivergenceGuard
 from ._lrfinder import find_lr
 from ._optimizers import SGD
@@ -46,19 +47,7 @@ def require_demo_deps():
         import sklearn.datasets as datasets
     except ImportError as exc:
         raise ImportError(f"{_EXTRA_HINT} (missing: {exc.name})") from exc
-    return datasets, _pyplot()
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise ImportError(f"{_EXTRA_HINT} (missing: {exc.name})") from exc
-    if "matplotlib.pyplot" not in __import__("sys").modules:
-        matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
+    return datasets, pyplot("the lrfast demo", "pip install 'lrfast[demo]' (from a checkout: pip install '.[demo]')")
 
 
 # -- data --------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-import sys
 
 import numpy as np
 
 from . import backends
+from ._extras import progress_bar, pyplot
 from ._optimizer import Optimizer
 
 #: The rule ``LRFinderResult.suggestion`` uses (one of the names in ``RULES``).
@@ -165,7 +165,7 @@ class LRFinderResult:
         shown, not cut off). Saves to ``path`` if given. Needs matplotlib (``pip install lrfast[plot]``).
         Returns the matplotlib Figure.
         """
-        plt = _pyplot()
+        plt = pyplot("LRFinderResult.plot")
         if ax is None:
             fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
         else:
@@ -621,7 +621,7 @@ def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, pro
     val_steps, val_losses, val_smoothed = [], [], []
     vbeta, vavg, vbest = val_smooth, 0.0, math.inf
     diverged_at = None
-    bar = _progress_bar(len(ramp), progress)
+    bar = progress_bar(len(ramp), progress, desc="lr range test")
     try:
         avg, best = 0.0, math.inf
         for k, lr in enumerate(ramp):
@@ -671,19 +671,6 @@ def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, pro
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-def _pyplot():
-    """matplotlib.pyplot, imported on first use (the Agg backend when nothing chose one yet)."""
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise ImportError("LRFinderResult.plot needs matplotlib: pip install 'lrfast[plot]'") from exc
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _number(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -748,18 +735,6 @@ def _group_ratios(optimizer):
         raise ValueError("param group 0's lr is 0 (at every probed step), so the other groups' lrs cannot "
                          "be scaled relative to it; give group 0 a positive lr")
     return [p / peaks[0] for p in peaks]
-
-
-def _progress_bar(total, progress, desc="lr range test"):
-    if progress is None:
-        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
 def _to_host(a):

@@ -14,7 +14,8 @@ import numbers
 import numpy as np
 
 from . import backends
-from ._lrfinder import LRFinderResult, _as_loss, _group_ratios, _progress_bar, _pyplot, _Snapshot
+from ._extras import progress_bar, pyplot
+from ._lrfinder import LRFinderResult, _as_loss, _group_ratios, _Snapshot
 from ._optimizer import Optimizer
 
 
@@ -48,7 +49,7 @@ class SweepResult:
     def plot(self, path=None):
         """Score against lr for each round (log axis), and the training losses of each candidate's last
         run; the winner marked. Needs matplotlib. Returns the Figure (saved to ``path`` if given)."""
-        plt = _pyplot()
+        plt = pyplot("SweepResult.plot")
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.0, 4.0), dpi=100)
         for r, (scores, budget) in enumerate(zip(self.rounds, self.budgets)):
             lrs = np.array(sorted(scores))
@@ -215,7 +216,7 @@ def run_sweep(cands, set_lr, step_fn, restore, *, eval_fn, steps, eta, schedule,
         n, b = math.ceil(n / eta), b * eta
         if n <= 1:
             break
-    bar = _progress_bar(total, progress, desc="sweep")
+    bar = progress_bar(total, progress, desc="sweep")
     try:
         while True:
             scores = {}

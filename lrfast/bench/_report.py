@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from .._extras import pyplot
+
 _CLASS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
 
 
@@ -158,10 +160,7 @@ def write_json(doc, path):
 
 def plot(doc, path):
     """Throughput (GB/s of algorithm bytes) vs elements, one panel per optimizer and dtype."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("lrfast bench --plot")
 
     panels = list(dict.fromkeys((c["optimizer"], c["dtype"]) for c in doc["cases"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime
 import gc
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._extras import progress_bar
 from . import _impls, _machine, _timing
 
 SCHEMA = "lrfast-bench/1"
@@ -69,7 +69,8 @@ def run(config: Config, progress: bool | None = None, log=None) -> dict:
     other.start()
     t0 = time.perf_counter()
     plan = [(o, np.dtype(d), w) for o in config.optimizers for d in config.dtypes for w in config.workloads]
-    bar = _progress_bar(len(plan) * (len(config.impls) + config.repeats), progress)
+    bar = progress_bar(len(plan) * (len(config.impls) + config.repeats), progress, unit="step",
+                       dynamic_ncols=True)
     cases = []
     try:
         for opt, dtype, workload in plan:
@@ -95,18 +96,6 @@ def run(config: Config, progress: bool | None = None, log=None) -> dict:
     }
     doc["targets"] = targets(doc)
     return doc
-
-
-def _progress_bar(total, progress):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def _run_case(config, opt, dtype, workload, tick):
