@@ -47,15 +47,41 @@ class _Bucket:
 
 class _DeviceLR:
     """What a capturable step reads on the GPU: the schedule's piece table, the steps completed (int64),
-    the factors applied to the schedule's value (lr_scale, lr_multiplier, plateau) and the lr it writes."""
+    the factors applied to the schedule's value (lr_scale, lr_multiplier, plateau) and the lr it writes.
 
-    def __init__(self, cuda, xp, schedule, step_count):
+    The four buffers are allocated once (``_cuda.upload``: complete on return, readable from any stream)
+    and afterwards only written in place, so a CUDA graph that captured a step keeps reading live memory:
+    a new step count goes into ``step``, new factors into ``factors``, a new schedule into ``table`` (one
+    with fewer pieces padded with copies of its last piece, which evaluate the same: the evaluator takes
+    the last row whose start is <= step). Only a schedule with more pieces than ``table`` holds needs a
+    new buffer; once a graph was captured (``captured``) that is refused (``fit``)."""
+
+    def __init__(self, cuda, schedule, step_count, device):
         self.schedule = schedule
-        self.table = cuda.upload_table(schedule if callable(schedule) else _constant(schedule))
-        self.step = xp.full(1, step_count, dtype=xp.int64)
-        self.factors = xp.zeros(cuda.SCHEDULE_FACTORS, dtype=xp.float64)
+        self.host_table = self.table_of(cuda, schedule)
+        self.table = cuda.upload(self.host_table, device)
+        self.step = cuda.upload(np.array([step_count], dtype=np.int64), device)
+        self.factors = cuda.upload(np.zeros(cuda.SCHEDULE_FACTORS, dtype=np.float64), device)
         self.host_factors = None
-        self.lr = xp.zeros(1, dtype=xp.float64)
+        self.lr = cuda.upload(np.zeros(1, dtype=np.float64), device)
+        self.captured = False
+
+    @staticmethod
+    def table_of(cuda, schedule):
+        return cuda.schedule_table(schedule if callable(schedule) else _constant(schedule))
+
+    def fit(self, table, where):
+        """``table`` padded to the device table's rows (None: it needs a bigger buffer); raises when that
+        buffer is read by a captured graph."""
+        rows = self.table.shape[0]
+        if table.shape[0] <= rows:
+            return np.concatenate([table, np.repeat(table[-1:], rows - table.shape[0], axis=0)])
+        if self.captured:
+            raise RuntimeError(f"{where}: the new lr schedule has {table.shape[0]} pieces; the device table a "
+                               f"captured CUDA graph reads holds {rows}, and replacing it would leave the graph "
+                               "reading freed memory. Set a schedule of at most as many pieces, or build a new "
+                               "optimizer (load this one's state_dict()) and capture its step again")
+        return None
 
 
 def _constant(lr):
@@ -82,6 +108,23 @@ class Optimizer:
     ``skip_nonfinite`` is not available (deciding to skip needs the host). Changes to ``lr_scale``,
     ``lr_multiplier`` or an attached plateau reach the GPU at the next eager ``step()`` (or
     ``sync_device_lr()``); ``step_count`` reads the GPU's counter.
+
+    A captured graph holds raw addresses of device buffers, so after a capture lrfast never replaces one
+    (``tests/test_cuda_graph_host.py``); per buffer:
+
+    - step counter, lr factors, lr: written in place (``step_count = n``, ``load_state_dict``, a new
+      ``lr_scale`` / ``lr_multiplier`` / plateau reach them at the next eager step); later replays use them.
+    - schedule table: a new schedule or constant lr is written in place, padded with copies of its last
+      piece; one with more pieces than the captured table holds raises (before anything changes).
+    - grads' address table: other grad arrays passed to an eager ``step(grads)`` are written into it in
+      place (one host-to-device copy, also without a graph), so later replays read those grads.
+    - state, params, chunk tables, scalars buffer: kept; ``load_state_dict`` zeroes state it would free.
+      ``to()`` would free them: it raises (build a new optimizer from ``state_dict()`` and capture again).
+
+    During a capture only ``step()`` may run, and only when it has nothing to copy from the host: the
+    first step, or one after a change the GPU has not seen yet, raises (run one eager step first). Eager
+    changes are ordered with the current stream only: synchronize a stream replaying the graph before
+    changing the optimizer. Tables are uploaded once and synchronously, so any stream may launch a step.
     """
 
     #: hyperparameter name -> check(name, value) returning the validated value
@@ -91,6 +134,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.capturable = bool(capturable)
+        self._captured = False  # a capturable step ran while a stream captured a CUDA graph
         self.param_groups = []
         self._arenas = []
         for group in _as_groups(params):
@@ -144,6 +188,10 @@ class Optimizer:
         """
         if backend not in backends.NAMES:
             raise ValueError(f"Unknown backend {backend!r}; expected one of {', '.join(backends.NAMES)}")
+        if self._captured:
+            raise RuntimeError("to() after this optimizer's step was captured in a CUDA graph: moving frees the "
+                               "params' state and tables the graph reads and writes. Build a new optimizer "
+                               "(load this one's state_dict()) and capture its step again")
         backends.get(backend)  # raises with the reason when the target is unavailable
         saved = self.state_dict()
         if (backend == "cuda") != (self.backend == "cuda"):
@@ -261,9 +309,18 @@ class Optimizer:
 
     @step_count.setter
     def step_count(self, value):
-        self._step_count = int(value)
-        for bucket in (b for bs in getattr(self, "_buckets", ()) for b in bs):
-            bucket.device = None  # rebuilt from the host count at the next step
+        value = int(value)
+        devices = [b.device for bs in getattr(self, "_buckets", ()) for b in bs if b.device is not None]
+        if devices:
+            self._refuse_during_capture("setting step_count")
+        self._step_count = value
+        for device in devices:  # in place: a captured graph reads these counters
+            self._backend.upload(np.array([value], dtype=np.int64), out=device.step)
+
+    def _refuse_during_capture(self, what):
+        if self.backend == "cuda" and self._backend.capturing():
+            raise RuntimeError(f"{what} while the current stream captures a CUDA graph: only step() can be "
+                               "captured; change the optimizer before or after capturing")
 
     @property
     def lr(self) -> float:
@@ -297,6 +354,11 @@ class Optimizer:
                 mine = grads[start:start + len(group["params"])]
                 start += len(group["params"])
                 lists.append([TensorList([mine[i] for i in b.positions], b.params.dtype) for b in buckets])
+            if self.backend == "cuda" and self._grad_lists is not None:
+                # the device address tables of the last grads, rewritten in place: no allocation, and a
+                # captured graph reads the new grads (all checked before any table is written)
+                self._backend.readdress([(new, old) for gl, ol in zip(lists, self._grad_lists)
+                                         for new, old in zip(gl, ol)])
             self._grad_key, self._grad_lists = key, lists
         return self._grad_lists
 
@@ -365,13 +427,17 @@ class Optimizer:
             return bucket.flat_params, bucket.flat_grads, state
         return bucket.params, grad_list, state
 
-    def sync_device_lr(self):
-        """Capturable steps: bring each group's schedule table and lr factors on the GPU up to date."""
+    def sync_device_lr(self, *, capturing=False):
+        """Capturable steps: bring each group's schedule table and lr factors on the GPU up to date.
+
+        In place (see ``_DeviceLR``); everything is checked before anything is written. ``capturing``: the
+        step is being captured, when only a call that has nothing to write is allowed."""
         from .backends._cuda import lr_factors
 
+        cuda = self._backend
         schedules = self._schedules()
+        writes = []  # (bucket, schedule, new _DeviceLR?, table to write or None, factors to write or None)
         for i, (group, buckets, schedule) in enumerate(zip(self.param_groups, self._buckets, schedules)):
-            group["schedule"] = schedule
             if callable(schedule) and not hasattr(schedule, "table"):
                 raise TypeError(f"capturable steps evaluate the lr on the GPU: param group {i} needs a number "
                                 f"or an lrfast schedule as lr, not {type(schedule).__name__}")
@@ -381,17 +447,47 @@ class Optimizer:
                                  floor=plateau.min_lr if plateau is not None and plateau.reductions else -np.inf)
             for bucket in buckets:
                 device = bucket.device
-                if device is None or device.schedule is not schedule:
-                    count = self._step_count if device is None else int(device.step.get()[0])
-                    device = bucket.device = _DeviceLR(self._backend, self._xp, schedule, count)
+                if device is None:
+                    writes.append((bucket, schedule, True, None, factors))
+                    continue
+                table = None
+                if device.schedule is not schedule:
+                    padded = device.fit(_DeviceLR.table_of(cuda, schedule), f"param group {i}")
+                    if padded is None or not np.array_equal(padded, device.host_table):
+                        table = padded if padded is not None else _DeviceLR.table_of(cuda, schedule)
+                new_factors = None
                 if device.host_factors is None or not np.array_equal(device.host_factors, factors):
-                    device.factors.set(factors)
-                    device.host_factors = factors
+                    new_factors = factors
+                writes.append((bucket, schedule, False, table, new_factors))
+        pending = [w for w in writes if w[2] or w[3] is not None or w[4] is not None]
+        if capturing and pending:
+            what = ("the first capturable step" if any(w[2] for w in pending)
+                    else "a changed lr, schedule, lr_scale, lr_multiplier or plateau")
+            raise RuntimeError(f"{what} would copy data to the GPU while the stream captures a CUDA graph: "
+                               "run one eager step() (or sync_device_lr()) before capturing")
+        # everything checked: now write
+        for group, schedule in zip(self.param_groups, schedules):
+            group["schedule"] = schedule
+        for bucket, schedule, new, table, factors in writes:
+            if new:
+                bucket.device = _DeviceLR(cuda, schedule, self._step_count, bucket.params.arrays[0].device.id)
+            device = bucket.device
+            if table is not None:
+                if table.shape == device.table.shape:
+                    cuda.upload(table, out=device.table)
+                else:  # a bigger table, no captured graph reads the old one (``fit``)
+                    device.table = cuda.upload(table, device.table.device.id)
+                device.host_table = table
+            device.schedule = schedule
+            if factors is not None:
+                cuda.upload(factors, out=device.factors)
+                device.host_factors = factors
 
     def _step_on_device(self, grad_lists, arena):
         """A capturable step: per bucket, the lr from the device schedule, then the update reading it."""
-        self.sync_device_lr()
         cuda = self._backend
+        capturing = cuda.capturing()
+        self.sync_device_lr(capturing=capturing)
         rule = getattr(cuda, self._rule + "_capturable")
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
             for bi, bucket in enumerate(buckets):
@@ -400,6 +496,10 @@ class Optimizer:
                 d = bucket.device
                 cuda.schedule_lr(d.table, d.step, d.factors, d.lr)
                 rule(params, grads, *state, lr=d.lr, step=d.step, **self._hyper(group))
+        if capturing:  # from now on the buffers these launches read are only written in place
+            self._captured = True
+            for bucket in (b for bs in self._buckets for b in bs):
+                bucket.device.captured = True
 
     def zero_grad(self):
         """Zero the gradients of every ParamBuffer-backed group (others own their grad arrays)."""
@@ -498,6 +598,7 @@ class Optimizer:
         schedules = [merged["schedule"] for merged in new_groups]
         self._lrs_at(step_count, schedules, lr_scales=[merged["lr_scale"] for merged in new_groups],
                      lr_multiplier=lr_multiplier, plateau=plateau)  # the lr of the next step is valid
+        self._refuse_during_capture("load_state_dict()")
         # everything checked: now write
         for group, merged in zip(self.param_groups, new_groups):
             group.update(merged)
@@ -512,8 +613,10 @@ class Optimizer:
         for idx, entry in d["state"].items():
             present.setdefault(id(flat_index[int(idx)][0]), set()).update(entry)
         for b in (b for bs in self._buckets for b in bs):
-            # state the dict does not mention is freed (a fresh optimizer's dict restores a fresh one)
-            b.state = {role: lists for role, lists in b.state.items() if role in present.get(id(b), ())}
+            # state the dict does not mention is freed (a fresh optimizer's dict restores a fresh one); kept,
+            # zeroed, once a captured graph reads it (zeros are what a capturable step starts from)
+            b.state = {role: lists for role, lists in b.state.items()
+                       if role in present.get(id(b), ()) or self._captured}
             for views, _ in b.state.values():
                 for v in views:
                     v.fill(0)

@@ -236,6 +236,29 @@ def all_finite(tensors):
     return _gpu().all_finite(tensors)
 
 
+# device buffers of lrfast.Optimizer's capturable steps and lrfast.torch (see GpuLauncher.upload)
+
+def upload(host, device=None, out=None):
+    """``host`` as a device array (or written into ``out`` in place), complete on return (any stream may
+    read it); refused while the current stream captures a CUDA graph."""
+    return _gpu().upload(host, device, out)
+
+
+def rewrite(table, host, last_stream=None):
+    """``host`` into ``table`` in place, ordered on the current stream (``GpuLauncher.rewrite``)."""
+    return _gpu().rewrite(table, host, last_stream)
+
+
+def readdress(pairs):
+    """Each (tensors, like): ``tensors`` reads ``like``'s device tables, the address table rewritten in place."""
+    return _gpu().readdress(pairs)
+
+
+def capturing() -> bool:
+    """Whether the current CuPy stream is capturing a CUDA graph."""
+    return _gpu().capturing()
+
+
 # ---- launching ------------------------------------------------------------------------------------
 
 class Launcher:
@@ -318,6 +341,60 @@ class GpuLauncher(Launcher):
         self._load = load if load is not None else module  # device id -> (module, origin)
         self._kernels = {}
 
+    # Every table the kernels read (address, chunk and schedule tables, the scalars buffer, a capturable
+    # step's counters) is made by ``upload``: a copy on the current stream, waited for before it returns,
+    # so a launch on any stream later reads it complete (an asynchronous upload on the first stream that
+    # used a table raced with launches on other streams). ``rewrite`` updates a table in place (the
+    # address never changes, so a captured CUDA graph that reads it stays valid).
+
+    def capturing(self) -> bool:
+        """Whether the current stream is capturing a CUDA graph."""
+        return bool(self.cp.cuda.get_current_stream().is_capturing())
+
+    def _refuse_capture(self, what):
+        if self.capturing():
+            raise RuntimeError(f"lrfast would {what} while the current stream captures a CUDA graph (a copy "
+                               "from host memory cannot be captured): run one eager step before capturing, "
+                               "with the same arrays and settings as the captured one")
+
+    def upload(self, host, device=None, out=None):
+        """``host`` (a NumPy array) as a new device array on ``device`` (default: current), or written
+        into ``out`` (same shape and dtype) in place after every queued launch on the device finished.
+        Synchronous: the copy is complete when this returns. Refused during graph capture."""
+        cp = self.cp
+        host = np.ascontiguousarray(host)
+        if out is not None:
+            device = out.device.id
+        device = cp.cuda.runtime.getDevice() if device is None else int(device)
+        with cp.cuda.Device(device):
+            self._refuse_capture("upload a table")
+            stream = cp.cuda.get_current_stream()
+            if out is None:
+                out = cp.empty(host.shape, dtype=host.dtype)
+            else:
+                if out.shape != host.shape or out.dtype != host.dtype:
+                    raise ValueError(f"cannot rewrite a {out.dtype} {out.shape} device table with {host.dtype} "
+                                     f"{host.shape}")
+                cp.cuda.Device(device).synchronize()  # no launch on any stream still reads the old values
+            out.set(host, stream=stream)
+            stream.synchronize()
+        return out
+
+    def rewrite(self, table, host, last_stream=None):
+        """Copy ``host`` into the device ``table`` in place, on the current stream, without waiting: a
+        launch queued after it on this stream reads the new values, one queued before it the old ones.
+        ``last_stream``: the handle of the stream that last launched a kernel reading ``table``; when it is
+        another stream, the device is synchronized first (nothing still reads the old values). Keep
+        ``host`` unchanged (a new array per call) until the next call. Returns the current stream's handle."""
+        cp = self.cp
+        with cp.cuda.Device(table.device.id):
+            self._refuse_capture("rewrite a table")
+            stream = cp.cuda.get_current_stream()
+            if last_stream is not None and last_stream != stream.ptr:
+                cp.cuda.Device(table.device.id).synchronize()
+            table.set(host, stream=stream)
+            return stream.ptr
+
     def _cache(self, tensors):
         """{'device', 'ptrs', 'chunks'}: the TensorList's device-side tables, built (and checked) once."""
         cache = tensors._device
@@ -334,8 +411,8 @@ class GpuLauncher(Launcher):
                 elif a.device.id != device:
                     raise ValueError(f"arrays on different GPUs: list entry {i} is on device {a.device.id}, "
                                      f"entry 0 on device {device}; one optimizer step runs on one device")
-            with cp.cuda.Device(device):
-                ptrs = cp.asarray(np.fromiter((a.data.ptr for a in tensors), dtype=np.int64, count=len(tensors)))
+            ptrs = self.upload(np.fromiter((a.data.ptr for a in tensors), dtype=np.int64, count=len(tensors)),
+                               device)
             cache = tensors._device = {"device": device, "ptrs": ptrs, "chunks": {}}
         return cache
 
@@ -345,6 +422,10 @@ class GpuLauncher(Launcher):
         if len(devices) > 1:
             where = ", ".join(f"list {i} on device {c['device']}" for i, c in enumerate(caches))
             raise ValueError(f"arrays of one step are on different GPUs ({where})")
+        with self.cp.cuda.Device(caches[0]["device"]):  # the stream the launch goes to (``call``)
+            stream = self.cp.cuda.get_current_stream().ptr
+        for c in caches:
+            c["stream"] = stream  # the stream that last launched a kernel reading these tables (rewrite)
         return [c["ptrs"] for c in caches]
 
     def check_counters(self, params, counters):
@@ -357,17 +438,42 @@ class GpuLauncher(Launcher):
     def scalars_buffer(self, params):
         cache = self._cache(params)
         if "scalars" not in cache:
-            with self.cp.cuda.Device(cache["device"]):
-                cache["scalars"] = self.cp.zeros(SCALARS_BYTES, dtype=np.uint8)
+            cache["scalars"] = self.upload(np.zeros(SCALARS_BYTES, dtype=np.uint8), cache["device"])
         return cache["scalars"]
 
     def chunk_table(self, params, size):
         cache = self._cache(params)
         table = cache["chunks"].get(size)
         if table is None:
-            with self.cp.cuda.Device(cache["device"]):
-                table = cache["chunks"][size] = self.cp.asarray(params.chunks(size))
+            table = cache["chunks"][size] = self.upload(params.chunks(size), cache["device"])
         return table
+
+    def readdress(self, pairs):
+        """For each (tensors, like) of ``pairs``: give ``tensors`` (a new TensorList of CuPy arrays) the
+        device tables of ``like`` (a list of the same sizes), its address table rewritten in place
+        (``rewrite``): new arrays (a new step's grads) cost one host-to-device copy and no allocation, and a
+        captured CUDA graph that reads ``like``'s table reads the new addresses. Every pair is checked
+        before any table is written."""
+        todo = []
+        for tensors, like in pairs:
+            cache = like._device
+            if cache is None:
+                continue  # never launched: ``tensors`` builds its own tables at its first launch
+            if len(tensors) != len(like) or not np.array_equal(tensors.sizes, like.sizes):
+                raise ValueError("readdress: the lists differ in length or sizes")
+            for i, a in enumerate(tensors):
+                if not isinstance(a, self.cp.ndarray) or a.device.id != cache["device"]:
+                    raise TypeError(f"list entry {i} is not a CuPy array on device {cache['device']}, where the "
+                                    "other arrays of its step are")
+            todo.append((tensors, cache, np.fromiter((a.data.ptr for a in tensors), dtype=np.int64,
+                                                     count=len(tensors))))
+        if todo:
+            with self.cp.cuda.Device(todo[0][1]["device"]):
+                self._refuse_capture("rewrite an address table")
+        for tensors, cache, host in todo:
+            cache["stream"] = self.rewrite(cache["ptrs"], host, cache.get("stream"))
+            cache["host"] = host  # unchanged until the next rewrite
+            tensors._device = cache
 
     def call(self, kernel, grid, block, args):
         device = args[0].device.id
@@ -627,8 +733,7 @@ def upload_table(schedule, device=None):
     key = (device, table.shape[0], table.tobytes())
     hit = _TABLES.pop(key, None)
     if hit is None:
-        with cp.cuda.Device(device):
-            hit = cp.asarray(table)
+        hit = _gpu().upload(table, device)
         while len(_TABLES) >= TABLE_CACHE_SIZE:
             _TABLES.pop(next(iter(_TABLES)))
     _TABLES[key] = hit

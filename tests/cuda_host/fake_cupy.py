@@ -1,63 +1,210 @@
-"""A stand-in for the few CuPy calls the cuda backend's launcher makes, over host memory.
+"""A stand-in for the CuPy calls the cuda backend (and lrfast.Optimizer, lrfast.torch) make, over host memory.
 
-Arrays carry a device id; ``cuda.Device(i)`` switches the current one; kernels loaded through ``load``
-run from the host build of the CUDA sources (``run(name, grid, block, host_args)``). Counts uploads and
-records launches, so tests can see tables are built once and which kernels ran.
+Arrays are NumPy arrays of a subclass that carries a device id (``a.device.id``) and says it is a CuPy
+array (``type(a).__module__ == "cupy"``); ``cuda.Device(i)`` switches the current device; kernels loaded
+through ``load`` run from the host build of the CUDA sources (``run(name, grid, block, host_args)``).
+
+It counts what a step costs on the host: ``uploads`` (host-to-device copies), ``allocations`` (device
+arrays made by the backend's calls: empty/zeros/full/asarray of host data), ``syncs`` (stream or device
+synchronizations), ``waits`` (a stream waiting on another's event), and records launches.
+
+Streams: ``cuda.Stream()`` objects with ``begin_capture`` / ``end_capture``; a kernel launched while the
+current stream captures is not run but recorded in the returned ``Graph`` as CUDA records it: by raw
+address (the arrays held only through weak references). ``Graph.launch()`` replays it and raises when
+an array it points at was freed (garbage collected) or the memory at an address moved.
 """
 
 from __future__ import annotations
 
 import types
+import weakref
 
 import numpy as np
 
 
+class FreedMemory(AssertionError):
+    """A replayed graph would read or write device memory that was freed."""
+
+
 class FakeCupy:
+    int32, int64, float32, float64, uint8 = np.int32, np.int64, np.float32, np.float64, np.uint8
+
     def __init__(self, run):
         self.run, self.uploads, self.current, self.launches = run, 0, 0, []
+        self.allocations = self.syncs = self.waits = 0
+        self.log = []  # ("upload" | "launch" | "wait" | "sync", stream name, detail)
         fake = self
 
-        class ndarray:
-            def __init__(self, host, device):
-                self.host, self.device = host, types.SimpleNamespace(id=device)
-                self.data = types.SimpleNamespace(ptr=host.ctypes.data)
-                self.size, self.dtype, self.shape, self.flags = host.size, host.dtype, host.shape, host.flags
+        class ndarray(np.ndarray):
+            """A device array: host memory tagged with a device id."""
 
-            def __getitem__(self, i):
-                return self.host[i]
+            def __new__(cls, host, device=None):
+                out = np.asarray(host).view(cls)
+                out._device = fake.current if device is None else device
+                return out
 
-            def reshape(self, *shape):
-                return ndarray(self.host.reshape(*shape), self.device.id)
+            def __array_finalize__(self, obj):
+                self._device = getattr(obj, "_device", fake.current)
+
+            @property
+            def device(self):
+                return types.SimpleNamespace(id=self._device)
+
+            @property
+            def data(self):
+                return types.SimpleNamespace(ptr=self.ctypes.data)
+
+            @property
+            def host(self):
+                return self.view(np.ndarray)
+
+            def get(self):
+                return np.array(self.host)
+
+            def set(self, arr, stream=None):
+                arr = np.asarray(arr)
+                assert arr.shape == self.shape and arr.dtype == self.dtype, (arr.shape, arr.dtype)
+                stream = stream if stream is not None else fake.get_current_stream()
+                assert not stream.is_capturing(), "a host-to-device copy while the stream captures"
+                fake.uploads += 1
+                fake.log.append(("upload", stream.name, arr.size))
+                self.host[...] = arr
+
+        ndarray.__module__ = "cupy"
+        ndarray.__qualname__ = ndarray.__name__ = "ndarray"
 
         class Device:
-            def __init__(self, device):
-                self.id = device
+            def __init__(self, device=None):
+                self.id = fake.current if device is None else device
 
             def __enter__(self):
                 self.saved, fake.current = fake.current, self.id
+                return self
 
             def __exit__(self, *exc):
                 fake.current = self.saved
 
-        self.ndarray = ndarray
-        self.cuda = types.SimpleNamespace(Device=Device,
-                                          runtime=types.SimpleNamespace(getDevice=lambda: fake.current))
+            def synchronize(self):
+                fake.syncs += 1
+                fake.log.append(("sync", "device", self.id))
+
+        class Event:
+            def __init__(self, stream):
+                self.stream = stream
+
+        class Stream:
+            _names = iter(range(1, 1 << 30))
+
+            def __init__(self, non_blocking=False, name=None):
+                self.name = name if name is not None else f"stream{next(Stream._names)}"
+                self.graph = None
+
+            def __enter__(self):
+                fake._streams.append(self)
+                return self
+
+            def __exit__(self, *exc):
+                fake._streams.pop()
+
+            def use(self):
+                fake._streams[-1] = self
+                return self
+
+            def is_capturing(self):
+                return self.graph is not None
+
+            def begin_capture(self):
+                assert self.graph is None
+                self.graph = Graph(self)
+
+            def end_capture(self):
+                graph, self.graph = self.graph, None
+                return graph
+
+            def record(self, event=None):
+                return Event(self)
+
+            def wait_event(self, event):
+                fake.waits += 1
+                fake.log.append(("wait", self.name, event.stream.name))
+
+            def synchronize(self):
+                assert not self.is_capturing(), "synchronize() on a capturing stream"
+                fake.syncs += 1
+                fake.log.append(("sync", self.name, None))
+
+            @property
+            def ptr(self):
+                return id(self)
+
+        class Graph:
+            """What a capture recorded: kernels with their arguments as raw addresses."""
+
+            def __init__(self, stream):
+                self.stream, self.nodes = stream, []
+
+            def add(self, fn, grid, block, args):
+                self.nodes.append((fn, grid, block, [(weakref.ref(a), a.ctypes.data, a.nbytes)
+                                                     if isinstance(a, ndarray) else a for a in args]))
+
+            def buffers(self):
+                """(weak reference, address) of every device array a node points at."""
+                return [(a[0], a[1]) for _, _, _, args in self.nodes for a in args if isinstance(a, tuple)]
+
+            def launch(self, stream=None):
+                for fn, grid, block, args in self.nodes:
+                    host = []
+                    for a in args:
+                        if isinstance(a, tuple):
+                            ref, ptr, nbytes = a
+                            live = ref()
+                            if live is None or live.ctypes.data != ptr:
+                                raise FreedMemory(f"a replay of {fn} points at freed device memory {ptr:#x}")
+                            host.append(live.host)
+                        else:
+                            host.append(a)
+                    fake.run(fn, grid, block, host)
+
+        self.ndarray, self.Stream, self.Graph = ndarray, Stream, Graph
+        self._streams = [Stream(name="null")]
+        self.cuda = types.SimpleNamespace(
+            Device=Device, Stream=Stream, Event=Event, ExternalStream=lambda ptr, device=None: Stream(name=f"ext{ptr}"),
+            get_current_stream=self.get_current_stream,
+            runtime=types.SimpleNamespace(getDevice=lambda: fake.current, getDeviceCount=lambda: 4,
+                                          deviceSynchronize=lambda: Device().synchronize()))
+
+    def get_current_stream(self):
+        return self._streams[-1]
+
+    def _new(self, host, device=None):
+        self.allocations += 1
+        return self.ndarray(host, self.current if device is None else device)
 
     def asarray(self, a, dtype=None):
         if isinstance(a, self.ndarray):  # on the device already
-            return self.ndarray(np.asarray(a.host, dtype=dtype), a.device.id)
+            if dtype is None or np.dtype(dtype) == a.dtype:
+                return a
+            return self._new(np.asarray(a.host, dtype=dtype), a.device.id)
+        assert not self.get_current_stream().is_capturing(), "an upload while the stream captures"
         self.uploads += 1
-        return self.ndarray(np.array(a, dtype=dtype), self.current)
+        self.log.append(("upload", self.get_current_stream().name, np.size(a)))
+        return self._new(np.array(a, dtype=dtype))
 
     def ascontiguousarray(self, a):
         assert isinstance(a, self.ndarray)
-        return self.ndarray(np.ascontiguousarray(a.host), a.device.id)
+        return a if a.flags.c_contiguous else self._new(np.ascontiguousarray(a.host), a.device.id)
 
-    def zeros(self, n, dtype):
-        return self.ndarray(np.zeros(n, dtype), self.current)
+    def zeros(self, n, dtype=np.float64):
+        return self._new(np.zeros(n, dtype))
 
-    def empty(self, shape, dtype):
-        return self.ndarray(np.empty(shape, dtype), self.current)
+    def empty(self, shape, dtype=np.float64):
+        return self._new(np.empty(shape, dtype))
+
+    def full(self, shape, value, dtype=None):
+        return self._new(np.full(shape, value, dtype))
+
+    def zeros_like(self, a):
+        return self._new(np.zeros_like(a.host), a.device.id)
 
     @staticmethod
     def host_of(a):
@@ -69,8 +216,13 @@ class FakeCupy:
         def get_function(name):
             def kernel(grid, block, args):
                 assert fake.current == device == args[0].device.id, "launched with another device current"
+                stream = fake.get_current_stream()
                 fake.launches.append((name, grid[0], block[0]))
-                fake.run(name, grid[0], block[0], [a.host if isinstance(a, fake.ndarray) else a for a in args])
+                fake.log.append(("launch", stream.name, name))
+                if stream.is_capturing():
+                    stream.graph.add(name, grid[0], block[0], args)
+                else:
+                    fake.run(name, grid[0], block[0], [a.host if isinstance(a, fake.ndarray) else a for a in args])
             return kernel
 
         return types.SimpleNamespace(get_function=get_function), "fake"

@@ -1,0 +1,264 @@
+"""CUDA graphs and streams, on a stand-in for CuPy (tests/cuda_host/fake_cupy.py) and the host build of the
+kernels: no GPU needed.
+
+- A captured graph holds raw addresses of the tables, the scalars buffer and ``_DeviceLR``'s buffers.
+  After a (simulated) capture, every eager change (step_count / load_state_dict, a new lr or schedule,
+  new grad arrays, lr_multiplier, ``to()``) either keeps every buffer the graph points at alive and at
+  the same address, or raises before changing anything; a replay then runs on live memory.
+- Tables are uploaded once, synchronously (complete before any stream launches), and rewritten in place
+  on the launch stream (after a device sync when the last launch that read them was on another stream).
+- lrfast.torch: the grads' address table of a CUDA param group is one device buffer rewritten in place,
+  one host-to-device copy per group when the grads move, no allocation per step; ``step()`` inside
+  ``torch.cuda.graph`` is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import sys
+
+import numpy as np
+import pytest
+
+import lrfast
+from lrfast import backends
+from lrfast import schedules as S
+from cuda_host import build as host_build
+from cuda_host.fake_cupy import FakeCupy
+from lrfast.backends import _cuda
+from lrfast.backends._tensorlist import TensorList
+
+
+@pytest.fixture(scope="module", params=["cxx"])
+def lib(request, tmp_path_factory):
+    return host_build.library(request, tmp_path_factory)
+
+
+_CTYPE = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int,
+          np.int64: ctypes.c_longlong}
+
+
+def _host_call(lib, kernel, grid, block, args):
+    converted = [ctypes.c_uint(grid), ctypes.c_uint(block)]
+    for a in args:
+        if isinstance(a, np.ndarray):
+            converted.append(ctypes.c_void_p(a.ctypes.data))
+        else:
+            converted.append(_CTYPE[type(a)](a))
+    fn = getattr(lib, kernel)
+    fn.restype = None
+    fn(*converted)
+
+
+@pytest.fixture
+def fake(lib, monkeypatch):
+    """The stand-in as ``cupy``, the cuda backend's launcher on it, the backend available."""
+    fake = FakeCupy(lambda name, grid, block, args: _host_call(lib, name, grid, block, args))
+    launcher = _cuda.GpuLauncher(cp=fake, load=fake.load)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(_cuda, "_gpu", lambda: launcher)
+    monkeypatch.setattr(_cuda, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(_cuda, "_TABLES", {})
+    kind = backends.array_kind
+    monkeypatch.setattr(backends, "array_kind", lambda a: "cuda" if isinstance(a, fake.ndarray) else kind(a))
+    return fake
+
+
+def _alive(graph):
+    """Every device buffer the graph points at is alive and still at the address it recorded."""
+    gc.collect()
+    return all(ref() is not None and ref().ctypes.data == ptr for ref, ptr in graph.buffers())
+
+
+def _capture(fake, fn):
+    stream = fake.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        try:
+            fn()
+        finally:
+            graph = stream.end_capture()
+    return graph, stream
+
+
+def _snapshot(opt):
+    return (opt.step_count, [p.get() for p in opt.param_groups[0]["params"]],
+            [g["schedule"] for g in opt.param_groups], opt.lr_multiplier)
+
+
+def _same(a, b):
+    return a[0] == b[0] and all((x == y).all() for x, y in zip(a[1], b[1])) and a[2] == b[2] and a[3] == b[3]
+
+
+# ---- item 2: captured graphs and eager changes ----------------------------------------------------------
+
+def test_eager_changes_after_a_capture_keep_the_graphs_buffers_alive(fake):
+    """SGD (momentum) over separate arrays with a warmup-cosine schedule: warm up, capture one step, then
+    each eager change either keeps every captured buffer alive at its address or raises first."""
+    rng = np.random.default_rng(0)
+    shapes = [(5,), (3, 70), (1030,)]
+    params = [fake.asarray(rng.standard_normal(s)) for s in shapes]
+    sched = S.warmup_cosine(0.1, 3, 50, floor=0.01)
+    opt = lrfast.SGD(params, lr=sched, momentum=0.9, capturable=True)
+    assert opt.backend == "cuda"
+    grads = [fake.asarray(rng.standard_normal(s)) for s in shapes]
+    opt.step(grads)  # eager warm-up: tables, _DeviceLR
+    graph, stream = _capture(fake, lambda: opt.step(grads))
+    assert [n[0] for n in graph.nodes] == ["lrfast_schedule_lr", "lrfast_sgd_prepare_f64", "lrfast_sgd_dev_f64"]
+    assert len(graph.buffers()) >= 9  # table, step, factors, lr, scalars, 3 address tables, the chunk table
+    assert _alive(graph) and opt.step_count == 1  # captured, not run
+    graph.launch(stream)
+    assert opt.step_count == 2
+
+    opt.step_count = 7  # the setter (load_state_dict's path): in place
+    assert _alive(graph) and opt.step_count == 7
+    graph.launch(stream)
+    assert opt.step_count == 8
+
+    opt.load_state_dict(opt.state_dict())  # a new Schedule object from the dict: the same table, in place
+    fresh = lrfast.SGD([fake.asarray(np.zeros(s)) for s in shapes], lr=sched, momentum=0.9, capturable=True)
+    opt.load_state_dict(fresh.state_dict())  # no momentum buffers in it: kept (zeroed), not freed
+    assert _alive(graph) and opt.step_count == 0
+    assert all((v == 0).all() for s in opt.state for v in s.values())
+
+    opt.param_groups[0]["lr"] = 0.05  # a constant: one piece, padded into the captured table
+    opt.lr_multiplier = 0.5
+    opt.step(grads)
+    assert _alive(graph)
+    before = [p.get() for p in params]
+    k = opt.step_count
+    graph.launch(stream)
+    assert opt.step_count == k + 1
+    assert not all((a == b.get()).all() for a, b in zip(before, params))
+
+    new_grads = [fake.asarray(rng.standard_normal(s)) for s in shapes]  # other arrays: the table is rewritten
+    uploads = fake.uploads
+    opt.step(new_grads)
+    assert fake.uploads - uploads == 1 and _alive(graph)  # one rewrite of the grads' address table
+    del grads
+    gc.collect()
+    graph.launch(stream)  # reads the new grads' addresses (the old grads may be freed)
+
+    state = _snapshot(opt)
+    longer = S.multistep(0.1, [10, 20, 30, 40, 50], 0.5)
+    assert longer.table().shape[0] > _cuda.schedule_table(sched).shape[0]
+    opt.param_groups[0]["lr"] = longer
+    opt.param_groups[0]["schedule"] = longer
+    opt._lr_written[0] = None
+    with pytest.raises(RuntimeError, match="pieces"):
+        opt.step(new_grads)
+    opt.param_groups[0]["schedule"] = state[2][0]
+    assert _same(_snapshot(opt), state) and _alive(graph)
+
+    with pytest.raises(RuntimeError, match="to\\(\\)"):
+        opt.to("cpu")
+    assert opt.backend == "cuda" and _same(_snapshot(opt), state) and _alive(graph)
+    graph.launch(stream)
+    assert opt.step_count == state[0] + 1
+
+
+def test_replay_follows_in_place_changes(fake):
+    """Plain SGD, one array: a replay after eager changes uses the new step count, lr and grads."""
+    sched = S.linear(0.1, 0.0, 100)
+    p = fake.asarray(np.ones(1000))
+    g = fake.asarray(np.full(1000, 1.0))
+    opt = lrfast.SGD([p], lr=sched, capturable=True)
+    opt.step([g])
+    graph, stream = _capture(fake, lambda: opt.step([g]))
+    expected = 1.0 - sched(0)
+    np.testing.assert_allclose(p.get(), expected)
+    opt.step_count = 50
+    graph.launch(stream)
+    expected -= sched(50)
+    np.testing.assert_allclose(p.get(), expected, rtol=1e-12)
+    opt.param_groups[0]["lr"] = 0.25
+    opt.step([g])  # eager: lr 0.25 at step 51 (a constant now)
+    expected -= 0.25
+    g2 = fake.asarray(np.full(1000, 2.0))
+    opt.step([g2])
+    expected -= 0.5
+    graph.launch(stream)  # the replay reads the table and the grads rewritten in place
+    expected -= 0.5
+    np.testing.assert_allclose(p.get(), expected, rtol=1e-12)
+    assert opt.step_count == 54 and _alive(graph)
+
+
+def test_param_buffer_graph_and_state_dict(fake):
+    """A ParamBuffer AdamW: load_state_dict and a step_count change after the capture, replays on live
+    memory."""
+    rng = np.random.default_rng(1)
+    buf = lrfast.ParamBuffer([fake.asarray(rng.standard_normal(s)) for s in [(4, 4), (33,)]])
+    opt = lrfast.AdamW(buf, lr=S.warmup_cosine(1e-2, 2, 20), amsgrad=True, capturable=True)
+    buf.grads[0][...] = 0.5
+    opt.step()
+    graph, stream = _capture(fake, opt.step)
+    saved = opt.state_dict()
+    for _ in range(3):
+        graph.launch(stream)
+    opt.load_state_dict(saved)
+    assert _alive(graph) and opt.step_count == 1
+    graph.launch(stream)
+    assert opt.step_count == 2
+
+
+def test_capture_refuses_host_work(fake):
+    """The first step, or one after a change the GPU has not seen, copies from the host: refused during
+    capture (nothing is written), with what to do."""
+    p = fake.asarray(np.ones(10))
+    g = fake.asarray(np.ones(10))
+    opt = lrfast.SGD([p], lr=0.1, capturable=True)
+    with pytest.raises(RuntimeError, match="eager step"):
+        _capture(fake, lambda: opt.step([g]))
+    assert (p.get() == 1).all()
+    opt.step([g])
+    opt.lr_multiplier = 0.5
+    with pytest.raises(RuntimeError, match="eager step"):
+        _capture(fake, lambda: opt.step([g]))
+    opt.step([g])
+    graph, stream = _capture(fake, lambda: opt.step([g]))  # nothing changed since: captured
+    with pytest.raises(RuntimeError, match="capture"):
+        _capture(fake, lambda: setattr(opt, "step_count", 3))
+    with pytest.raises(RuntimeError, match="capture"):
+        _capture(fake, lambda: opt.load_state_dict(opt.state_dict()))
+    other = fake.asarray(np.ones(10))
+    with pytest.raises(RuntimeError, match="eager step"):
+        _capture(fake, lambda: opt.step([other]))
+    assert opt.step_count == 2 and _alive(graph)
+
+
+# ---- item 4: uploads complete before any stream reads them; rewrites ordered on the launch stream ------
+
+def test_tables_are_uploaded_synchronously_and_rewritten_in_order(fake):
+    p = TensorList([fake.asarray(np.zeros(n)) for n in (3, 2000)])
+    g = TensorList([fake.asarray(np.ones(n)) for n in (3, 2000)])
+    hp = dict(lr=1.0, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
+              first_step=True)
+    a, b = fake.cuda.Stream(name="A"), fake.cuda.Stream(name="B")
+    fake.log.clear()
+    with a:
+        _cuda.sgd(p, g, None, **hp)
+    uploads = [i for i, e in enumerate(fake.log) if e[0] == "upload"]
+    assert [e for e in fake.log if e[0] == "upload"] and all(e[1] == "A" for e in fake.log if e[0] != "launch")
+    # each upload is followed by a sync of its stream before anything else happens
+    assert all(fake.log[i + 1] == ("sync", "A", None) for i in uploads)
+    assert fake.log[-1] == ("launch", "A", "lrfast_sgd_f64")
+    fake.log.clear()
+    with b:
+        _cuda.sgd(p, g, None, **hp)
+    assert fake.log == [("launch", "B", "lrfast_sgd_f64")]  # cached: nothing uploaded again
+
+    launcher = _cuda._gpu()
+    g2 = TensorList([fake.asarray(np.ones(n)) for n in (3, 2000)])
+    fake.log.clear()
+    with b:
+        launcher.readdress([(g2, g)])  # last launch on B: rewritten on B, no sync
+        _cuda.sgd(p, g2, None, **hp)
+    assert fake.log == [("upload", "B", 2), ("launch", "B", "lrfast_sgd_f64")]
+    g3 = TensorList([fake.asarray(np.ones(n)) for n in (3, 2000)])
+    fake.log.clear()
+    with a:
+        launcher.readdress([(g3, g2)])  # last launch on B, now A: the device is synchronized first
+    assert fake.log == [("sync", "device", 0), ("upload", "A", 2)]
+    np.testing.assert_array_equal(g3._device["ptrs"].get(), [x.data.ptr for x in g3])
+    np.testing.assert_array_equal(p[1].get(), -3.0)  # three steps of lr 1, grad 1
