@@ -5,14 +5,17 @@
 # back to NVRTC when no image in it fits the GPU.
 #
 #   -DLRFAST_FATBIN=OFF                 skip the fatbin even though nvcc is there
-#   -DLRFAST_CUDA_ARCHS="75;80;86;89;90" the SASS images (one per GPU generation, Turing .. Hopper)
-#   -DLRFAST_CUDA_PTX_ARCH=90           the PTX embedded for newer GPUs (the driver JIT-compiles it)
+#   -DLRFAST_CUDA_ARCHS="75;80;86;89;90;100;120" the SASS images (one per GPU generation, Turing ..
+#                                       Blackwell: sm_100 runs on 10.x, sm_120 on 12.x GPUs)
+#   -DLRFAST_CUDA_PTX_ARCH=90           the PTX embedded for GPUs no SASS image fits (sm_110, later
+#                                       generations: the driver JIT-compiles it); compute_90 runs on all
+#                                       of them, where a newer PTX would leave some out
 #
 # CUDA 13 dropped sm_50 .. sm_72; sm_75 is the oldest arch it targets. Archs the found nvcc does not
 # list (nvcc --list-gpu-code) are left out with a message rather than failing the build.
 
 option(LRFAST_FATBIN "Compile the CUDA kernels ahead of time into a fatbin" ON)
-set(LRFAST_CUDA_ARCHS "75;80;86;89;90" CACHE STRING "SASS archs of lrfast's fatbin")
+set(LRFAST_CUDA_ARCHS "75;80;86;89;90;100;120" CACHE STRING "SASS archs of lrfast's fatbin")
 set(LRFAST_CUDA_PTX_ARCH "90" CACHE STRING "PTX arch of lrfast's fatbin (for GPUs newer than the SASS archs)")
 
 if(NOT LRFAST_FATBIN)

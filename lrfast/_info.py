@@ -67,4 +67,7 @@ def collect() -> dict:
         "backends": {name: backends.unavailable_reason(name) or "available" for name in backends.NAMES},
         "cuda_fatbin": cuda["fatbin"] or "not built (no nvcc at install time)",
         "cuda_sources": cuda["sources"] or "not installed",
+        # how the sources compile when no fatbin fits: lrfast's own NVRTC call (no -ftz), or CuPy's
+        # RawModule compile, which flushes float32 subnormals (said so here)
+        "cuda_nvrtc": cuda["nvrtc"],
     }

@@ -21,9 +21,6 @@
 #if defined(__CUDACC__) && !defined(LRFAST_HOST_GRID)
 #define LRFAST_EXPORT(NAME, BODY, PARAMS, ARGS) \
   extern "C" __global__ void NAME(LRFAST_LIST PARAMS) { BODY(::lrfast::this_thread(), LRFAST_LIST ARGS); }
-extern "C" {
-__device__ int lrfast_abi_version = LRFAST_ABI_VERSION;
-}
 #else
 #define LRFAST_EXPORT(NAME, BODY, PARAMS, ARGS)                                         \
   extern "C" void NAME(unsigned lrfast_blocks, unsigned lrfast_threads, LRFAST_LIST PARAMS) { \
@@ -31,6 +28,8 @@ __device__ int lrfast_abi_version = LRFAST_ABI_VERSION;
       for (unsigned t = 0; t < lrfast_threads; ++t)                                     \
         BODY(::lrfast::Grid{b, lrfast_blocks, t, lrfast_threads}, LRFAST_LIST ARGS);    \
   }
+// The host build's copy of the ABI version, for the host tests; device code has the probe kernel
+// lrfast_abi instead (see the end of this file).
 extern "C" {
 int lrfast_abi_version = LRFAST_ABI_VERSION;
 }
@@ -267,3 +266,21 @@ LRFAST_EXPORT_SCHEDULE(lrfast_schedule_lr, lrfast::schedule_lr_kernel,
 LRFAST_EXPORT_SCHEDULE(lrfast_schedule_values, lrfast::schedule_values_kernel,
                        (const double* table, int rows, const double* steps, lrfast::i64 n, double* out),
                        (table, rows, steps, n, out))
+
+// ---- the ABI probe ----------------------------------------------------------------------------------
+// lrfast_abi(out), a 1 x 1 launch, writes LRFAST_ABI_VERSION to out[0]. The cuda backend launches it by
+// name to check that a fatbin or an NVRTC module is the one its Python side expects, and treats a module
+// without it as out of date. A __global__ entry is a GLOBAL symbol of the cubin, found by
+// cuModuleGetFunction; a __device__ variable (the lrfast_abi_version of ABI 3 and before) is a LOCAL
+// symbol in nvcc 13's and NVRTC 13's output, which cuModuleGetGlobal need not find.
+// tests/test_cuda_host.py checks the symbol's binding in both compilers' cubins.
+namespace lrfast {
+
+LRFAST_HD void abi_kernel(const Grid& grid, int* out) {
+  if (grid.block == 0 && grid.thread == 0) *out = LRFAST_ABI_VERSION;
+}
+
+}  // namespace lrfast
+
+#define LRFAST_EXPORT_PROBE LRFAST_EXPORT
+LRFAST_EXPORT_PROBE(lrfast_abi, lrfast::abi_kernel, (int* out), (out))

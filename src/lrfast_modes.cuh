@@ -7,8 +7,9 @@
 #define LRFAST_MODES_CUH
 
 // Bumped whenever an exported kernel is added or renamed or its parameter list changes; the cuda backend
-// refuses a prebuilt fatbin whose lrfast_abi_version differs (and compiles the installed sources instead).
-#define LRFAST_ABI_VERSION 3
+// refuses a prebuilt fatbin whose probe kernel lrfast_abi reports another version (and compiles the
+// installed sources instead). 4: the probe kernel replaced the __device__ variable lrfast_abi_version.
+#define LRFAST_ABI_VERSION 4
 
 // Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.
 #define LRFAST_SCALARS_BYTES 128

@@ -505,3 +505,346 @@ def test_gpu_launcher_python_side(lib):
     ref.adam(ref_p, [a.host for a in g], ref_m, ref_v, None, step=4, **hp)
     assert fake.host_of(step)[0] == 4
     _assert_close(host_p, ref_p, np.float64, "params after a capturable step")
+
+
+# ---- issue 17: NVRTC under lrfast's own options, the ABI probe, compute capability, fatbin targets -------
+
+from lrfast.backends import _cuda_module  # noqa: E402
+
+_F32_FTZ = re.compile(r"^\s*(?:@%?\w+\s+)?[a-z]+(?:\.\w+)*\.ftz(?:\.\w+)*\.f32\b", re.M)
+_SASS_FTZ = re.compile(r"\b(FFMA|FADD|FMUL|FSETP|FMNMX|FCHK|MUFU)\.FTZ\b|\bF\w*\.FTZ\b")
+
+
+def _f32_ftz(ptx: str) -> list:
+    """The float32 instructions of ``ptx`` that flush subnormals (``mul.ftz.f32``, ``fma.rn.ftz.f32``, ...).
+    ``rcp.approx.ftz.f64`` (the seed of double division, which PTX only has with .ftz) is not one."""
+    return [m.group(0).strip() for m in _F32_FTZ.finditer(ptx)]
+
+
+def _elf_symbols(image: bytes) -> dict:
+    """{name: (binding, type)} of an ELF64 little-endian file's symbol tables (a cubin is one):
+    binding 'LOCAL' / 'GLOBAL' / 'WEAK', type 'OBJECT' / 'FUNC' / ..."""
+    import struct
+
+    assert image[:4] == b"\x7fELF" and image[4] == 2 and image[5] == 1, "not an ELF64 little-endian file"
+    shoff, = struct.unpack_from("<Q", image, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", image, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", image, shoff + i * shentsize) for i in range(shnum)]
+    binds, types = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK"}, {0: "NOTYPE", 1: "OBJECT", 2: "FUNC", 3: "SECTION"}
+    out = {}
+    for _, sh_type, _, _, offset, size, link, _, _, entsize in sections:
+        if sh_type != 2:  # SHT_SYMTAB
+            continue
+        str_off = sections[link][4]
+        for pos in range(offset, offset + size, entsize or 24):
+            name_off, info, _, _, _, _ = struct.unpack_from("<IBBHQQ", image, pos)
+            name = image[str_off + name_off:image.index(b"\0", str_off + name_off)].decode()
+            if name:
+                out[name] = (binds.get(info >> 4, info >> 4), types.get(info & 15, info & 15))
+    return out
+
+
+def _cuda_tool(name):
+    """A CUDA toolkit binary (cuobjdump, nvdisasm): on PATH, beside nvcc, or from the nvidia-cuda-* wheels."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    found = shutil.which(name)
+    nvcc = host_build.find_nvcc()
+    candidates = [Path(nvcc).resolve().parent / name] if nvcc else []
+    candidates += [Path(p) / "nvidia" / sub / "bin" / name for p in sys.path if p for sub in ("cu13", "cuda_nvcc")]
+    return found or next((str(c) for c in candidates if c.is_file()), None)
+
+
+def _nvrtc_binding():
+    b = _cuda_module.binding()
+    if b is None:
+        pytest.skip(f"no NVRTC binding usable ({_cuda_module._binding_or_reason()[1]}): pip install cuda-bindings "
+                    "nvidia-cuda-nvrtc")
+    return b
+
+
+def _nvcc(tmp_path, kind, arch, *extra):
+    if host_build.find_nvcc() is None:
+        pytest.skip("nvcc not found")
+    out = tmp_path / f"k_{arch}.{kind}"
+    done = subprocess.run([host_build.find_nvcc(), "-std=c++17", f"-{kind}", f"-arch={arch}", *extra,
+                           str(SRC / "lrfast_kernels.cu"), "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out.read_bytes(), done.stderr
+
+
+def test_nvrtc_options_keep_subnormals_and_ieee_math():
+    opts = _cuda.NVRTC_OPTIONS
+    assert "-ftz=false" in opts and "-prec-div=true" in opts and "-prec-sqrt=true" in opts
+    assert not any("fast-math" in o or o == "-ftz=true" for o in opts)
+
+
+def test_nvrtc_ptx_has_no_flushing_float32_instruction():
+    """lrfast's NVRTC path (no GPU needed): no .ftz on any f32 instruction of the PTX; the same source with
+    CuPy's added -ftz=true has hundreds (so the check can see it)."""
+    b = _nvrtc_binding()
+    ptx = _cuda_module.compile_source(_cuda.kernel_source(SRC), "compute_90", nvrtc=b).image.decode()
+    assert ".entry lrfast_adam_f32" in ptx
+    assert _f32_ftz(ptx) == []
+    assert set(re.findall(r"\b[a-z]+(?:\.\w+)*\.ftz(?:\.\w+)*", ptx)) <= {"rcp.approx.ftz.f64"}
+    flushed = _cuda_module.compile_source(_cuda.kernel_source(SRC), "compute_90", nvrtc=b,
+                                          options=(*_cuda.NVRTC_OPTIONS, "-ftz=true")).image.decode()
+    ops = {re.sub(r"^\s*", "", i).split()[0] for i in _f32_ftz(flushed)}
+    assert {"mul.ftz.f32", "fma.rn.ftz.f32", "sqrt.rn.ftz.f32", "div.rn.ftz.f32"} <= ops
+
+
+def test_nvcc_ptx_has_no_flushing_float32_instruction(tmp_path):
+    ptx, _ = _nvcc(tmp_path, "ptx", "sm_90")
+    assert _f32_ftz(ptx.decode()) == []
+
+
+def test_nvrtc_and_nvcc_sass_keep_subnormals(tmp_path):
+    """SASS of both paths (cuobjdump): no FFMA.FTZ, where a -ftz=true build has hundreds. (Some FMUL.FTZ and
+    FADD.FTZ appear in both: inside the IEEE sqrtf / division sequences, on operands those sequences have
+    already scaled away from the subnormal range or found NaN; ~172 and 16 at sm_90, against ~444 and 126
+    with -ftz=true.)"""
+    cuobjdump = _cuda_tool("cuobjdump")
+    if cuobjdump is None:
+        pytest.skip("cuobjdump not found (CUDA toolkit, or pip install nvidia-cuda-cuobjdump)")
+    b = _nvrtc_binding()
+
+    def sass(image, name):
+        path = tmp_path / name
+        path.write_bytes(image)
+        done = subprocess.run([cuobjdump, "-sass", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def count(text, op):
+        return len(re.findall(rf"\b{op}\.FTZ\b", text))
+
+    ours = sass(_cuda_module.compile_for(_cuda.kernel_source(SRC), 90, nvrtc=b).image, "nvrtc.cubin")
+    flushed = sass(_cuda_module.compile_source(_cuda.kernel_source(SRC), "sm_90", nvrtc=b,
+                                               options=(*_cuda.NVRTC_OPTIONS, "-ftz=true")).image, "ftz.cubin")
+    nvcc = sass(_nvcc(tmp_path, "cubin", "sm_90")[0], "nvcc.cubin")
+    assert "lrfast_adam_f32" in ours and "lrfast_adam_f32" in nvcc
+    for text in (ours, nvcc):
+        assert count(text, "FFMA") == 0
+        assert count(text, "FMUL") < count(flushed, "FMUL") / 2 and count(text, "FADD") < count(flushed, "FADD") / 2
+    assert count(flushed, "FFMA") > 100
+
+
+def _assert_probe_global(symbols):
+    assert symbols.get(_cuda.ABI_KERNEL) == ("GLOBAL", "FUNC"), symbols.get(_cuda.ABI_KERNEL)
+    assert "lrfast_abi_version" not in symbols  # the LOCAL __device__ variable of ABI <= 3 is gone
+    for rule in RULES:
+        for dtype in (np.float32, np.float64):
+            assert symbols.get(_cuda.kernel_name(rule, dtype)) == ("GLOBAL", "FUNC")
+
+
+def test_abi_probe_is_a_global_symbol_of_the_nvcc_cubin(tmp_path):
+    for arch in ("sm_75", "sm_90"):
+        _assert_probe_global(_elf_symbols(_nvcc(tmp_path, "cubin", arch)[0]))
+
+
+def test_abi_probe_is_a_global_symbol_of_the_nvrtc_cubin():
+    compiled = _cuda_module.compile_for(_cuda.kernel_source(SRC), 90, nvrtc=_nvrtc_binding())
+    assert compiled.cubin and compiled.arch == "sm_90"
+    _assert_probe_global(_elf_symbols(compiled.image))
+
+
+def test_abi_probe_writes_the_version(lib):
+    out = np.zeros(1, np.int32)
+    lib.lrfast_abi(ctypes.c_uint(1), ctypes.c_uint(1), out.ctypes.data_as(ctypes.c_void_p))
+    assert out[0] == _cuda.ABI_VERSION
+
+
+def test_new_blackwell_archs_compile_without_spills(tmp_path):
+    """sm_100 and sm_120 (added to the fatbin) compile with this nvcc; no spills."""
+    for arch in ("sm_100", "sm_120"):
+        cubin, stderr = _nvcc(tmp_path, "cubin", arch, "-Xptxas", "-warn-spills")
+        assert "spill" not in stderr, stderr
+        _assert_probe_global(_elf_symbols(cubin))
+
+
+def test_fatbin_targets_build_with_cmake(tmp_path):
+    """cmake builds the fatbin: SASS for sm_75 .. sm_120 and compute_90 PTX, the probe GLOBAL in each."""
+    import shutil
+
+    cmake, nvcc = shutil.which("cmake"), host_build.find_nvcc()
+    if cmake is None or nvcc is None:
+        pytest.skip("cmake or nvcc not found")
+    cmake_text = (SRC.parent / "cmake" / "fatbin.cmake").read_text()
+    archs = re.search(r'set\(LRFAST_CUDA_ARCHS "([\d;]+)"', cmake_text).group(1).split(";")
+    assert {"75", "90", "100", "120"} <= set(archs)
+    build = tmp_path / "build"
+    for cmd in ([cmake, "-S", str(SRC.parent), "-B", str(build), f"-DCMAKE_CUDA_COMPILER={nvcc}"],
+                [cmake, "--build", str(build)]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    fatbin = build / "lrfast_kernels.fatbin"
+    assert fatbin.stat().st_size > 0
+    cuobjdump = _cuda_tool("cuobjdump")
+    if cuobjdump is None:
+        return
+    listing = subprocess.run([cuobjdump, "-lelf", "-lptx", str(fatbin)], capture_output=True, text=True).stdout
+    assert sorted(re.findall(r"ELF file.*\.sm_(\d+)\.cubin", listing), key=int) == sorted(archs, key=int)
+    assert re.findall(r"PTX file.*\.sm_(\d+)\.ptx", listing) == ["90"]
+    symbols = subprocess.run([cuobjdump, "-symbols", str(fatbin)], capture_output=True, text=True).stdout
+    probes = re.findall(rf"^\s*FUNC\s+(\w+)\s+\w+\s+ENTRY\s+{_cuda.ABI_KERNEL}\s*$", symbols, re.M)
+    assert probes == ["GLOBAL"] * len(archs), probes
+
+
+def test_nvrtc_target_choice():
+    archs = [75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121]
+    assert _cuda_module.target(90, archs) == ("sm_90", True)
+    assert _cuda_module.target(121, archs) == ("sm_121", True)
+    assert _cuda_module.target(122, archs) == ("sm_121", True)  # a cubin runs on a later minor of its major
+    assert _cuda_module.target(130, archs) == ("compute_121", False)  # a newer generation: PTX for the driver
+    with pytest.raises(ValueError, match="sm_61"):
+        _cuda_module.target(61, archs)
+
+
+class _FakeNvrtc:
+    name = "fake nvrtc"
+
+    def __init__(self):
+        self.compiles = []
+
+    def version(self):
+        return (13, 9)
+
+    def supported_archs(self):
+        return [75, 90]
+
+    def compile(self, source, filename, options, cubin):
+        self.compiles.append(options)
+        return (b"\x7fELF" if cubin else b"//ptx") + source.encode()[:8], ""
+
+
+def test_nvrtc_cache_compiles_once_per_source_and_target(tmp_path, monkeypatch):
+    monkeypatch.setenv(_cuda_module.CACHE_ENV, str(tmp_path / "cache"))
+    fake = _FakeNvrtc()
+    path, compiled = _cuda_module.cached_image("int a;", 90, nvrtc=fake)
+    assert compiled is not None and path.suffix == ".cubin" and path.read_bytes() == b"\x7fELFint a;"
+    assert fake.compiles[0][:len(_cuda.NVRTC_OPTIONS)] == _cuda.NVRTC_OPTIONS and fake.compiles[0][-1] == "-arch=sm_90"
+    assert _cuda_module.cached_image("int a;", 90, nvrtc=fake) == (path, None)
+    assert len(fake.compiles) == 1
+    other, compiled = _cuda_module.cached_image("int b;", 90, nvrtc=fake)
+    assert other != path and compiled is not None
+    ptx, compiled = _cuda_module.cached_image("int a;", 100, nvrtc=fake)  # newer than the fake's sm_90
+    assert ptx.suffix == ".ptx" and compiled.arch == "compute_90"
+    monkeypatch.setenv(_cuda_module.CACHE_ENV, "/proc/not-writable")
+    tmp, compiled = _cuda_module.cached_image("int a;", 90, nvrtc=fake)  # falls back to a temporary directory
+    assert compiled is not None and tmp.is_file()
+
+
+class _LoaderCupy:
+    """A stand-in for the cupy calls _cuda's module loading makes: devices with a compute capability,
+    RawModule(path= / code=) recorded, the probe kernel run from the host library."""
+
+    def __init__(self, lib, capabilities, probe_missing=(), probe_version=None):
+        outer = self
+        self.lib, self.capabilities, self.modules, self.current = lib, capabilities, [], 0
+
+        class CUDADriverError(Exception):
+            pass
+
+        class Device:
+            def __init__(self, i):
+                self.id = i
+
+            @property
+            def compute_capability(self):
+                return str(outer.capabilities[self.id])
+
+            def __enter__(self):
+                self.saved, outer.current = outer.current, self.id
+
+            def __exit__(self, *exc):
+                outer.current = self.saved
+
+        class RawModule:
+            def __init__(self, path=None, code=None, options=()):
+                self.path, self.code, self.options = path, code, options
+                outer.modules.append(self)
+
+            def get_function(self, name):
+                if any(str(self.path).endswith(s) for s in probe_missing):
+                    raise CUDADriverError(f"CUDA_ERROR_NOT_FOUND: {name}")
+
+                def fn(grid, block, args):
+                    out = args[0]
+                    outer.lib.lrfast_abi(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]),
+                                         out.ctypes.data_as(ctypes.c_void_p))
+                    if probe_version is not None:
+                        out[0] = probe_version
+                return fn
+
+        self.RawModule = RawModule
+        self.cuda = type("cuda", (), {})()
+        self.cuda.Device = Device
+        self.cuda.driver = type("driver", (), {"CUDADriverError": CUDADriverError})
+        self.cuda.runtime = type("runtime", (), {"getDevice": staticmethod(lambda: outer.current),
+                                                 "getDeviceCount": staticmethod(lambda: len(outer.capabilities))})
+
+    def zeros(self, n, dtype):
+        a = np.zeros(n, dtype)
+        return type("A", (np.ndarray,), {"get": lambda s: np.asarray(s)})(a.shape, a.dtype, a)  # .get() like CuPy
+
+
+def test_unavailable_reason_checks_compute_capability(lib, monkeypatch):
+    old = _LoaderCupy(lib, {0: 61})
+    reason = _cuda._unavailable_reason(old)
+    assert reason is not None and "sm_61" in reason and "sm_75" in reason
+    assert _cuda._unavailable_reason(_LoaderCupy(lib, {0: 61, 1: 90})) is None  # one usable GPU is enough
+    assert _cuda._unavailable_reason(_LoaderCupy(lib, {0: 75})) is None
+    assert _cuda._unavailable_reason(_LoaderCupy(lib, {})) == "no CUDA GPU"
+    with pytest.raises(RuntimeError, match="GPU 0 is sm_61.*sm_75"):
+        _cuda._load_module(old)
+    assert old.modules == []  # refused before loading anything
+    # through the public function, with the stand-in as the imported cupy
+    import sys
+    monkeypatch.setitem(sys.modules, "cupy", old)
+    _cuda.unavailable_reason.cache_clear()
+    try:
+        assert "sm_61" in _cuda.unavailable_reason()
+    finally:
+        _cuda.unavailable_reason.cache_clear()
+
+
+def test_module_loading_uses_lrfast_nvrtc_then_the_fallback(lib, tmp_path, monkeypatch):
+    monkeypatch.setenv(_cuda_module.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(_cuda_module, "binding", lambda: fake)
+    fake = _FakeNvrtc()
+    monkeypatch.setattr(_cuda, "fatbin_path", lambda: None)
+    cp = _LoaderCupy(lib, {0: 90})
+    mod, origin = _cuda._load_module(cp)
+    assert mod.path is not None and mod.code is None and mod.path.endswith(".cubin")
+    assert "lrfast's options" in origin and "sm_90" in origin
+    assert fake.compiles[0][-1] == "-arch=sm_90" and "-ftz=false" in fake.compiles[0]
+
+    # an out-of-date fatbin (no probe kernel) is passed over, with the reason in the origin
+    fatbin = tmp_path / "lrfast_kernels.fatbin"
+    fatbin.write_bytes(b"old")
+    monkeypatch.setattr(_cuda, "fatbin_path", lambda: fatbin)
+    cp = _LoaderCupy(lib, {0: 90}, probe_missing=(".fatbin",))
+    mod, origin = _cuda._load_module(cp)
+    assert mod.path.endswith(".cubin") and "no lrfast_abi probe" in origin
+    cp = _LoaderCupy(lib, {0: 90})
+    mod, origin = _cuda._load_module(cp)
+    assert origin == f"fatbin {fatbin}" and len(cp.modules) == 1
+    cp = _LoaderCupy(lib, {0: 90}, probe_version=_cuda.ABI_VERSION - 1)
+    with pytest.raises(RuntimeError, match="ABI version"):
+        _cuda._load_module(cp)  # the fatbin is passed over, and the sources' probe says the same: refused
+
+    # no NVRTC binding: CuPy's RawModule compile, and the origin says it flushes subnormals
+    monkeypatch.setattr(_cuda, "fatbin_path", lambda: None)
+    monkeypatch.setattr(_cuda_module, "binding", lambda: None)
+    cp = _LoaderCupy(lib, {0: 90})
+    mod, origin = _cuda._load_module(cp)
+    assert mod.code is not None and mod.options == _cuda.NVRTC_OPTIONS and "-ftz=true" in origin
+
+
+def test_info_says_how_the_nvrtc_path_compiles(monkeypatch):
+    line = _cuda.info()["nvrtc"]
+    assert "lrfast's options" in line or "-ftz=true" in line
+    monkeypatch.setattr(_cuda_module, "_binding_or_reason", lambda: (None, "cuda.bindings.nvrtc: missing"))
+    assert "-ftz=true" in _cuda_module.describe() and "missing" in _cuda_module.describe()

@@ -10,7 +10,8 @@ rounded to the params' dtype, with the mode bits of ``src/lrfast_modes.cuh``.
 
 The kernels come from the fatbin built ahead of time (``lrfast/cuda_src/lrfast_kernels.fatbin``, see
 ``cmake/fatbin.cmake``); when it is absent, was built for other GPUs, or is from another ABI version, the
-installed sources are compiled once per process with NVRTC (CuPy caches the result on disk).
+installed sources are compiled with NVRTC under lrfast's own options (``_cuda_module``: no -ftz, unlike
+CuPy's RawModule compile), cached on disk, once per process and GPU.
 Launches go to the current CuPy stream of the arrays' device.
 
 ``sgd_capturable`` / ``adam_capturable`` / ``rmsprop_capturable`` read the learning rate and the step count
@@ -33,11 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _cuda_module
+
 name = "cuda"
 
 # ---- mirrors of src/lrfast_modes.cuh (tests/test_cuda_host.py checks they agree) --------------------
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 #: bytes of the device buffer a capturable step's prepare kernel writes its scalars to
 SCALARS_BYTES = 128
 MAXIMIZE = 1
@@ -538,8 +541,11 @@ def kernel_source(directory: Path | None = None) -> str:
     return expand(directory / "lrfast_kernels.cu")
 
 
-#: NVRTC options (CuPy adds the -arch of the current device).
-NVRTC_OPTIONS = ("-std=c++17",)
+#: NVRTC options (lrfast's own, as the fatbin's nvcc: no -ftz; see _cuda_module). The -arch is added per GPU.
+NVRTC_OPTIONS = _cuda_module.NVRTC_OPTIONS
+#: The probe kernel the ABI check launches (src/lrfast_kernels.cu).
+ABI_KERNEL = _cuda_module.ABI_KERNEL
+MIN_COMPUTE_CAPABILITY = _cuda_module.MIN_COMPUTE_CAPABILITY
 
 _MODULES: dict = {}  # device id -> (cupy.RawModule, description of where it came from)
 
@@ -556,12 +562,36 @@ def module(device: int | None = None):
     return entry
 
 
+def _capability(cupy, device: int) -> int:
+    """The compute capability of ``device`` as an int (sm_90: 90)."""
+    return int(cupy.cuda.Device(device).compute_capability)
+
+
 def _abi_version(cupy, mod) -> int:
-    ptr = mod.get_global("lrfast_abi_version")
-    return int(cupy.ndarray((1,), dtype=np.int32, memptr=ptr).get()[0])
+    """The ABI version the module's probe kernel writes (loads the module first: raises CUDADriverError
+    when no image fits this GPU, or when the module has no probe, as modules before ABI 4 have not)."""
+    fn = mod.get_function(ABI_KERNEL)
+    out = cupy.zeros(1, dtype=np.int32)
+    fn((1,), (1,), (out,))
+    return int(out.get()[0])
+
+
+def _nvrtc_module(cupy, device):
+    """(module, origin) compiled by lrfast's own NVRTC call (no -ftz), or, with no NVRTC binding usable,
+    by CuPy's RawModule(code=...) (which adds -ftz=true; said in the origin)."""
+    if _cuda_module.binding() is None:
+        mod = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS)
+        return mod, f"nvrtc: {_cuda_module.FALLBACK_NOTE}"
+    path, compiled = _cuda_module.cached_image(kernel_source(), _capability(cupy, device))
+    how = compiled.describe() if compiled is not None else f"nvrtc (cached {path.name})"
+    return cupy.RawModule(path=str(path)), f"{how}, lrfast's options"
 
 
 def _load_module(cupy):
+    device = cupy.cuda.runtime.getDevice()
+    reason = _cuda_module.device_reason(device, _capability(cupy, device))
+    if reason is not None:
+        raise RuntimeError(f"cannot load lrfast's CUDA kernels: {reason}")
     notes = []
     fatbin = None if os.environ.get(FORCE_NVRTC_ENV, "") not in ("", "0") else fatbin_path()
     if fatbin is not None:
@@ -572,16 +602,16 @@ def _load_module(cupy):
                 return mod, f"fatbin {fatbin}"
             notes.append(f"fatbin {fatbin} has ABI version {version}, expected {ABI_VERSION}")
         except cupy.cuda.driver.CUDADriverError as exc:
-            notes.append(f"fatbin {fatbin} does not load on this GPU ({exc})")
+            notes.append(f"fatbin {fatbin} does not load on this GPU or has no {ABI_KERNEL} probe ({exc})")
     try:
-        mod = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS)
+        mod, origin = _nvrtc_module(cupy, device)
         version = _abi_version(cupy, mod)
     except Exception as exc:
         detail = "; ".join(notes + [f"NVRTC compile failed: {exc}"])
         raise RuntimeError(f"cannot load lrfast's CUDA kernels: {detail}") from exc
     if version != ABI_VERSION:
         raise RuntimeError(f"lrfast's CUDA sources have ABI version {version}, the Python side {ABI_VERSION}")
-    return mod, "nvrtc" + (f" ({'; '.join(notes)})" if notes else "")
+    return mod, origin + (f" ({'; '.join(notes)})" if notes else "")
 
 
 # ---- availability ---------------------------------------------------------------------------------
@@ -595,12 +625,24 @@ def unavailable_reason() -> str | None:
         return "cupy not installed (pip install 'lrfast[cuda]')"
     except Exception as exc:  # a broken CUDA install can fail in many ways at import
         return f"cupy failed to import ({_first_line(exc)})"
+    return _unavailable_reason(cupy)
+
+
+def _unavailable_reason(cupy) -> str | None:
+    """``unavailable_reason`` given the cupy module (tests pass a stand-in)."""
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
         return f"no CUDA GPU ({_first_line(exc)})"
     if count == 0:
         return "no CUDA GPU"
+    try:
+        capabilities = {d: _capability(cupy, d) for d in range(count)}
+    except Exception as exc:
+        return f"cannot read the GPUs' compute capability ({_first_line(exc)})"
+    reason = _cuda_module.capability_reason(capabilities)
+    if reason is not None:
+        return reason
     if fatbin_path() is None and source_dir() is None:
         return "lrfast's CUDA kernels are not installed (no fatbin, no sources)"
     return None
@@ -610,7 +652,7 @@ def info() -> dict:
     """What ``lrfast info`` can show: availability, where the kernels come from."""
     out = {"available": unavailable_reason() is None, "reason": unavailable_reason(),
            "fatbin": str(fatbin_path()) if fatbin_path() else None,
-           "sources": str(source_dir()) if source_dir() else None}
+           "sources": str(source_dir()) if source_dir() else None, "nvrtc": _cuda_module.describe()}
     if out["available"]:
         out["kernels"] = {dev: origin for dev, (_, origin) in _MODULES.items()} or "not loaded yet"
     return out
