@@ -262,3 +262,118 @@ def test_tables_are_uploaded_synchronously_and_rewritten_in_order(fake):
     assert fake.log == [("sync", "device", 0), ("upload", "A", 2)]
     np.testing.assert_array_equal(g3._device["ptrs"].get(), [x.data.ptr for x in g3])
     np.testing.assert_array_equal(p[1].get(), -3.0)  # three steps of lr 1, grad 1
+
+
+# ---- lrfast.torch: the grads' address table, and steps inside torch.cuda.graph --------------------------
+
+def _torch_cuda_plan(fake, sizes_by_dtype):
+    """A CUDA _Plan of lrfast.torch's SGD (no momentum) over stand-in arrays: one launch per dtype, as
+    ``_build`` makes them (the CUDA branches of set_grads / _run are lrfast.torch's own)."""
+    torch = pytest.importorskip("torch")
+    from lrfast.torch._optim import _Launch, _Plan
+
+    plan = _Plan()
+    plan.device = torch.device("cuda", 0)
+    plan.steps_np = None
+    plan.present = []
+    plan.cuda_grads = None
+    plan.launches, hosts, start = [], [], 0
+    for dtype, sizes in sizes_by_dtype:
+        arrays = [np.ones(n, dtype) for n in sizes]
+        hosts.extend(arrays)
+        members = np.arange(start, start + len(sizes), dtype=np.int64)
+        start += len(sizes)
+        plan.launches.append(_Launch(members, np.dtype(dtype), TensorList([fake.ndarray(a, 0) for a in arrays]),
+                                     {}, None, False))
+    return plan, hosts
+
+
+@pytest.fixture
+def torch_on_fake(fake, monkeypatch):
+    """lrfast.torch's CudaStream entering the stand-in's "torch" stream; returns a setter of that stream."""
+    pytest.importorskip("torch")
+    from lrfast.torch import _optim
+
+    streams = {"current": fake.cuda.Stream(name="torch")}
+
+    class Stream:
+        def __init__(self, device):
+            pass
+
+        def __enter__(self):
+            self.device = fake.cuda.Device(0)
+            self.device.__enter__()
+            self.stream = streams["current"]
+            self.stream.__enter__()
+
+        def __exit__(self, *exc):
+            self.stream.__exit__(*exc)
+            self.device.__exit__(*exc)
+
+    monkeypatch.setattr(_optim, "CudaStream", Stream)
+    return streams
+
+
+def test_torch_cuda_grads_cost_one_copy_per_group_per_step(fake, torch_on_fake):
+    """200 grads in two launches (float32, float64), new grad memory every step (zero_grad(set_to_none)):
+    the first step uploads one table, every later one rewrites it in place: one host-to-device copy and
+    no allocation per group per step (before: a CuPy array per grad and a new table per launch)."""
+    import torch
+
+    import lrfast.torch as lt
+
+    plan, params = _torch_cuda_plan(fake, [(np.float32, [1 + i % 7 for i in range(120)]),
+                                           (np.float64, [3 + i % 5 for i in range(80)])])
+    opt = lt.SGD([torch.zeros(1)], lr=0.5)
+    hyper = opt._hyper(opt.param_groups[0], 0)
+    expected = [p.copy() for p in params]
+    per_step = []
+    for step in range(5):
+        grads = [np.full(p.size, step + 1.0, p.dtype) for p in params]  # new memory each step
+        before = (fake.uploads, fake.allocations, len(fake.launches), fake.syncs)
+        plan.set_grads((None, None, [g.ctypes.data for g in grads], None))
+        opt._run(plan, hyper)
+        per_step.append(tuple(b - a for a, b in zip(before, (fake.uploads, fake.allocations, len(fake.launches),
+                                                              fake.syncs))))
+        for e, g in zip(expected, grads):
+            e -= 0.5 * g
+        for p, e in zip(params, expected):
+            np.testing.assert_array_equal(p, e)
+    # (uploads, allocations, launches, syncs): the first step makes the grads' table and the params' and
+    # chunk tables (one allocation and a synchronous upload each); then one in-place copy, two launches
+    assert per_step[0] == (5, 5, 2, 5)
+    assert per_step[1:] == [(1, 0, 2, 0)] * 4
+    assert [e for e in fake.log[-3:]] == [("upload", "torch", 200), ("launch", "torch", "lrfast_sgd_f32"),
+                                          ("launch", "torch", "lrfast_sgd_f64")]
+
+    torch_on_fake["current"] = fake.cuda.Stream(name="side")  # a step on another torch stream
+    grads = [np.zeros(p.size, p.dtype) for p in params]
+    fake.log.clear()
+    plan.set_grads((None, None, [g.ctypes.data for g in grads], None))
+    opt._run(plan, hyper)
+    assert fake.log[:2] == [("sync", "device", 0), ("upload", "side", 200)]  # the last launch read it on "torch"
+
+
+def test_torch_step_inside_a_cuda_graph_capture_is_refused(monkeypatch):
+    """As torch refuses a non-capturable optimizer: before the closure runs, before anything is written."""
+    torch = pytest.importorskip("torch")
+    import lrfast.torch as lt
+
+    for cls, kw in ((lt.AdamW, {}), (lt.SGD, dict(momentum=0.9)), (lt.RMSprop, {}), (lt.Adam, {})):
+        p = torch.nn.Parameter(torch.ones(5))
+        opt = cls([p], lr=0.1, **kw)
+        p.grad = torch.ones(5)
+        opt.step()
+        state = {k: v.clone() for k, v in opt.state[p].items()}
+        value = p.detach().clone()
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+        called = []
+        with pytest.raises(RuntimeError, match=f"{cls.__name__}.step\\(\\) was called while the current CUDA "
+                                               "stream captures a graph"):
+            opt.step(lambda: called.append(1))
+        assert not called and torch.equal(p.detach(), value)
+        assert all(torch.equal(opt.state[p][k], v) for k, v in state.items())
+        monkeypatch.undo()
+        opt.step()
+        assert not torch.equal(p.detach(), value)

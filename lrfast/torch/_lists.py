@@ -9,8 +9,10 @@ holds its tensors, so their storage stays valid while the list lives. A list of 
 addresses (``address_list``): grads are usually replaced every step (``zero_grad()`` sets them to
 None), and holding the old ones would keep a model's worth of dead gradients alive.
 
-CUDA tensors: DLPack views as CuPy arrays (``torch`` -> ``cupy.from_dlpack``, zero-copy), in a plain
-``TensorList``: the cuda backend caches its device tables on the list.
+CUDA tensors: params and state are DLPack views as CuPy arrays (``torch`` -> ``cupy.from_dlpack``,
+zero-copy), in a plain ``TensorList``: the cuda backend caches its device tables on the list. Grads are
+addresses alone (``CudaGrads``): one device table per param group, rewritten in place when the grads move
+(``zero_grad()`` + backward), so a step makes no CuPy array per grad and allocates nothing.
 """
 
 from __future__ import annotations
@@ -54,18 +56,43 @@ def cuda_list(tensors, dtype) -> TensorList:
     return TensorList(cuda_views(tensors), dtype)
 
 
-def cuda_grad_list(tensors, dtype, device) -> TensorList:
-    """A TensorList of flat CuPy arrays over the grads' memory that do not own it (like
-    ``address_list``: a dead grad's memory goes back to torch's allocator)."""
-    import cupy
+class CudaGrads:
+    """The grads of one CUDA param group as the cuda backend reads them, with no allocation per step.
 
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    arrays = []
-    for t in tensors:
-        n = t.numel()
-        memory = cupy.cuda.UnownedMemory(t.data_ptr(), n * t.element_size(), None, index)
-        arrays.append(cupy.ndarray((n,), dtype=dtype, memptr=cupy.cuda.MemoryPointer(memory, 0)))
-    return TensorList(arrays, dtype)
+    One device table of the grads' addresses (int64, the launches' members in order): made at the first
+    launch (``_cuda.upload``: complete on return), afterwards rewritten in place (``_cuda.rewrite``: one
+    host-to-device copy on the launch stream, queued before the launches that read it; the device is
+    synchronized first when the last launch reading it ran on another stream). Each launch reads a
+    TensorList of addresses alone over its slice of the table (like ``address_list``: a dead grad's memory
+    goes back to torch's allocator). ``set`` takes new addresses, ``upload`` (under the launch stream,
+    before launching) puts them on the device.
+    """
+
+    def __init__(self, launches, index):
+        self.index = index
+        self.order = np.concatenate([launch.members for launch in launches])
+        bounds = np.cumsum([0] + [len(launch.members) for launch in launches])
+        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.lists = [TensorList.from_addresses(np.zeros(len(launch.members), np.int64), launch.dtype,
+                                                same_shape_as=launch.params) for launch in launches]
+        self.host = self.table = None
+        self.pending = False
+
+    def set(self, gptrs):
+        """The addresses of the group's grads (those with a grad, in order), for the next ``upload``."""
+        self.host = np.array(gptrs, dtype=np.int64)[self.order]  # a new array: a queued copy reads it
+        for tl, where in zip(self.lists, self.slices):
+            tl._ptrs = self.host[where]
+        self.pending = True
+
+    def upload(self, cuda):
+        if self.table is None:
+            self.table = cuda.upload(self.host, self.index)
+            for tl, where in zip(self.lists, self.slices):
+                tl._device = {"device": self.index, "ptrs": self.table[where], "chunks": {}}
+        elif self.pending:
+            cuda.rewrite(self.table, self.host, self.lists[0]._device.get("stream"))
+        self.pending = False
 
 
 class CudaStream:

@@ -39,7 +39,7 @@ import torch
 from torch.autograd.graph import increment_version
 
 from .. import backends
-from ._lists import DTYPES, SUPPORTED_NAMES, CudaStream, address_list, cuda_grad_list, cuda_list, host_list
+from ._lists import DTYPES, SUPPORTED_NAMES, CudaGrads, CudaStream, address_list, cuda_list, host_list
 from ._memory import check_visible, is_dtensor, local, to_local
 
 _GRAD = operator.attrgetter("grad")
@@ -202,6 +202,18 @@ def _impl_flags(group, gi):
                          "torch.optim with capturable=True for graph capture")
 
 
+def _refuse_graph_capture(name):
+    """step() inside ``torch.cuda.graph``: refused before anything runs (as torch refuses a non-capturable
+    optimizer): the graph would bake this step's host scalars (lr, bias corrections) into every replay."""
+    if torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"lrfast.torch.{name}.step() was called while the current CUDA stream captures a "
+                           "graph: lrfast computes each step's lr and bias corrections on the host, so a replay "
+                           "would repeat this step's values (and the step could copy from the host during "
+                           "the capture). Call step() outside the captured region, or capture "
+                           f"torch.optim.{name}(capturable=True), or lrfast.{name}(..., capturable=True) on "
+                           "CuPy arrays")
+
+
 def _check_flags(foreach, fused, capturable, differentiable):
     """Constructor check of torch's implementation switches: which ones lrfast can honour."""
     if fused and foreach:
@@ -240,7 +252,7 @@ class _Plan:
     __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_idx",
                  "absent_idx", "all_present", "to_local", "placements", "param_ptrs", "dtypes", "shapes", "strides",
                  "present_layout", "grad_ptrs", "grad_layout", "state_dicts", "state_checks", "launches", "steps",
-                 "steps_np", "step_index", "steps_seen", "rebuild_after_run", "device")
+                 "steps_np", "step_index", "steps_seen", "rebuild_after_run", "device", "cuda_grads")
 
     def check(self, group, roles, state):
         """(_OK | _GRADS | _REBUILD, detail): is the plan still valid for this step's params and grads?"""
@@ -325,12 +337,18 @@ class _Plan:
     def set_grads(self, detail):
         _, gmem, gptrs, layout = detail
         self.grad_ptrs, self.grad_layout = gptrs, layout
+        if self.device.type == "cuda":  # one device table per group, rewritten in place (CudaGrads)
+            if self.launches:
+                if self.cuda_grads is None:
+                    index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+                    self.cuda_grads = CudaGrads(self.launches, index)
+                    for launch, grads in zip(self.launches, self.cuda_grads.lists):
+                        launch.grads = grads
+                self.cuda_grads.set(gptrs)
+            return
         table = np.array(gptrs, dtype=np.int64)
         for launch in self.launches:
-            if self.device.type == "cuda":
-                launch.grads = cuda_grad_list([gmem[j] for j in launch.members], launch.dtype, self.device)
-            else:
-                launch.grads = address_list(table[launch.members], launch.dtype, launch.params)
+            launch.grads = address_list(table[launch.members], launch.dtype, launch.params)
 
 
 # ---- the optimizer base -----------------------------------------------------------------------------
@@ -405,6 +423,7 @@ class _Optimizer(torch.optim.Optimizer):
         Args:
             closure (Callable, optional): A closure that reevaluates the model and returns the loss.
         """
+        _refuse_graph_capture(type(self).__name__)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -584,6 +603,7 @@ class _Optimizer(torch.optim.Optimizer):
             plan.state_dicts = plan.state_checks = None
         pgrads = [grads[i] for i in present]
         gmem = [local(g) for g in pgrads]
+        plan.cuda_grads = None
         plan.set_grads((pgrads, gmem, list(map(_PTR, gmem)),
                         (list(map(_SHAPE, gmem)), list(map(_STRIDE, gmem)), list(map(_DTYPE, gmem)))))
         return plan
@@ -598,6 +618,7 @@ class _Optimizer(torch.optim.Optimizer):
         backend = backends.get("cuda" if plan.device.type == "cuda" else "cpu")
         if plan.device.type == "cuda":
             with CudaStream(plan.device):
+                plan.cuda_grads.upload(backend)  # on the launch stream, before the launches read it
                 for launch in plan.launches:
                     self._launch(backend, plan, launch, hyper)
         else:
