@@ -198,6 +198,7 @@ def test_launches_on_the_current_stream():
     x = cp.zeros(1 << 20, cp.float32)
     g = cp.ones_like(x)
     stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()  # x and g were filled on the null stream, which a non-blocking one skips
     with stream:
         _cuda.sgd(TensorList([x]), TensorList([g]), None, lr=1.0, momentum=0.0, dampening=0.0, nesterov=False,
                   weight_decay=0.0, maximize=False, first_step=True)
@@ -342,6 +343,7 @@ def test_capturable_adamw_step_replays_in_a_cuda_graph(launches):
         _cuda.adam_capturable(p, g, m, v, None, lr=lr, step=step, **hp)
 
     stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()  # the arrays were filled on the null stream
     with stream:
         lr.fill(LRS[0])
         one_step()  # eager first step: builds and caches the tables, loads the kernels
@@ -369,6 +371,152 @@ def test_capturable_counters_must_be_on_the_params_device():
         _cuda.sgd_capturable(p, p, None, lr=np.ones(1), step=cp.zeros(1, cp.int64), momentum=0.0, dampening=0.0,
                              nesterov=False, weight_decay=0.0, maximize=False)
     assert float(p[0].sum()) == 3
+
+
+# ---- on a GPU: streams and graphs (issue 17: tables complete for every stream, graphs on live memory) --
+
+def _torch_cuda():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+torch_cuda = pytest.mark.skipif(_torch_cuda() is None, reason="torch with CUDA not available")
+
+
+@gpu
+def test_a_table_uploaded_for_one_stream_is_complete_for_another():
+    """One grads list read by launches on two non-blocking streams with nothing ordering them (each
+    updates its own params): the grads' address table, made for the first launch, is complete when the
+    second reads it (uploads wait for their copy; an asynchronous one on stream a raced with stream b)."""
+    rng = np.random.default_rng(11)
+    sizes = [int(s) for s in rng.integers(1, 3000, size=300)]
+    host_p = [rng.standard_normal(n) for n in sizes]
+    host_g = [rng.standard_normal(n) for n in sizes]
+    g = TensorList([cp.asarray(a) for a in host_g])
+    p1, p2 = (TensorList([cp.asarray(a) for a in host_p]) for _ in range(2))
+    cp.cuda.Device().synchronize()
+    hp = dict(lr=0.5, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
+              first_step=True)
+    a, b = cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)
+    with a:
+        _cuda.sgd(p1, g, None, **hp)
+    with b:
+        _cuda.sgd(p2, g, None, **hp)
+    cp.cuda.Device().synchronize()
+    for x1, x2, h, gg in zip(p1, p2, host_p, host_g):
+        np.testing.assert_array_equal(x1.get(), h - 0.5 * gg)
+        np.testing.assert_array_equal(x2.get(), h - 0.5 * gg)
+
+
+@gpu
+def test_captured_optimizer_step_survives_eager_changes():
+    """A captured capturable step replayed after step_count =, load_state_dict, other grad arrays and a
+    new lr, with the memory pool emptied and refilled with NaNs in between: every replay runs on live
+    buffers (the ones it captured, written in place) and follows the changes."""
+    sched = lrfast.schedules.linear(0.1, 0.0, 100)
+    n = 5000
+    p = cp.ones(n, cp.float64)
+    g = cp.ones(n, cp.float64)
+    opt = lrfast.SGD([p], lr=sched, capturable=True)
+    opt.step([g])  # eager warm-up (null stream)
+    expected = 1.0 - sched(0)
+    stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()
+    with stream:
+        stream.begin_capture()
+        opt.step([g])
+        graph = stream.end_capture()
+
+    def replay():
+        cp.get_default_memory_pool().free_all_blocks()
+        junk = [cp.full(1 << 16, np.nan) for _ in range(64)]  # whatever was freed now holds NaNs
+        cp.cuda.Device().synchronize()
+        graph.launch(stream)
+        stream.synchronize()
+        del junk
+
+    replay()
+    expected -= sched(1)
+    opt.step_count = 50
+    replay()
+    expected -= sched(50)
+    opt.load_state_dict(opt.state_dict())
+    replay()
+    expected -= sched(51)
+    g2 = cp.full(n, 2.0)
+    opt.step([g2])  # other grads: their addresses written into the captured table
+    expected -= sched(52) * 2
+    replay()
+    expected -= sched(53) * 2
+    opt.param_groups[0]["lr"] = 0.25  # a constant, written into the captured schedule table
+    opt.step([g2])
+    expected -= 0.5
+    replay()
+    expected -= 0.5
+    assert opt.step_count == 56
+    np.testing.assert_allclose(p.get(), expected, rtol=1e-12)
+    with pytest.raises(RuntimeError, match="to\\(\\)"):
+        opt.to("cpu")
+
+
+@gpu
+@torch_cuda
+def test_torch_step_inside_torch_cuda_graph_is_refused():
+    torch = _torch_cuda()
+    import lrfast.torch as lt
+
+    p = torch.nn.Parameter(torch.ones(1000, device="cuda"))
+    opt = lt.AdamW([p], lr=0.01)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    torch.cuda.synchronize()
+    value, state = p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="captures a graph"):
+        with torch.cuda.graph(graph):
+            opt.step()
+    torch.cuda.synchronize()
+    assert torch.equal(p.detach(), value)
+    assert all(torch.equal(opt.state[p][k], v) for k, v in state.items())
+    opt.step()  # still usable outside the capture
+    assert not torch.equal(p.detach(), value)
+
+
+@gpu
+@torch_cuda
+def test_torch_steps_on_side_streams_match_torch_fused():
+    """lrfast.torch.AdamW stepping on alternating side streams (the grads made on the default stream,
+    new grad tensors every step: the address table rewritten on the step's stream) matches
+    torch.optim.AdamW(fused=True) on the default stream."""
+    torch = _torch_cuda()
+    import lrfast.torch as lt
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shapes = [(257,), (33, 7), (4096,), (1,), (1000, 3)]
+    init = [torch.randn(s, device="cuda", generator=gen) for s in shapes]
+    ours = [torch.nn.Parameter(t.clone()) for t in init]
+    theirs = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = lt.AdamW(ours, lr=0.01, weight_decay=0.1)
+    ref_opt = torch.optim.AdamW(theirs, lr=0.01, weight_decay=0.1, fused=True)
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    for k in range(12):
+        grads = [torch.randn(s, device="cuda", generator=gen) for s in shapes]
+        for a, b, gr in zip(ours, theirs, grads):
+            a.grad, b.grad = gr.clone(), gr.clone()
+        side = streams[k % 2] if k % 3 else torch.cuda.current_stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            opt.step()
+        torch.cuda.current_stream().wait_stream(side)
+        ref_opt.step()
+        opt.zero_grad(set_to_none=True)
+        ref_opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
 
 
 @gpu
@@ -450,6 +598,7 @@ def test_device_schedule_drives_a_graph_replayed_sgd_step():
         _cuda.sgd_capturable(p, grads, None, lr=lr, step=step, **hp)
 
     stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()  # the arrays were filled on the null stream
     with stream:
         one_step()  # eager: builds the tables, loads the kernels
         stream.begin_capture()
@@ -503,6 +652,7 @@ def test_capturable_optimizer_step_replays_in_a_cuda_graph():
     buf.grads[0][...] = 1.0
     opt.step()  # eager warm-up
     stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()  # the grads were filled, and the warm-up ran, on the null stream
     with stream:
         stream.begin_capture()
         opt.step()
