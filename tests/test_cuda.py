@@ -664,3 +664,70 @@ def test_capturable_optimizer_step_replays_in_a_cuda_graph():
     expected = 1.0 - sum(sched(k) for k in range(5))
     np.testing.assert_allclose(buf.params[0].get(), expected, rtol=1e-6)
 
+
+
+# ---- on a GPU: issue 17 (NVRTC under lrfast's own options, the ABI probe, compute capability) ----------
+
+def _fresh_modules(monkeypatch, path):
+    """Make the next launch load its module anew, from ``path`` ('fatbin' or 'nvrtc')."""
+    if path == "fatbin" and _cuda.fatbin_path() is None:
+        pytest.skip("no fatbin installed (cmake builds it when nvcc is found at install time)")
+    monkeypatch.setenv(_cuda.FORCE_NVRTC_ENV, "1" if path == "nvrtc" else "0")
+    monkeypatch.setattr(_cuda, "_MODULES", {})
+    monkeypatch.setattr(_cuda._gpu(), "_kernels", {})
+
+
+@gpu
+@pytest.mark.parametrize("path", ["fatbin", "nvrtc"])
+def test_subnormal_grads_are_kept_on_both_load_paths(monkeypatch, path):
+    """float32 subnormals survive on both paths, as in the NumPy reference: exp_avg of a 1e-39 grad is
+    ~1e-40 (0 under CuPy's -ftz=true), and an SGD step between subnormals gives the reference's bits."""
+    _fresh_modules(monkeypatch, path)
+    tiny = np.finfo(np.float32).tiny
+    n = 4099  # packed and scalar tail
+    grad = np.full(n, 1e-39, np.float32)
+    assert 0 < grad[0] < tiny
+    p, g = TensorList([cp.ones(n, cp.float32)]), TensorList([cp.asarray(grad)])
+    m, v = (TensorList([cp.zeros(n, cp.float32)]) for _ in range(2))
+    hp = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=True, amsgrad=False,
+              maximize=False, step=1)
+    _cuda.adam(p, g, m, v, None, **hp)
+    origin = _cuda.module()[1]
+    assert origin.startswith(path), origin
+    if path == "nvrtc":
+        assert "lrfast's options" in origin, f"NVRTC went through CuPy's RawModule (-ftz=true): {origin}"
+    ref_p, ref_m, ref_v = [np.ones(n, np.float32)], [np.zeros(n, np.float32)], [np.zeros(n, np.float32)]
+    ref.adam(ref_p, [grad], ref_m, ref_v, None, **hp)
+    got = m[0].get()
+    assert np.all(got > 0) and np.all(got < tiny), got[:4]
+    np.testing.assert_allclose(got, ref_m[0], rtol=1e-4)
+    np.testing.assert_allclose(got, 1e-40, rtol=1e-3)
+
+    host = np.full(n, 2e-39, np.float32)
+    x = TensorList([cp.asarray(host)])
+    _cuda.sgd(x, TensorList([cp.asarray(host)]), None, lr=0.5, momentum=0.0, dampening=0.0, nesterov=False,
+              weight_decay=0.0, maximize=False, first_step=True)
+    want = [host.copy()]
+    ref.sgd(want, [host], None, lr=0.5, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+            maximize=False, first_step=True)
+    assert want[0][0] != 0 and np.array_equal(x[0].get(), want[0])
+
+
+@gpu
+@pytest.mark.parametrize("path", ["fatbin", "nvrtc"])
+def test_abi_probe_kernel_reports_the_python_side_version(monkeypatch, path):
+    _fresh_modules(monkeypatch, path)
+    mod, origin = _cuda.module()
+    assert origin.startswith(path), origin
+    assert _cuda._abi_version(cp, mod) == _cuda.ABI_VERSION
+    if path == "nvrtc":
+        cc = int(cp.cuda.Device().compute_capability)
+        assert "lrfast's options" in origin and (f"sm_{cc}" in origin or "compute_" in origin), origin
+
+
+@gpu
+def test_gpu_compute_capability_is_checked():
+    cc = int(cp.cuda.Device().compute_capability)
+    assert cc >= _cuda.MIN_COMPUTE_CAPABILITY
+    assert _cuda._unavailable_reason(cp) is None
+    assert "lrfast's options" in _cuda.info()["nvrtc"], _cuda.info()["nvrtc"]

@@ -848,3 +848,68 @@ def test_info_says_how_the_nvrtc_path_compiles(monkeypatch):
     assert "lrfast's options" in line or "-ftz=true" in line
     monkeypatch.setattr(_cuda_module, "_binding_or_reason", lambda: (None, "cuda.bindings.nvrtc: missing"))
     assert "-ftz=true" in _cuda_module.describe() and "missing" in _cuda_module.describe()
+
+
+def test_cupy_nvrtc_wrapper_adapter(monkeypatch):
+    """The CuPy-wrapper path (``cupy_backends.cuda.libs.nvrtc``, what a plain ``lrfast[cuda]`` install has),
+    driven here by a stand-in with CuPy's calling convention over cuda.bindings: CuPy's getCUBIN drops
+    the cubin's last byte, which the adapter restores (the result is byte-identical to cuda.bindings')."""
+    import sys
+    import types
+
+    real = _nvrtc_binding()
+    if not isinstance(real, _cuda_module._CudaBindings):
+        pytest.skip("the stand-in drives cuda.bindings")
+    n = real.nvrtc
+
+    def value(result):
+        assert int(result[0]) == 0, result
+        return result[1] if len(result) == 2 else result[1:]
+
+    def read(size_fn, get_fn, prog):
+        buf = b" " * value(size_fn(prog))
+        value(get_fn(prog, buf))  # (nvrtcResult,): the buffer is filled in place
+        return buf
+
+    programs = {}
+
+    def create(src, name, headers, include_names):
+        prog = value(n.nvrtcCreateProgram(src.encode(), name.encode(), 0, [], []))
+        programs[id(prog)] = prog
+        return id(prog)
+
+    def compile_(handle, options):
+        result = n.nvrtcCompileProgram(programs[handle], len(options), [o.encode() for o in options])
+        if int(result[0]) != 0:
+            raise RuntimeError(f"NVRTCError {result[0]!r}")
+
+    fake = types.SimpleNamespace(
+        getVersion=lambda: real.version(), getSupportedArchs=lambda: tuple(real.supported_archs()),
+        createProgram=create, compileProgram=compile_,
+        getCUBIN=lambda h: read(n.nvrtcGetCUBINSize, n.nvrtcGetCUBIN, programs[h])[:-1],  # as CuPy does
+        getPTX=lambda h: read(n.nvrtcGetPTXSize, n.nvrtcGetPTX, programs[h])[:-1],
+        getProgramLog=lambda h: read(n.nvrtcGetProgramLogSize, n.nvrtcGetProgramLog, programs[h])[:-1].decode(),
+        destroyProgram=lambda h: n.nvrtcDestroyProgram(programs.pop(h)))
+    libs = types.ModuleType("cupy_backends.cuda.libs")
+    libs.nvrtc = fake
+    for name in ("cupy_backends", "cupy_backends.cuda"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "cupy_backends.cuda.libs", libs)
+    adapter = _cuda_module._CupyBackends()
+    source = _cuda.kernel_source(SRC)
+    ours = _cuda_module.compile_for(source, 90, nvrtc=adapter)
+    assert ours.binding == "cupy_backends.cuda.libs.nvrtc" and ours.arch == "sm_90"
+    assert ours.image == _cuda_module.compile_for(source, 90, nvrtc=real).image
+    _assert_probe_global(_elf_symbols(ours.image))
+    assert _f32_ftz(_cuda_module.compile_source(source, "compute_90", nvrtc=adapter).image.decode()) == []
+    with pytest.raises(_cuda_module.NvrtcError, match="expected a declaration"):
+        _cuda_module.compile_source("this is not C++", "sm_90", nvrtc=adapter)
+    assert not programs  # every program destroyed
+
+
+def test_whole_elf_restores_a_truncated_cubin():
+    compiled = _cuda_module.compile_for(_cuda.kernel_source(SRC), 75, nvrtc=_nvrtc_binding())
+    image = compiled.image
+    assert _cuda_module._whole_elf(image) == image
+    assert _cuda_module._whole_elf(image[:-1]) == image
+    assert _cuda_module._whole_elf(b"//ptx") == b"//ptx"

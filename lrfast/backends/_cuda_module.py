@@ -122,9 +122,26 @@ class _CupyBackends:
             image = n.getCUBIN(prog) if cubin else n.getPTX(prog)
             if isinstance(image, str):
                 image = image.encode()
+            if cubin:  # CuPy drops the cubin's last byte as if it were a string's NUL: put it back
+                image = _whole_elf(image)
             return image, n.getProgramLog(prog).strip()
         finally:
             n.destroyProgram(prog)
+
+
+def _whole_elf(image: bytes) -> bytes:
+    """``image`` (an ELF64 cubin) padded with zero bytes to the length its header gives (the end of its
+    section or program header table, whichever is last). cupy_backends' getCUBIN returns the cubin less
+    its last byte (a zero byte: the program header table's padding); loaded from memory the bytes
+    object's terminating NUL stands in for it, but a cubin file must be whole."""
+    import struct
+
+    if len(image) < 64 or image[:4] != b"\x7fELF" or image[4] != 2:
+        return image
+    phoff, shoff = struct.unpack_from("<QQ", image, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", image, 0x36)
+    size = max(phoff + phnum * phentsize, shoff + shnum * shentsize)
+    return image + b"\0" * (size - len(image)) if size > len(image) else image
 
 
 _BINDINGS = (_CudaBindings, _CupyBackends)
