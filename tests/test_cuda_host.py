@@ -913,3 +913,27 @@ def test_whole_elf_restores_a_truncated_cubin():
     assert _cuda_module._whole_elf(image) == image
     assert _cuda_module._whole_elf(image[:-1]) == image
     assert _cuda_module._whole_elf(b"//ptx") == b"//ptx"
+
+
+def test_capability_check_on_the_cupy_stand_in(monkeypatch):
+    """The same check on tests/cuda_host's FakeCupy (four devices), its devices' compute capability
+    monkeypatched: unavailable when none is sm_75+, available when one is; loading on an old one refused."""
+    fake = FakeCupy(lambda *a: None)
+    capabilities = {0: 70, 1: 61, 2: 72, 3: 70}
+
+    class Device(fake.cuda.Device):
+        @property
+        def compute_capability(self):  # CuPy gives a string, e.g. '90'
+            return str(capabilities[self.id])
+
+    monkeypatch.setattr(fake.cuda, "Device", Device)
+    reason = _cuda._unavailable_reason(fake)
+    assert reason is not None and "device 1 is sm_61" in reason and "sm_75" in reason
+    with pytest.raises(RuntimeError, match="GPU 0 is sm_70"):
+        _cuda._load_module(fake)
+    capabilities[2] = 90
+    assert _cuda._unavailable_reason(fake) is None
+    with fake.cuda.Device(3), pytest.raises(RuntimeError, match="GPU 3 is sm_70"):
+        _cuda._load_module(fake)
+    monkeypatch.setattr(fake.cuda.runtime, "getDeviceCount", lambda: 0)
+    assert _cuda._unavailable_reason(fake) == "no CUDA GPU"
