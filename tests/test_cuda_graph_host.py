@@ -377,3 +377,73 @@ def test_torch_step_inside_a_cuda_graph_capture_is_refused(monkeypatch):
         monkeypatch.undo()
         opt.step()
         assert not torch.equal(p.detach(), value)
+
+
+# ---- the prepared GPU verdict (bench/gpu_verdict.sh, bench/gpu_verdict.py): what runs without a GPU ------
+
+BENCH = __import__("pathlib").Path(__file__).resolve().parent.parent / "bench"
+
+
+def _verdict():
+    sys.path.insert(0, str(BENCH))
+    import gpu_verdict
+
+    return gpu_verdict
+
+
+def test_gpu_verdict_script_parses_and_its_dry_run_lists_every_phase_within_8_minutes():
+    import subprocess
+
+    script = BENCH / "gpu_verdict.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    done = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True,
+                          env={"PATH": __import__("os").environ["PATH"], "OUT": "/nonexistent/out"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    phases = [p for p, _, _ in _verdict().PHASES]
+    assert [line.split()[0] for line in lines[:-1]] == phases + ["summary"]
+    total = int(lines[-1].split()[4])
+    assert total <= 8 * 60 - 15  # one call of at most 8 minutes, with room for the start
+    # the shell's limits are the driver's
+    limits = {line.split()[0]: int(line.split()[2].rstrip("s")) for line in lines[:-1]}
+    assert all(limits[p] == limit for p, limit, _ in _verdict().PHASES)
+    assert not __import__("os").path.exists("/nonexistent/out")  # a dry run writes nothing
+
+
+def test_gpu_verdict_phases_skip_cleanly_without_a_gpu(tmp_path):
+    if backends.unavailable_reason("cuda") is None:
+        pytest.skip("a GPU is here: the phases would run")
+    v = _verdict()
+    for phase in ("load", "tests", "graphs", "host", "bandwidth", "big", "table"):
+        assert v.main([phase, "--out", str(tmp_path)]) == v.SKIPPED, phase
+        assert "skipped" in __import__("json").loads((tmp_path / f"{phase}.json").read_text())
+    assert v.main(["env", "--out", str(tmp_path)]) == 0
+    assert v.main(["summary", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "verdict.md").read_text()
+    assert "**table**" in text and "skipped" in text and "**build**: no result" in text
+
+
+def test_gpu_verdict_build_command_is_cmakes(tmp_path):
+    v = _verdict()
+    cmd = v.fatbin_command("nvcc", [90, 100], 90, tmp_path / "x.fatbin")
+    assert cmd[:5] == ["nvcc", "--fatbin", "-std=c++17", "--threads", "0"]
+    assert "-gencode=arch=compute_90,code=sm_90" in cmd and "-gencode=arch=compute_100,code=sm_100" in cmd
+    assert "-gencode=arch=compute_90,code=compute_90" in cmd and cmd[-1].endswith("src/lrfast_kernels.cu")
+    if host_build.find_nvcc() is not None:
+        archs, ptx = v.fatbin_archs(host_build.find_nvcc())
+        assert 90 in archs and ptx == 90
+
+
+def test_gpu_verdict_judgement_and_summary(tmp_path):
+    """>= 1.0x torch fused, judged at 0.97 where lrfast's kernel and torch both reach 0.9 of the roofline."""
+    v = _verdict()
+    rows = [dict(n=10 ** 5, kernel_s=1.0, roofline_s=0.5, torch_fused_s=0.98, kernel_vs_torch=0.98,
+                 kernel_vs_roofline=0.5, step_vs_torch=1.2, kernel_GBps=1, roofline_GBps=2, torch_fused_GBps=1),
+            dict(n=10 ** 8, kernel_s=1.0, roofline_s=0.95, torch_fused_s=0.98, kernel_vs_torch=0.98,
+                 kernel_vs_roofline=0.95, step_vs_torch=0.975, kernel_GBps=1, roofline_GBps=1, torch_fused_GBps=1)]
+    judged = v.judge(rows)
+    assert [(j["bar"], j["met"]) for j in judged] == [(1.0, False), (0.97, True)]
+    (tmp_path / "table.json").write_text(__import__("json").dumps({"sizes": rows, "judgement": judged, "ok": False}))
+    assert v.main(["summary", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "verdict.md").read_text()
+    assert "**table**" in text and "FAILED" in text and "| 1e+08 |" in text
