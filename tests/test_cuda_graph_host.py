@@ -447,3 +447,26 @@ def test_gpu_verdict_judgement_and_summary(tmp_path):
     assert v.main(["summary", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "verdict.md").read_text()
     assert "**table**" in text and "FAILED" in text and "| 1e+08 |" in text
+
+
+def test_gpu_verdict_phases_run_on_the_stand_in(fake, tmp_path):
+    """The timing and correctness phases, small, on the stand-in (host kernels): their Python runs and
+    their checks pass (no GPU numbers, of course)."""
+    import json
+
+    v = _verdict()
+    small = ["--iters", "2", "--repeats", "1"]
+    assert v.main(["bandwidth", "--out", str(tmp_path), "--bandwidth-n", "5000", *small]) == 0
+    bw = json.loads((tmp_path / "bandwidth.json").read_text())
+    assert {"copy", "roofline", "adamw"} <= set(bw["aligned"]) and "misaligned" in bw
+    assert v.main(["big", "--out", str(tmp_path), "--big-n", "3001"]) == 0
+    big = json.loads((tmp_path / "big.json").read_text())
+    assert big["ok"] and big["probes"] == [0, 1, 2999, 3000]
+    assert v.main(["host", "--out", str(tmp_path)]) == 0
+    host = json.loads((tmp_path / "host.json").read_text())
+    assert host["tensors"] == 200 and host["lrfast_cupy_list"]["host_us_per_step"] > 0
+    assert v.main(["table", "--out", str(tmp_path), "--sizes", "2000", "5000", *small]) == 0
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [r["n"] for r in table["sizes"]] == [2000, 5000] and all("kernel_s" in r for r in table["sizes"])
+    assert v.main(["summary", "--out", str(tmp_path)]) == 0
+    assert "| 2e+03 |" in (tmp_path / "verdict.md").read_text()

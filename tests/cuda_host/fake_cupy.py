@@ -16,6 +16,7 @@ an array it points at was freed (garbage collected) or the memory at an address 
 
 from __future__ import annotations
 
+import time
 import types
 import weakref
 
@@ -89,8 +90,17 @@ class FakeCupy:
                 fake.log.append(("sync", "device", self.id))
 
         class Event:
-            def __init__(self, stream):
-                self.stream = stream
+            """Records the host time (a stand-in for timing: launches run synchronously here)."""
+
+            def __init__(self, stream=None, **flags):
+                self.stream, self.time = stream, None
+
+            def record(self, stream=None):
+                self.stream, self.time = stream or fake.get_current_stream(), time.perf_counter()
+                return self
+
+            def synchronize(self):
+                pass
 
         class Stream:
             _names = iter(range(1, 1 << 30))
@@ -122,7 +132,7 @@ class FakeCupy:
                 return graph
 
             def record(self, event=None):
-                return Event(self)
+                return (event or Event()).record(self)
 
             def wait_event(self, event):
                 fake.waits += 1
@@ -170,8 +180,22 @@ class FakeCupy:
         self.cuda = types.SimpleNamespace(
             Device=Device, Stream=Stream, Event=Event, ExternalStream=lambda ptr, device=None: Stream(name=f"ext{ptr}"),
             get_current_stream=self.get_current_stream,
+            get_elapsed_time=lambda start, end: (end.time - start.time) * 1e3,
             runtime=types.SimpleNamespace(getDevice=lambda: fake.current, getDeviceCount=lambda: 4,
-                                          deviceSynchronize=lambda: Device().synchronize()))
+                                          deviceSynchronize=lambda: Device().synchronize(),
+                                          memGetInfo=lambda: (64 << 30, 80 << 30)))
+
+        class Generator:
+            def __init__(self, seed=None):
+                self.rng = np.random.default_rng(seed)
+
+            def standard_normal(self, shape, dtype=np.float64):
+                return fake._new(self.rng.standard_normal(shape).astype(dtype))
+
+        self.random = types.SimpleNamespace(default_rng=Generator,
+                                            standard_normal=lambda shape, dtype=np.float64:
+                                            Generator().standard_normal(shape, dtype))
+        self._pool = types.SimpleNamespace(free_all_blocks=lambda: None)
 
     def get_current_stream(self):
         return self._streams[-1]
@@ -205,6 +229,16 @@ class FakeCupy:
 
     def zeros_like(self, a):
         return self._new(np.zeros_like(a.host), a.device.id)
+
+    def arange(self, *args, dtype=None):
+        return self._new(np.arange(*args, dtype=dtype))
+
+    @staticmethod
+    def asnumpy(a):
+        return np.array(a.host if hasattr(a, "host") else a)
+
+    def get_default_memory_pool(self):
+        return self._pool
 
     @staticmethod
     def host_of(a):
