@@ -67,9 +67,9 @@ class _CudaBindings:
 
     def _log(self, prog):
         (size,) = self._check(self.nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
-        buf = b" " * size
+        buf = b" " * max(size, 2)  # a new object: b" " * 1 is CPython's shared b" ", which NVRTC would overwrite
         self._check(self.nvrtc.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
-        return buf.rstrip(b"\0").decode(errors="replace").strip()
+        return buf[:size].rstrip(b"\0").decode(errors="replace").strip()
 
     def compile(self, source, filename, options, cubin):
         n = self.nvrtc
@@ -80,8 +80,9 @@ class _CudaBindings:
             self._check(n.nvrtcCompileProgram(prog, len(opts), opts), "NVRTC compile failed", prog)
             get_size, get = (n.nvrtcGetCUBINSize, n.nvrtcGetCUBIN) if cubin else (n.nvrtcGetPTXSize, n.nvrtcGetPTX)
             (size,) = self._check(get_size(prog), "nvrtcGet*Size")
-            buf = b" " * size
+            buf = b" " * max(size, 2)  # never the shared b"" / b" " (filled in place)
             self._check(get(prog, buf), "nvrtcGetCUBIN/PTX")
+            buf = buf[:size]
             return (buf if cubin else buf.rstrip(b"\0")), self._log(prog)
         finally:
             n.nvrtcDestroyProgram(prog)
