@@ -13,17 +13,19 @@ def grad_sequence(shapes, dtype, steps, seed=1):
     return [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
 
 
-def assert_close(actual, expected, dtype):
+def assert_close(actual, expected, dtype, start=None):
     """float64: elementwise rel 1e-6; float32: rel 1e-5 of each tensor's magnitude (norm-wise).
 
     float32 results round every step in a different place than the float64 reference, so elements
-    near zero carry the rounding noise of the whole tensor: compare against the tensor's scale.
+    near zero carry the rounding noise of the whole tensor: compare against the tensor's scale, the
+    largest magnitude it had (``start``: the params before the steps, where they were larger).
     """
     for i, (a, e) in enumerate(zip(actual, expected)):
         if np.dtype(dtype) == np.float64:
             np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-12, err_msg=f"param {i}")
         else:
-            scale = max(float(np.max(np.abs(e))), 1e-30) if e.size else 1.0
+            values = [e] if start is None else [e, start[i]]
+            scale = max(max(float(np.max(np.abs(v))) for v in values), 1e-30) if e.size else 1.0
             np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5 * scale, err_msg=f"param {i}")
 
 

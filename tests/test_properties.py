@@ -57,7 +57,7 @@ def test_cpu_matches_reference(shapes, dtype, case, seed, arena):
             opt.step()
         else:
             opt.step(grads)
-    assert_close(ours, ref, dtype)
+    assert_close(ours, ref, dtype, start=init)
 
 
 @given(sizes=st.lists(st.integers(0, 200), min_size=1, max_size=20), chunk=st.integers(1, 64))
