@@ -46,6 +46,18 @@ def make_model(seed=0):
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
 
 
+def train_step_of(model, opt):
+    """One training step (zero_grad, MSE loss, backward, opt.step()) as a function of the batch."""
+    def train_step(x, y):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return train_step
+
+
 def batch(step):
     g = torch.Generator().manual_seed(100 + step)
     return torch.randn(8, 8, generator=g), torch.randn(8, 4, generator=g)
@@ -85,14 +97,7 @@ def test_compiled_train_step(backend):
     model = make_model()
     opt = lt.AdamW(model.parameters(), lr=LR, weight_decay=WD)
 
-    def train_step(x, y):
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    compiled = torch.compile(train_step, backend=backend)
+    compiled = torch.compile(train_step_of(model, opt), backend=backend)
     losses = [compiled(*batch(step)) for step in range(STEPS)]
     assert all(isinstance(loss, torch.Tensor) and torch.isfinite(loss) for loss in losses)
     expected, ref = eager_torch()
@@ -144,14 +149,7 @@ def test_step_inside_compile_does_not_recompile_each_step():
     model = make_model()
     opt = lt.AdamW(model.parameters(), lr=LR, weight_decay=WD)
 
-    def train_step(x, y):
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    compiled = torch.compile(train_step, backend="eager")
+    compiled = torch.compile(train_step_of(model, opt), backend="eager")
     for step in range(3):
         compiled(*batch(step))
     counters.clear()
