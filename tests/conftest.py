@@ -1,9 +1,4 @@
-import os
-import sys
-
 from hypothesis import settings
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 # Property tests draw the same examples in every run (no per-run random seed, no example database): a
 # failure reproduces, and a pass is not luck of the draw.

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from cases import CASES, IDS
-from helpers import make_params, snapshot
+from tests.cases import CASES, IDS
+from tests.helpers import make_params, snapshot
 
 import lrfast
 

@@ -558,7 +558,7 @@ def test_to_cuda_and_back_continues_the_trajectory(cls, kw):
 
 @gpu
 def test_device_schedule_matches_host_evaluate():
-    from cuda_host.schedule_cases import SCHEDULES, libm_bound, random_schedule, steps_for
+    from tests.cuda_host.schedule_cases import SCHEDULES, libm_bound, random_schedule, steps_for
 
     rng = np.random.default_rng(0)
     step, out = cp.zeros(1, cp.int64), cp.zeros(1, cp.float64)

@@ -24,8 +24,8 @@ import pytest
 import lrfast
 from lrfast import backends
 from lrfast import schedules as S
-from cuda_host import build as host_build
-from cuda_host.fake_cupy import FakeCupy
+from tests.cuda_host import build as host_build
+from tests.cuda_host.fake_cupy import FakeCupy
 from lrfast.backends import _cuda
 from lrfast.backends._tensorlist import TensorList
 

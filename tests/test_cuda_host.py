@@ -18,8 +18,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from cuda_host import build as host_build
-from cuda_host.fake_cupy import FakeCupy
+from tests.cuda_host import build as host_build
+from tests.cuda_host.fake_cupy import FakeCupy
 from lrfast.backends import _cuda
 from lrfast.backends import _numpy as ref
 from lrfast.backends._tensorlist import TensorList

@@ -28,11 +28,11 @@ import pytest
 
 import lrfast
 from lrfast import schedules as S
-from cuda_host import build as host_build
-from cuda_host.fake_cupy import FakeCupy
+from tests.cuda_host import build as host_build
+from tests.cuda_host.fake_cupy import FakeCupy
 from lrfast.backends import _cuda
 from lrfast.schedules import _table as T
-from cuda_host.schedule_cases import (KINDS_COVERED, SCHEDULES, emulate, libm_bound, random_schedule, steps_for,
+from tests.cuda_host.schedule_cases import (KINDS_COVERED, SCHEDULES, emulate, libm_bound, random_schedule, steps_for,
                                      ulp_nudger)
 
 SRC = host_build.SRC

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from cases import CASES, IDS
-from helpers import assert_close, grad_sequence, make_params
+from tests.cases import CASES, IDS
+from tests.helpers import assert_close, grad_sequence, make_params
 
 import lrfast
 

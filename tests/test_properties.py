@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from helpers import assert_close
+from tests.helpers import assert_close
 
 import lrfast
 from lrfast.backends._tensorlist import TensorList

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from cases import CASES, IDS
-from helpers import grad_sequence, make_params
+from tests.cases import CASES, IDS
+from tests.helpers import grad_sequence, make_params
 
 torch = pytest.importorskip("torch")
 

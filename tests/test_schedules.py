@@ -362,7 +362,7 @@ def test_scalar_path_is_the_array_path_bit_for_bit():
     the composites and scaling, at every breakpoint and its neighbours, dense runs of steps, random ones
     and the far edges (10**9, 2**53 +- 1, int64's top). Where NumPy's exp / log1p loops are not glibc's
     (AVX-512), a scalar path calling ``math`` would differ by an ulp at a few percent of these steps."""
-    from cuda_host.schedule_cases import SCHEDULES, random_schedule, steps_for
+    from tests.cuda_host.schedule_cases import SCHEDULES, random_schedule, steps_for
 
     rng = np.random.default_rng(20240611)
     cases = SCHEDULES + [(f"random-{i}", random_schedule(rng)) for i in range(150)]

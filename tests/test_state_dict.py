@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
-from cases import CASES, IDS
-from helpers import assert_close, grad_sequence, make_params, snapshot
+from tests.cases import CASES, IDS
+from tests.helpers import assert_close, grad_sequence, make_params, snapshot
 
 import lrfast
 

@@ -8,8 +8,8 @@ import copy
 
 import numpy as np
 import pytest
-from cases import CASES, IDS
-from helpers import make_params, snapshot
+from tests.cases import CASES, IDS
+from tests.helpers import make_params, snapshot
 
 import lrfast
 from lrfast import schedules as S
