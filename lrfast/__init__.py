@@ -14,8 +14,8 @@ from ._guard import DivergenceGuard
 from ._lr_rules import layerwise_lr_decay, scale_lr
 from ._lrfinder import LRFinderResult, find_lr
 from ._lrfinder import LRRange
-from ._optimizer import Optimizer
-from ._optimizers import SGD, Adam, AdamW, RMSprop
+from ._optimizer_base import Optimizer
+from ._classes import SGD, Adam, AdamW, RMSprop
 from ._sweep import SweepResult, sweep
 from ._version import __version__
 

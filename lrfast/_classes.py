@@ -7,7 +7,7 @@ takes it) and the backend rule it calls; the rules themselves are written once p
 
 from __future__ import annotations
 
-from ._optimizer import Optimizer
+from ._optimizer_base import Optimizer
 from ._validate import finite_number, nonnegative, unit_interval
 
 

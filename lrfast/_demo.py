@@ -31,7 +31,7 @@ from ._arena import ParamBuffer
 from ._extras import pyplot
 from ._guard import DivergenceGuard
 from ._lrfinder import find_lr
-from ._optimizers import SGD
+from ._classes import SGD
 from ._sweep import ema, sweep
 
 _EXTRA_HINT = ("the lrfast demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]' "

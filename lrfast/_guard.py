@@ -12,7 +12,7 @@ import math
 import numbers
 
 from ._lrfinder import _Snapshot
-from ._optimizer import Optimizer
+from ._optimizer_base import Optimizer
 
 
 class DivergenceGuard:

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import backends
 from ._extras import progress_bar, pyplot
-from ._optimizer import Optimizer
+from ._optimizer_base import Optimizer
 
 #: The rule ``LRFinderResult.suggestion`` uses (one of the names in ``RULES``).
 DEFAULT_RULE = "min_div_10"

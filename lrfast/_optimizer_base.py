@@ -1,6 +1,6 @@
 """The optimizer base class: param groups, validation, learning rates, state and the fused step.
 
-Subclasses (``_optimizers.py``) declare their hyperparameter checks, the state each param needs and
+Subclasses (``_classes.py``) declare their hyperparameter checks, the state each param needs and
 which backend rule updates it; everything else lives here once.
 
 Step numbering (as torch.optim with an lr_scheduler stepped after each ``optimizer.step()``): the update

@@ -16,7 +16,7 @@ import numpy as np
 from . import backends
 from ._extras import progress_bar, pyplot
 from ._lrfinder import LRFinderResult, _as_loss, _group_ratios, _Snapshot
-from ._optimizer import Optimizer
+from ._optimizer_base import Optimizer
 
 
 class SweepResult:
