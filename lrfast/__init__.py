@@ -15,10 +15,11 @@ from ._lr_rules import layerwise_lr_decay, scale_lr
 from ._lrfinder import LRFinderResult, find_lr
 from ._lrfinder import LRRange
 from ._optimizer_base import Optimizer
-from ._classes import SGD, Adam, AdamW, RMSprop
+from . import _classes
+from ._classes import *  # noqa: F403  (one class per variant of each rule in lrfast.rules)
 from ._sweep import SweepResult, sweep
 from ._version import __version__
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Optimizer", "ParamBuffer", "schedules", "layerwise_lr_decay",
+__all__ = [*_classes.__all__, "Optimizer", "ParamBuffer", "schedules", "layerwise_lr_decay",
            "scale_lr", "find_lr", "LRFinderResult", "LRRange", "sweep", "SweepResult", "DivergenceGuard",
            "__version__"]

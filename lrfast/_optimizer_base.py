@@ -1,7 +1,8 @@
 """The optimizer base class: param groups, validation, learning rates, state and the fused step.
 
-Subclasses (``_classes.py``) declare their hyperparameter checks, the state each param needs and
-which backend rule updates it; everything else lives here once.
+Each public class (``_classes.py``) is this base bound to one rule of ``lrfast.rules`` (``_rule``, its
+hyperparameters, state and step counter) and one of its variants (``_variant``); everything else lives here
+once.
 
 Step numbering (as torch.optim with an lr_scheduler stepped after each ``optimizer.step()``): the update
 made after ``k`` completed steps uses the learning rate ``lr(k)``; the first update uses ``lr(0)``.
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import backends
 from ._arena import ParamBuffer, aligned_layout, aligned_zeros, split
-from ._validate import check_disjoint, check_grads, check_params, finite_number, nonnegative
+from ._validate import check_disjoint, check_grads, check_hyper, check_params, finite_number, nonnegative
 from .backends._tensorlist import TensorList
 from .schedules._checks import integer
 
@@ -127,9 +128,6 @@ class Optimizer:
     changing the optimizer. Tables are uploaded once and synchronously, so any stream may launch a step.
     """
 
-    #: hyperparameter name -> check(name, value) returning the validated value
-    _checks: dict = {}
-
     def __init__(self, params, defaults, *, backend="auto", skip_nonfinite=False, capturable=False):
         self.defaults = dict(defaults)
         self.skip_nonfinite = bool(skip_nonfinite)
@@ -237,14 +235,13 @@ class Optimizer:
             if not callable(group["schedule"]):
                 nonnegative("lr", group["schedule"])
             group["lr_scale"] = nonnegative("lr_scale", group["lr_scale"])
-            for name, check in self._checks.items():
-                group[name] = check(name, group[name])
-            self._check_combination(group)
+            for h in self._rule.hyper:
+                if h.name in group:
+                    group[h.name] = check_hyper(h, group[h.name])
+            if self._rule.combination is not None:
+                self._rule.combination(self._hyper(group))
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{exc} (param group {index})") from None
-
-    def _check_combination(self, group):
-        """Subclass hook: constraints between hyperparameters (e.g. nesterov needs momentum)."""
 
     # -- learning rate -----------------------------------------------------------------------------
 
@@ -373,10 +370,10 @@ class Optimizer:
         self._check_bound()
         grad_lists = self._grads_per_bucket(grads)
         for i, group in enumerate(self.param_groups):
-            key = tuple(group[name] for name in self._checks)
+            key = tuple(group[name] for name in self._hyper_names)
             if key != self._checked[i]:  # a hyperparameter was changed since the last check
                 self._check_group(group, i)
-                self._checked[i] = tuple(group[name] for name in self._checks)
+                self._checked[i] = tuple(group[name] for name in self._hyper_names)
         arena = grad_lists is None
         if self.capturable:
             self._step_on_device(grad_lists, arena)
@@ -394,13 +391,14 @@ class Optimizer:
                 return False
         next_lrs = self._lrs_at(self._step_count + 1, schedules)  # a schedule that fails next fails now
         self._write_lrs(schedules, lrs)
-        rule = getattr(self._backend, self._rule)
+        update = self._backend.update
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
+            hyper = self._hyper(group)
             for bi, bucket in enumerate(buckets):
                 fresh = not all(role in bucket.state for role in self._roles(group))
                 params, grads, state = self._bucket_args(group, bucket, None if arena else grad_lists[gi][bi],
                                                          arena)
-                rule(params, grads, *state, lr=lrs[gi][0], **self._hyper(group), **self._counter(fresh))
+                update(self._rule, params, grads, state, lr=lrs[gi][0], hyper=hyper, **self._counter(fresh))
         self._step_count += 1
         self._write_lrs(schedules, next_lrs)
         return True
@@ -422,7 +420,7 @@ class Optimizer:
         """(params, grads, state lists in the rule's order) of one bucket's launch."""
         flat = 1 if arena else 0
         used = self._roles(group)
-        state = [bucket.state_lists(role, self._xp)[flat] if role in used else None for role in self._state_names]
+        state = [bucket.state_lists(s.key, self._xp)[flat] if s.key in used else None for s in self._rule.states]
         if arena:
             return bucket.flat_params, bucket.flat_grads, state
         return bucket.params, grad_list, state
@@ -488,14 +486,14 @@ class Optimizer:
         cuda = self._backend
         capturing = cuda.capturing()
         self.sync_device_lr(capturing=capturing)
-        rule = getattr(cuda, self._rule + "_capturable")
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
+            hyper = self._hyper(group)
             for bi, bucket in enumerate(buckets):
                 params, grads, state = self._bucket_args(group, bucket, None if arena else grad_lists[gi][bi],
                                                          arena)
                 d = bucket.device
                 cuda.schedule_lr(d.table, d.step, d.factors, d.lr)
-                rule(params, grads, *state, lr=d.lr, step=d.step, **self._hyper(group))
+                cuda.update_capturable(self._rule, params, grads, state, lr=d.lr, step=d.step, hyper=hyper)
         if capturing:  # from now on the buffers these launches read are only written in place
             self._captured = True
             for bucket in (b for bs in self._buckets for b in bs):
@@ -567,7 +565,7 @@ class Optimizer:
             self._check_group(merged, i)
             new_groups.append(merged)
         params = [p for g in self.param_groups for p in g["params"]]
-        roles = set(self._state_names)
+        roles = {s.key for s in self._rule.states}
         for idx, entry in d["state"].items():
             idx = int(idx)
             if not 0 <= idx < len(params):
@@ -630,25 +628,34 @@ class Optimizer:
             self.plateau.__dict__.update(plateau.__dict__)
         self.current_lrs()
 
-    # -- subclass interface ------------------------------------------------------------------------
+    # -- what the rule declares ------------------------------------------------------------------
 
-    #: the backend function that updates a bucket (``backends/_numpy.py`` documents each)
-    _rule: str = ""
-    #: every state this optimizer can hold, in the order the backend rule takes them
-    _state_names: tuple = ()
+    #: the ``lrfast.rules`` Rule this class updates with, and its Variant (set by ``_classes.make_class``)
+    _rule = None
+    _variant = None
+
+    @property
+    def _hyper_names(self) -> tuple:
+        return tuple(h.name for h in self._rule.hyper if h.name not in self._variant.fixed)
+
+    def _hyper(self, group) -> dict:
+        """The group's hyperparameters (all but lr) and the variant's fixed ones: what the backends take."""
+        out = {name: group[name] for name in self._hyper_names}
+        out.update(self._variant.fixed)
+        return out
 
     def _roles(self, group) -> tuple:
         """The states this group's update reads and writes (the others are passed as None)."""
-        raise NotImplementedError
-
-    def _hyper(self, group) -> dict:
-        """The group's hyperparameters as the backend rule's keyword arguments (all but lr)."""
-        raise NotImplementedError
+        return self._rule.used_states(self._hyper(group))
 
     def _counter(self, fresh: bool) -> dict:
-        """The step-count arguments of the backend rule (Adam: step, SGD: first_step); ``fresh``: the
-        bucket's state for this update is being created by this step."""
-        raise NotImplementedError
+        """The step-count argument of the update (``step``, from 1; SGD: ``first_step``, the bucket's state
+        is being created by this step)."""
+        if self._rule.counter == "step":
+            return {"step": self._step_count + 1}
+        if self._rule.counter == "fresh":
+            return {"first_step": fresh}
+        return {}
 
     def __repr__(self):
         sizes = sum(p.size for g in self.param_groups for p in g["params"])

@@ -99,3 +99,25 @@ def nonnegative(name, value):
 def unit_interval(name, value):
     """0 <= value < 1 (betas, alpha, momentum)."""
     return finite_number(name, value, low=0.0, high=1.0, high_open=True)
+
+
+def flag(name, value):
+    """A bool (or 0 / 1)."""
+    if not isinstance(value, (bool, int, np.bool_)) or value not in (0, 1):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_hyper(hyper, value):
+    """``value`` checked against the declaration ``hyper`` (``rules._spec.Hyper``) with lrfast's bounds;
+    errors name the option (``Invalid betas[0]: 1.0; expected ...``)."""
+    if hyper.kind == "flag":
+        return flag(hyper.name, value)
+    bounds = dict(low=hyper.low, high=hyper.high, high_open=hyper.high_open)
+    if hyper.kind == "pair":
+        try:
+            first, second = value
+        except (TypeError, ValueError):
+            raise TypeError(f"{hyper.name} must be a pair, got {value!r}") from None
+        return (finite_number(f"{hyper.name}[0]", first, **bounds), finite_number(f"{hyper.name}[1]", second, **bounds))
+    return finite_number(hyper.name, value, **bounds)

@@ -8,7 +8,7 @@ import pytest
 import lrfast
 from lrfast import find_lr, sweep
 from lrfast.schedules import warmup_cosine
-from test_lrfinder import DeepTanhMLP, LeastSquares, deep_grid_best, fingerprint, two_group_adam
+from tests.test_lrfinder import DeepTanhMLP, LeastSquares, deep_grid_best, fingerprint, two_group_adam
 
 
 def test_sweep_confirms_the_range_on_the_flat_deep_mlp():

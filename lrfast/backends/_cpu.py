@@ -1,16 +1,16 @@
 """The cpu backend: fused Numba loops, one kernel launch per optimizer step per dtype.
 
-Same signature as the numpy reference (``_numpy.py``), but the tensor lists must be ``TensorList``s: the
-kernels read their cached base-address and chunk tables. Per-step scalars (lr / bias corrections,
-1 - lr * weight_decay, 1 / sqrt(bias correction 2), ...) are computed here once, in float64, and handed
-to the kernel rounded to the arrays' dtype.
+``update`` has the numpy reference's signature (``_numpy.py``), but the tensor lists must be
+``TensorList``s: the kernels read their cached base-address and chunk tables. Per-step scalars (lr / bias
+corrections, 1 - lr * weight_decay, 1 / sqrt(bias correction 2), ...) are the rule's (``lrfast.rules``),
+computed once per step in float64 and handed to the kernel rounded to the arrays' dtype.
 """
 
 import numba
 import numpy as np
 
 from . import _cpu_kernels as k
-from . import _fork
+from . import _cpu_launchers, _fork
 
 name = "cpu"
 
@@ -44,48 +44,19 @@ def _chunks(tensors):
     return tensors.chunks(chunk_size(tensors.total, numba.config.NUMBA_NUM_THREADS)), False
 
 
-def _scalars(dtype, *values):
-    """``values`` as scalars of the arrays' dtype (a float64 scalar would make the loop float64)."""
-    return tuple(np.array(values, dtype=dtype))
-
-
-def _launch(kernel, tensors, *args):
-    """One kernel call over every chunk of ``tensors``."""
-    kernel(*_chunks(tensors), args)
-
-
-def _ptrs(tensors, fallback):
-    """Address table of an optional state list; unused states pass the params' table (never read)."""
-    return tensors.ptrs if tensors is not None else fallback.ptrs
-
-
-def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay, maximize,
-        first_step):
-    buf_keep, buf_add = (0.0, 1.0) if first_step else (momentum, 1.0 - dampening)
-    _launch(k.sgd, params, params.ptrs, grads.ptrs, _ptrs(momentum_buffers, params), params.like,
-            *_scalars(params.dtype.type, lr, -1.0 if maximize else 1.0, weight_decay, momentum, buf_keep, buf_add),
-            bool(nesterov), momentum != 0)
-
-
-def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
-         decoupled, amsgrad, maximize, step):
-    bc1 = 1.0 - beta1 ** step
-    bc2 = 1.0 - beta2 ** step
-    decay, wd = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
-    _launch(k.adam, params, params.ptrs, grads.ptrs, exp_avgs.ptrs, exp_avg_sqs.ptrs,
-            _ptrs(max_exp_avg_sqs, params), params.like,
-            *_scalars(params.dtype.type, lr / bc1, beta1, 1.0 - beta1, beta2, 1.0 - beta2, 1.0 / np.sqrt(bc2), eps,
-                      decay, wd, -1.0 if maximize else 1.0),
-            bool(amsgrad))
-
-
-def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alpha, eps, weight_decay,
-            momentum, centered, maximize):
-    _launch(k.rmsprop, params, params.ptrs, grads.ptrs, square_avgs.ptrs,
-            _ptrs(grad_avgs, params), _ptrs(momentum_buffers, params), params.like,
-            *_scalars(params.dtype.type, lr, -1.0 if maximize else 1.0, weight_decay, alpha, 1.0 - alpha, eps,
-                      momentum),
-            bool(centered), momentum > 0)
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False):
+    """One kernel call of ``rule`` (a ``lrfast.rules`` Rule) over every chunk of ``params``: the numpy
+    reference's ``update``, with ``TensorList``s. The per-step scalars are the rule's (``Rule.step_scalars``,
+    float64) rounded to the arrays' dtype: a float64 scalar would make a float32 loop float64."""
+    scalars = np.array(rule.step_scalars(hyper, lr, step), dtype=params.dtype)
+    use, bit, tables = 0, 1, [params.ptrs, grads.ptrs]
+    for spec, tensors in zip(rule.states, states):
+        if spec.when is not None:
+            use |= bit if tensors is not None else 0
+            bit <<= 1
+        tables.append(tensors.ptrs if tensors is not None else params.ptrs)  # unused: never read
+    launcher = getattr(_cpu_launchers, rule.name)
+    launcher(*_chunks(params), (*tables, params.like, use, *scalars, rule.modes(hyper, first_step)))
 
 
 def all_finite(tensors):

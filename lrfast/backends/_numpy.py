@@ -4,8 +4,10 @@ Plain, readable NumPy. Each rule follows ``torch.optim``'s single-tensor impleme
 computes in float64, storing the result back in the array's own dtype. Every other backend is tested
 against this module, and this module is tested against ``torch.optim``. It imports numpy alone.
 
-Signature shared by all backends: tensor lists positional (sequences of arrays, ``None`` where a state is
-unused), hyperparameters keyword-only, arrays updated in place.
+One function per rule of ``lrfast.rules``, named after it: tensor lists positional (sequences of arrays,
+``None`` where a state is unused), then ``lr``, the rule's hyperparameters under their public names and its
+step counter (``step``, 1 at the first update, or ``first_step``), keyword-only; arrays updated in place.
+``update`` is the entry point every backend shares.
 """
 
 import numpy as np
@@ -17,7 +19,15 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, weight_decay, maximize,
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False):
+    """Backend entry point: ``rule`` (a ``lrfast.rules`` Rule) over ``params`` / ``grads`` / ``states`` (the
+    rule's state lists in its order, None where unused) with the checked hyperparameters ``hyper``."""
+    counter = {"step": step} if rule.counter == "step" else {"first_step": first_step} if rule.counter else {}
+    kwargs = {h.name: hyper[h.name] for h in rule.hyper}
+    globals()[rule.name](params, grads, *states, lr=lr, **kwargs, **counter)
+
+
+def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
         first_step):
     """SGD with momentum (torch.optim.SGD).
 
@@ -38,22 +48,23 @@ def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov, w
         p[...] = _f64(p) - lr * g
 
 
-def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, beta1, beta2, eps, weight_decay,
-         decoupled, amsgrad, maximize, step):
+def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, betas, eps, weight_decay, amsgrad,
+         maximize, decoupled_weight_decay, step):
     """Adam / AdamW (torch.optim.Adam, torch.optim.AdamW); ``step`` counts from 1.
 
     g = -grad if maximize else grad
-    decoupled (AdamW): p *= 1 - lr * weight_decay;  otherwise (Adam, L2): g += weight_decay * p
+    decoupled_weight_decay (AdamW): p *= 1 - lr * weight_decay;  otherwise (Adam, L2): g += weight_decay * p
     m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
     vmax = max(vmax, v) if amsgrad;  v_hat = vmax if amsgrad else v
     p -= lr / (1 - beta1^step) * m / (sqrt(v_hat) / sqrt(1 - beta2^step) + eps)
     """
+    beta1, beta2 = betas
     bc1 = 1 - beta1 ** step
     bc2_sqrt = np.sqrt(1 - beta2 ** step)
     for i, (p, grad) in enumerate(zip(params, grads)):
         g = -_f64(grad) if maximize else _f64(grad)
         pf = _f64(p)
-        if decoupled:
+        if decoupled_weight_decay:
             pf = pf * (1 - lr * weight_decay)
         elif weight_decay != 0:
             g = g + weight_decay * pf
@@ -95,6 +106,21 @@ def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, *, lr, alph
             p[...] = pf - lr * buf
         else:
             p[...] = pf - lr * g / d
+
+
+def lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize):
+    """Lion (lion-pytorch's update).
+
+    g = -grad if maximize else grad;  p *= 1 - lr * weight_decay
+    p -= lr * sign(beta1 * m + (1 - beta1) * g);  m = beta2 * m + (1 - beta2) * g
+    """
+    beta1, beta2 = betas
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        m = _f64(exp_avgs[i])
+        pf = _f64(p) * (1 - lr * weight_decay)
+        p[...] = pf - lr * np.sign(beta1 * m + (1 - beta1) * g)
+        exp_avgs[i][...] = beta2 * m + (1 - beta2) * g
 
 
 def all_finite(arrays):

@@ -1,0 +1,17 @@
+"""The optimizer registry: every rule lrfast has, declared once (see ``_spec.Rule``).
+
+To add a rule: write ``<name>.py`` here (its ``Rule``: hyperparameters, state, scalars, modes, the Numba
+element function, pseudocode), its reference function in ``backends/_numpy.py``, its CUDA functions and
+one list line in ``src/lrfast_rules.cuh``, its case table ``tests/rule_cases/<name>.py``, add its module
+below, and regenerate ``backends/_cpu_launchers.py`` (``python -m lrfast.rules.generate``). Everything else
+(``lrfast.X``, ``lrfast.torch.X``, bench cases, CLI lists, the tests) reads this registry.
+"""
+
+from . import adam, lion, rmsprop, sgd
+
+#: every rule, by kernel name, in the order lists show them
+RULES = {m.RULE.name: m.RULE for m in (sgd, adam, rmsprop, lion)}
+#: every public class name -> (rule, variant)
+VARIANTS = {v.name: (r, v) for r in RULES.values() for v in r.variants}
+
+__all__ = ["RULES", "VARIANTS"]

@@ -1,0 +1,181 @@
+"""What a rule declares: the one description of an optimizer that every backend, API, test and bench reads.
+
+A rule module (``adam.py``, ``lion.py``, ...) builds one ``Rule``. From it lrfast derives the classes
+``lrfast.X`` and ``lrfast.torch.X`` (signatures, checks, state layout, docstrings), the Numba launchers
+(``backends/_cpu_launchers.py``, generated), the CUDA call (the rule's scalars struct of
+``src/lrfast_rules.cuh``), the benchmark cases and the ``lrfast bench --optimizer`` / ``lrfast info`` lists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+#: torch.optim's implementation switches and their defaults (lrfast.torch accepts them, see torch/_checks.py)
+TORCH_SWITCHES = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter: its keyword (torch's name), default and valid values.
+
+    ``kind``: "number" (a finite float within the bounds), "flag" (a bool), "pair" (two numbers, each
+    within the bounds: Adam's betas). ``what``: the words torch's error message uses ("Invalid {what}: v").
+    ``torch_bounds``: (low, high, high_open) torch.optim itself enforces when they are looser than lrfast's
+    (``lrfast.torch`` accepts what torch accepts), None when the same.
+    """
+
+    name: str
+    default: Any
+    kind: str = "number"
+    low: float | None = 0.0
+    high: float | None = None
+    high_open: bool = False
+    what: str = ""
+    torch_bounds: tuple | None = None
+    keyword_only: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.what or self.name
+
+
+@dataclass(frozen=True)
+class State:
+    """One state tensor per param: torch's key, the short name the element functions use, and when it
+    exists (a function of the checked hyperparameters; None: always)."""
+
+    key: str
+    short: str
+    when: Callable[[dict], bool] | None = None
+
+    def exists(self, hyper: dict) -> bool:
+        return self.when is None or bool(self.when(hyper))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A public class of a rule (Adam and AdamW are two variants of "adam").
+
+    ``defaults``: defaults that differ from the rule's; ``fixed``: hyperparameters the class sets and does
+    not take (AdamW: decoupled_weight_decay=True); ``reference``: what its results are compared with
+    ("torch.optim.AdamW", "lion_pytorch.Lion", or None: the NumPy reference only).
+    """
+
+    name: str
+    summary: str
+    reference: str | None
+    defaults: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An optimizer update rule.
+
+    name        the kernels' name (``lrfast_<name>_f32``, ``backends._numpy.<name>``, ``<name>`` launcher)
+    variants    the public classes
+    lr          default learning rate
+    hyper       hyperparameters after ``lr``, in torch's order (``keyword_only`` ones after the ``*``)
+    states      per-param state, in the order the kernels take the lists
+    counter     "step": per-param step counter t (1 at the first update), as torch's ``state["step"]``;
+                "fresh": the update knows whether its state was just created (SGD's first step); None
+    torch_step  lrfast.torch keeps torch's ``state["step"]`` tensor
+    torch_order torch's order of the state keys in a param's dict (``step`` first when ``torch_step``)
+    torch_signature  torch's parameters after ``params``, in order, "*" where keyword-only ones begin
+                (names not in ``hyper`` are torch's implementation switches, TORCH_SWITCHES)
+    kernel_args (checked hyper) -> {name: float}: the hyperparameters the per-step scalars are made of
+                (the fields of the rule's CUDA ``<Name>Hyper`` struct, in order)
+    scalars     (lr, t, **kernel_args) -> {name: float}: the per-step scalars, in float64, computed once per
+                step on the host (the fields of ``<Name>Scalars<T>``, in order; every backend uses them)
+    modes       (checked hyper, fresh) -> the mode bits (``_modes``) of the update
+    element     the math of one element for the Numba kernels: (p, g, *states, *scalars, flags) -> the
+                new (p, *states); plain Python, compiled by ``backends/_cpu_launchers.py``
+    combination (checked hyper) -> None, raising ValueError for invalid combinations (nesterov)
+    algorithm   the update in pseudocode: the docstrings of lrfast.X and lrfast.torch.X
+    torch_algorithm_note  what differs in lrfast.torch's wording (None: nothing)
+    bytes_note  the bytes per element one step moves (docs, bench rooflines)
+    """
+
+    name: str
+    variants: tuple
+    lr: float
+    hyper: tuple
+    states: tuple
+    counter: str | None
+    torch_step: bool
+    torch_order: tuple
+    torch_signature: str
+    kernel_args: Callable
+    scalars: Callable
+    modes: Callable
+    element: Callable
+    algorithm: str
+    combination: Callable | None = None
+
+    def __post_init__(self):
+        names = [h.name for h in self.hyper]
+        if len(set(names)) != len(names) or "lr" in names:
+            raise ValueError(f"rule {self.name}: hyperparameter names must be unique and not 'lr'")
+        keys = {s.key for s in self.states}
+        if set(self.torch_order) != keys:
+            raise ValueError(f"rule {self.name}: torch_order {self.torch_order} lists other keys than {keys}")
+        for name in self.torch_signature.replace(" ", "").split(","):
+            if name not in ("*", "lr") and name not in names and name not in TORCH_SWITCHES:
+                raise ValueError(f"rule {self.name}: torch_signature names unknown {name!r}")
+
+    # -- what the classes read --------------------------------------------------------------------
+
+    def hyperparameter(self, name: str) -> Hyper:
+        for h in self.hyper:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def defaults(self, variant: Variant) -> dict:
+        """The hyperparameters (``lr`` first) and their defaults for ``variant``'s signature."""
+        out = {"lr": variant.defaults.get("lr", self.lr)}
+        for h in self.hyper:
+            if h.name not in variant.fixed:
+                out[h.name] = variant.defaults.get(h.name, h.default)
+        return out
+
+    def used_states(self, hyper: dict) -> tuple:
+        """The states the update reads and writes for these (checked) hyperparameters, in kernel order."""
+        return tuple(s.key for s in self.states if s.exists(hyper))
+
+    def step_scalars(self, hyper: dict, lr: float, t) -> tuple:
+        """The update's per-step scalars (float64) for learning rate ``lr`` and step ``t`` (1-based;
+        ignored by rules without a step counter)."""
+        return tuple(self.scalars(lr, t, **self.kernel_args(hyper)).values())
+
+    def scalar_names(self) -> tuple:
+        """The names of the per-step scalars, in the kernels' order (evaluated at lr=1e-3, t=1)."""
+        return tuple(self.scalars(1e-3, 1, **self.kernel_args(self.check_all(self.defaults(self.variants[0])))))
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def check_all(self, values: dict, variant: Variant | None = None) -> dict:
+        """The hyperparameters of ``values`` (all of them, ``lr`` aside) checked with lrfast's bounds,
+        plus ``variant``'s fixed ones (a plain dict for the functions above)."""
+        from .._validate import check_hyper
+
+        out = dict(values)
+        if variant is not None:
+            out.update(variant.fixed)
+        for h in self.hyper:
+            if h.name in out:
+                out[h.name] = check_hyper(h, out[h.name])
+        if self.combination is not None:
+            self.combination(out)
+        return out
+
+
+def bias_correction(beta: float, t) -> float:
+    """1 - beta^t in float64 (t may be a float: torch's float32 step counters)."""
+    return 1.0 - math.pow(beta, t)
