@@ -67,7 +67,9 @@ def make_class(rule, variant) -> type:
            + fixed + "\n\n" + "\n".join("    " + line if line else "" for line in
                                          _OPTIONS_DOC.format(hyper=hyper).splitlines()))
     return type(variant.name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": "lrfast",
-                                             "_rule": rule, "_variant": variant})
+                                             "_rule": rule, "_variant": variant,
+                                             "_hyper_names": tuple(h.name for h in rule.hyper
+                                                                   if h.name not in variant.fixed)})
 
 
 _CLASSES = {v.name: make_class(r, v) for r in RULES.values() for v in r.variants}

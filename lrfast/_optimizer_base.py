@@ -394,9 +394,10 @@ class Optimizer:
         update = self._backend.update
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
             hyper = self._hyper(group)
+            used = self._rule.used_states(hyper)
             for bi, bucket in enumerate(buckets):
-                fresh = not all(role in bucket.state for role in self._roles(group))
-                params, grads, state = self._bucket_args(group, bucket, None if arena else grad_lists[gi][bi],
+                fresh = not all(role in bucket.state for role in used)
+                params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],
                                                          arena)
                 update(self._rule, params, grads, state, lr=lrs[gi][0], hyper=hyper, **self._counter(fresh))
         self._step_count += 1
@@ -416,10 +417,9 @@ class Optimizer:
                              "the arrays it was given in place; write new values into those arrays "
                              "(param[...] = new), or build a new optimizer for other arrays")
 
-    def _bucket_args(self, group, bucket, grad_list, arena):
+    def _bucket_args(self, used, bucket, grad_list, arena):
         """(params, grads, state lists in the rule's order) of one bucket's launch."""
         flat = 1 if arena else 0
-        used = self._roles(group)
         state = [bucket.state_lists(s.key, self._xp)[flat] if s.key in used else None for s in self._rule.states]
         if arena:
             return bucket.flat_params, bucket.flat_grads, state
@@ -488,8 +488,9 @@ class Optimizer:
         self.sync_device_lr(capturing=capturing)
         for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
             hyper = self._hyper(group)
+            used = self._rule.used_states(hyper)
             for bi, bucket in enumerate(buckets):
-                params, grads, state = self._bucket_args(group, bucket, None if arena else grad_lists[gi][bi],
+                params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],
                                                          arena)
                 d = bucket.device
                 cuda.schedule_lr(d.table, d.step, d.factors, d.lr)
@@ -630,13 +631,11 @@ class Optimizer:
 
     # -- what the rule declares ------------------------------------------------------------------
 
-    #: the ``lrfast.rules`` Rule this class updates with, and its Variant (set by ``_classes.make_class``)
+    #: the ``lrfast.rules`` Rule this class updates with, its Variant and the names of the hyperparameters
+    #: a param group holds (all but lr and the variant's fixed ones); set by ``_classes.make_class``
     _rule = None
     _variant = None
-
-    @property
-    def _hyper_names(self) -> tuple:
-        return tuple(h.name for h in self._rule.hyper if h.name not in self._variant.fixed)
+    _hyper_names: tuple = ()
 
     def _hyper(self, group) -> dict:
         """The group's hyperparameters (all but lr) and the variant's fixed ones: what the backends take."""

@@ -48,15 +48,24 @@ def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=Fals
     """One kernel call of ``rule`` (a ``lrfast.rules`` Rule) over every chunk of ``params``: the numpy
     reference's ``update``, with ``TensorList``s. The per-step scalars are the rule's (``Rule.step_scalars``,
     float64) rounded to the arrays' dtype: a float64 scalar would make a float32 loop float64."""
+    launcher, optional = _launchers.get(rule.name) or _launcher(rule)
     scalars = np.array(rule.step_scalars(hyper, lr, step), dtype=params.dtype)
-    use, bit, tables = 0, 1, [params.ptrs, grads.ptrs]
-    for spec, tensors in zip(rule.states, states):
-        if spec.when is not None:
-            use |= bit if tensors is not None else 0
-            bit <<= 1
-        tables.append(tensors.ptrs if tensors is not None else params.ptrs)  # unused: never read
-    launcher = getattr(_cpu_launchers, rule.name)
-    launcher(*_chunks(params), (*tables, params.like, use, *scalars, rule.modes(hyper, first_step)))
+    use = 0
+    for bit, i in enumerate(optional):
+        if states[i] is not None:
+            use |= 1 << bit
+    tables = [t.ptrs if t is not None else params.ptrs for t in states]  # unused: the params' (never read)
+    launcher(*_chunks(params), (params.ptrs, grads.ptrs, *tables, params.like, use, *scalars,
+                                rule.modes(hyper, first_step)))
+
+
+_launchers = {}  # rule name -> (launcher, positions of the optional states)
+
+
+def _launcher(rule):
+    entry = _launchers[rule.name] = (getattr(_cpu_launchers, rule.name),
+                                     tuple(i for i, s in enumerate(rule.states) if s.when is not None))
+    return entry
 
 
 def all_finite(tensors):

@@ -23,5 +23,8 @@ def bits(**modes) -> int:
     out = 0
     for name, on in modes.items():
         if on:
-            out |= FLAGS[name.upper()]
+            out |= _BY_KEYWORD[name]
     return out
+
+
+_BY_KEYWORD = {name.lower(): bit for name, bit in FLAGS.items()}
