@@ -4,6 +4,11 @@
 ``cpu``    fused Numba loops over host arrays (the default for NumPy arrays)
 ``cuda``   CuPy raw CUDA kernels (the default for CuPy arrays)
 
+Every backend module has one update entry point, ``update(rule, params, grads, states, *, lr, hyper,
+step=None, first_step=False)``: ``rule`` a ``lrfast.rules`` Rule, ``states`` its state lists in the rule's
+order (None where unused), ``hyper`` the checked hyperparameters; the cuda backend adds
+``update_capturable`` (lr and step read from device arrays).
+
 ``resolve("auto", arrays)`` picks by array type; an explicit name beats auto, and a name that contradicts
 the arrays (``"cuda"`` with NumPy arrays) raises.
 """
