@@ -1,10 +1,19 @@
 // lrfast's exported kernels: the one translation unit compiled to the fatbin (cmake/fatbin.cmake), by
 // NVRTC at run time (lrfast/backends/_cuda.py), and for the host by tests/cuda_host.
 //
-// Every kernel has the same shape: the base-address tables of its tensor lists, the chunk table and its
-// row count, then the per-step scalars (in the params' dtype) and the mode flags (lrfast_modes.cuh).
-// Names are stable: lrfast_<rule>_<f32|f64>; the Python side builds the argument lists
-// (lrfast/backends/_cuda.py, *_call functions) and changing one means bumping LRFAST_ABI_VERSION.
+// Every rule of LRFAST_RULES (lrfast_rules.cuh) gets the same three kernels, from the generic templates
+// below; nothing here names a rule:
+//   lrfast_<rule>_<f32|f64>(tables..., chunks, nchunks, <Name>Scalars<T> s)
+//       the base-address tables of its 2 + states tensor lists, the chunk table and its row count, then
+//       the per-step scalars and mode flags as one struct passed by value (the host computes them:
+//       lrfast/backends/_cuda.py's `call`, from Rule.step_scalars and Rule.modes);
+//   lrfast_<rule>_dev_<t>(tables..., chunks, nchunks, const unsigned char* scalars)
+//       the same update reading the struct from a device buffer (capturable steps);
+//   lrfast_<rule>_prepare_<t>(unsigned char* scalars, const double* lr, i64* step, <Name>Hyper h, int flags)
+//       a 1 x 1 launch writing that buffer from the device lr and step counter (<name>_prepare) and
+//       counting the step.
+// Names are stable; the Python side builds the argument lists (lrfast/backends/_cuda.py, `call` and
+// `capturable_call`, from the rule) and changing one means bumping LRFAST_ABI_VERSION.
 //
 // LRFAST_EXPORT(name, body, (params), (args)) defines the kernel `name` as a call of `body` with this
 // thread's grid coordinates. In a host build (no __CUDACC__, or LRFAST_HOST_GRID) the same macro defines
@@ -13,7 +22,7 @@
 #include "lrfast_compat.cuh"
 #include "lrfast_modes.cuh"
 #include "lrfast_multi_tensor.cuh"
-#include "lrfast_optim.cuh"
+#include "lrfast_rules.cuh"
 #include "lrfast_schedule.cuh"
 
 #define LRFAST_LIST(...) __VA_ARGS__
@@ -38,96 +47,33 @@ int lrfast_abi_version = LRFAST_ABI_VERSION;
 namespace lrfast {
 
 // ---- kernel bodies: what one thread of the grid does --------------------------------------------
-// <rule>_apply runs the harness with the rule's scalars; <rule>_kernel takes them as kernel arguments,
-// <rule>_dev_kernel reads them from the device buffer a <rule>_prepare_kernel wrote (capturable steps).
 
-template <class T>
-LRFAST_HD void sgd_apply(const Grid& grid, const i64* P, const i64* G, const i64* BUF, const i64* chunks,
-                         i64 nchunks, const SgdScalars<T>& s) {
-  const i64* const tables[SgdOp<T>::LISTS] = {P, G, BUF};
-  const SgdOp<T> op = {s};
+// The tables come last in the body's parameters (a pack), so one template serves every list count.
+template <template <class> class Op, class T, class... Tables>
+LRFAST_HD void update_body(const Grid& grid, const i64* chunks, i64 nchunks, const typename Op<T>::Scalars& s,
+                           Tables... lists) {
+  static_assert(sizeof...(Tables) == Op<T>::LISTS, "one table per list of the rule");
+  const i64* const tables[Op<T>::LISTS] = {lists...};
+  const Op<T> op = {s};
   multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
 }
 
-template <class T>
-LRFAST_HD void sgd_kernel(const Grid& grid, const i64* P, const i64* G, const i64* BUF, const i64* chunks,
-                          i64 nchunks, T lr, T weight_decay, T momentum, T one_minus_dampening, int flags) {
-  const SgdScalars<T> s = {lr, weight_decay, momentum, one_minus_dampening, flags};
-  sgd_apply(grid, P, G, BUF, chunks, nchunks, s);
+template <template <class> class Op, class T, class... Tables>
+LRFAST_HD void update_dev_body(const Grid& grid, const i64* chunks, i64 nchunks, const unsigned char* scalars,
+                               Tables... lists) {
+  update_body<Op, T>(grid, chunks, nchunks, *reinterpret_cast<const typename Op<T>::Scalars*>(scalars), lists...);
 }
 
-template <class T>
-LRFAST_HD void sgd_dev_kernel(const Grid& grid, const i64* P, const i64* G, const i64* BUF, const i64* chunks,
-                              i64 nchunks, const unsigned char* scalars) {
-  sgd_apply(grid, P, G, BUF, chunks, nchunks, *reinterpret_cast<const SgdScalars<T>*>(scalars));
-}
-
-template <class T>
-LRFAST_HD void sgd_prepare_kernel(const Grid& grid, unsigned char* scalars, const double* lr, i64* step,
-                                  double momentum, double dampening, double weight_decay, int flags) {
-  if (grid.block == 0 && grid.thread == 0)
-    sgd_prepare(reinterpret_cast<SgdScalars<T>*>(scalars), lr, step, momentum, dampening, weight_decay, flags);
-}
-
-template <class T>
-LRFAST_HD void adam_apply(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
-                          const i64* VMAX, const i64* chunks, i64 nchunks, const AdamScalars<T>& s) {
-  const i64* const tables[AdamOp<T>::LISTS] = {P, G, M, V, VMAX};
-  const AdamOp<T> op = {s};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
-}
-
-template <class T>
-LRFAST_HD void adam_kernel(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
-                           const i64* VMAX, const i64* chunks, i64 nchunks, T step_size, T beta1,
-                           T one_minus_beta1, T beta2, T one_minus_beta2, T inv_bc2_sqrt, T eps, T decay,
-                           T weight_decay, int flags) {
-  const AdamScalars<T> s = {step_size, beta1,  one_minus_beta1, beta2,        one_minus_beta2,
-                            inv_bc2_sqrt, eps, decay,           weight_decay, flags};
-  adam_apply(grid, P, G, M, V, VMAX, chunks, nchunks, s);
-}
-
-template <class T>
-LRFAST_HD void adam_dev_kernel(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
-                               const i64* VMAX, const i64* chunks, i64 nchunks, const unsigned char* scalars) {
-  adam_apply(grid, P, G, M, V, VMAX, chunks, nchunks, *reinterpret_cast<const AdamScalars<T>*>(scalars));
-}
-
-template <class T>
-LRFAST_HD void adam_prepare_kernel(const Grid& grid, unsigned char* scalars, const double* lr, i64* step,
-                                   double beta1, double beta2, double eps, double weight_decay, int flags) {
-  if (grid.block == 0 && grid.thread == 0)
-    adam_prepare(reinterpret_cast<AdamScalars<T>*>(scalars), lr, step, beta1, beta2, eps, weight_decay, flags);
-}
-
-template <class T>
-LRFAST_HD void rmsprop_apply(const Grid& grid, const i64* P, const i64* G, const i64* SQ, const i64* GA,
-                             const i64* BUF, const i64* chunks, i64 nchunks, const RmspropScalars<T>& s) {
-  const i64* const tables[RmspropOp<T>::LISTS] = {P, G, SQ, GA, BUF};
-  const RmspropOp<T> op = {s};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
-}
-
-template <class T>
-LRFAST_HD void rmsprop_kernel(const Grid& grid, const i64* P, const i64* G, const i64* SQ, const i64* GA,
-                              const i64* BUF, const i64* chunks, i64 nchunks, T lr, T alpha, T one_minus_alpha,
-                              T eps, T weight_decay, T momentum, int flags) {
-  const RmspropScalars<T> s = {lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags};
-  rmsprop_apply(grid, P, G, SQ, GA, BUF, chunks, nchunks, s);
-}
-
-template <class T>
-LRFAST_HD void rmsprop_dev_kernel(const Grid& grid, const i64* P, const i64* G, const i64* SQ, const i64* GA,
-                                  const i64* BUF, const i64* chunks, i64 nchunks, const unsigned char* scalars) {
-  rmsprop_apply(grid, P, G, SQ, GA, BUF, chunks, nchunks, *reinterpret_cast<const RmspropScalars<T>*>(scalars));
-}
-
-template <class T>
-LRFAST_HD void rmsprop_prepare_kernel(const Grid& grid, unsigned char* scalars, const double* lr, i64* step,
-                                      double alpha, double eps, double weight_decay, double momentum, int flags) {
-  if (grid.block == 0 && grid.thread == 0)
-    rmsprop_prepare(reinterpret_cast<RmspropScalars<T>*>(scalars), lr, step, alpha, eps, weight_decay, momentum,
-                    flags);
+// lr: the step's learning rate; step: the steps completed before this one (the update is step t = *step + 1),
+// incremented here.
+template <class S, class H, S (*Prepare)(double, i64, const H&, int)>
+LRFAST_HD void prepare_body(const Grid& grid, unsigned char* scalars, const double* lr, i64* step, const H& hyper,
+                            int flags) {
+  static_assert(sizeof(S) <= LRFAST_SCALARS_BYTES, "the scalars buffer is too small for this rule");
+  if (grid.block == 0 && grid.thread == 0) {
+    *reinterpret_cast<S*>(scalars) = Prepare(*lr, *step + 1, hyper, flags);
+    *step += 1;
+  }
 }
 
 template <class T>
@@ -144,83 +90,47 @@ LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, con
   multi_tensor_apply<T>(grid, tables, chunks, nchunks, RooflineOp<T>());
 }
 
-static_assert(sizeof(AdamScalars<double>) <= LRFAST_SCALARS_BYTES, "scalars buffer too small");
-static_assert(sizeof(RmspropScalars<double>) <= LRFAST_SCALARS_BYTES, "scalars buffer too small");
-static_assert(sizeof(SgdScalars<double>) <= LRFAST_SCALARS_BYTES, "scalars buffer too small");
-
 }  // namespace lrfast
 
 // ---- exported kernels ----------------------------------------------------------------------------
 
-#define LRFAST_SGD_PARAMS(T)                                                                         \
-  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* BUF, const lrfast::i64* chunks,   \
-   lrfast::i64 nchunks, T lr, T weight_decay, T momentum, T one_minus_dampening, int flags)
-#define LRFAST_SGD_ARGS (P, G, BUF, chunks, nchunks, lr, weight_decay, momentum, one_minus_dampening, flags)
-LRFAST_EXPORT(lrfast_sgd_f32, lrfast::sgd_kernel<float>, LRFAST_SGD_PARAMS(float), LRFAST_SGD_ARGS)
-LRFAST_EXPORT(lrfast_sgd_f64, lrfast::sgd_kernel<double>, LRFAST_SGD_PARAMS(double), LRFAST_SGD_ARGS)
+// The address tables of N lists, as parameters and as arguments (up to 8 lists: 6 states).
+#define LRFAST_TABLES_PARAMS_1 const lrfast::i64* t0
+#define LRFAST_TABLES_PARAMS_2 LRFAST_TABLES_PARAMS_1, const lrfast::i64* t1
+#define LRFAST_TABLES_PARAMS_3 LRFAST_TABLES_PARAMS_2, const lrfast::i64* t2
+#define LRFAST_TABLES_PARAMS_4 LRFAST_TABLES_PARAMS_3, const lrfast::i64* t3
+#define LRFAST_TABLES_PARAMS_5 LRFAST_TABLES_PARAMS_4, const lrfast::i64* t4
+#define LRFAST_TABLES_PARAMS_6 LRFAST_TABLES_PARAMS_5, const lrfast::i64* t5
+#define LRFAST_TABLES_PARAMS_7 LRFAST_TABLES_PARAMS_6, const lrfast::i64* t6
+#define LRFAST_TABLES_PARAMS_8 LRFAST_TABLES_PARAMS_7, const lrfast::i64* t7
+#define LRFAST_TABLES_ARGS_1 t0
+#define LRFAST_TABLES_ARGS_2 LRFAST_TABLES_ARGS_1, t1
+#define LRFAST_TABLES_ARGS_3 LRFAST_TABLES_ARGS_2, t2
+#define LRFAST_TABLES_ARGS_4 LRFAST_TABLES_ARGS_3, t3
+#define LRFAST_TABLES_ARGS_5 LRFAST_TABLES_ARGS_4, t4
+#define LRFAST_TABLES_ARGS_6 LRFAST_TABLES_ARGS_5, t5
+#define LRFAST_TABLES_ARGS_7 LRFAST_TABLES_ARGS_6, t6
+#define LRFAST_TABLES_ARGS_8 LRFAST_TABLES_ARGS_7, t7
 
-#define LRFAST_ADAM_PARAMS(T)                                                                        \
-  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* M, const lrfast::i64* V,          \
-   const lrfast::i64* VMAX, const lrfast::i64* chunks, lrfast::i64 nchunks, T step_size, T beta1,    \
-   T one_minus_beta1, T beta2, T one_minus_beta2, T inv_bc2_sqrt, T eps, T decay, T weight_decay, int flags)
-#define LRFAST_ADAM_ARGS                                                                             \
-  (P, G, M, V, VMAX, chunks, nchunks, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2,    \
-   inv_bc2_sqrt, eps, decay, weight_decay, flags)
-LRFAST_EXPORT(lrfast_adam_f32, lrfast::adam_kernel<float>, LRFAST_ADAM_PARAMS(float), LRFAST_ADAM_ARGS)
-LRFAST_EXPORT(lrfast_adam_f64, lrfast::adam_kernel<double>, LRFAST_ADAM_PARAMS(double), LRFAST_ADAM_ARGS)
+// One rule's kernels for params of type T (suffix SFX): update, dev update, prepare.
+#define LRFAST_EXPORT_RULE_T(NAME, Name, N, T, SFX)                                                           \
+  LRFAST_EXPORT(lrfast_##NAME##_##SFX, (lrfast::update_body<lrfast::Name##Op, T>),                           \
+                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
+                 lrfast::Name##Scalars<T> s),                                                                 \
+                (chunks, nchunks, s, LRFAST_TABLES_ARGS_##N))                                                 \
+  LRFAST_EXPORT(lrfast_##NAME##_dev_##SFX, (lrfast::update_dev_body<lrfast::Name##Op, T>),                   \
+                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
+                 const unsigned char* scalars),                                                               \
+                (chunks, nchunks, scalars, LRFAST_TABLES_ARGS_##N))                                           \
+  LRFAST_EXPORT(lrfast_##NAME##_prepare_##SFX,                                                                \
+                (lrfast::prepare_body<lrfast::Name##Scalars<T>, lrfast::Name##Hyper, lrfast::NAME##_prepare<T>>), \
+                (unsigned char* scalars, const double* lr, lrfast::i64* step, lrfast::Name##Hyper hyper,      \
+                 int flags),                                                                                  \
+                (scalars, lr, step, hyper, flags))
+#define LRFAST_EXPORT_RULE(NAME, Name, N) \
+  LRFAST_EXPORT_RULE_T(NAME, Name, N, float, f32) LRFAST_EXPORT_RULE_T(NAME, Name, N, double, f64)
 
-#define LRFAST_RMSPROP_PARAMS(T)                                                                     \
-  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* SQ, const lrfast::i64* GA,        \
-   const lrfast::i64* BUF, const lrfast::i64* chunks, lrfast::i64 nchunks, T lr, T alpha,            \
-   T one_minus_alpha, T eps, T weight_decay, T momentum, int flags)
-#define LRFAST_RMSPROP_ARGS \
-  (P, G, SQ, GA, BUF, chunks, nchunks, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
-LRFAST_EXPORT(lrfast_rmsprop_f32, lrfast::rmsprop_kernel<float>, LRFAST_RMSPROP_PARAMS(float), LRFAST_RMSPROP_ARGS)
-LRFAST_EXPORT(lrfast_rmsprop_f64, lrfast::rmsprop_kernel<double>, LRFAST_RMSPROP_PARAMS(double),
-              LRFAST_RMSPROP_ARGS)
-
-// capturable steps: lrfast_<rule>_prepare_<t> (a 1 x 1 launch), then lrfast_<rule>_dev_<t>
-#define LRFAST_DEV3_PARAMS \
-  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* BUF, const lrfast::i64* chunks, \
-   lrfast::i64 nchunks, const unsigned char* scalars)
-#define LRFAST_DEV3_ARGS (P, G, BUF, chunks, nchunks, scalars)
-#define LRFAST_DEV5_PARAMS \
-  (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* S1, const lrfast::i64* S2, \
-   const lrfast::i64* S3, const lrfast::i64* chunks, lrfast::i64 nchunks, const unsigned char* scalars)
-#define LRFAST_DEV5_ARGS (P, G, S1, S2, S3, chunks, nchunks, scalars)
-LRFAST_EXPORT(lrfast_sgd_dev_f32, lrfast::sgd_dev_kernel<float>, LRFAST_DEV3_PARAMS, LRFAST_DEV3_ARGS)
-LRFAST_EXPORT(lrfast_sgd_dev_f64, lrfast::sgd_dev_kernel<double>, LRFAST_DEV3_PARAMS, LRFAST_DEV3_ARGS)
-LRFAST_EXPORT(lrfast_adam_dev_f32, lrfast::adam_dev_kernel<float>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
-LRFAST_EXPORT(lrfast_adam_dev_f64, lrfast::adam_dev_kernel<double>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
-LRFAST_EXPORT(lrfast_rmsprop_dev_f32, lrfast::rmsprop_dev_kernel<float>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
-LRFAST_EXPORT(lrfast_rmsprop_dev_f64, lrfast::rmsprop_dev_kernel<double>, LRFAST_DEV5_PARAMS, LRFAST_DEV5_ARGS)
-
-#define LRFAST_SGD_PREPARE_PARAMS \
-  (unsigned char* scalars, const double* lr, lrfast::i64* step, double momentum, double dampening, \
-   double weight_decay, int flags)
-#define LRFAST_SGD_PREPARE_ARGS (scalars, lr, step, momentum, dampening, weight_decay, flags)
-LRFAST_EXPORT(lrfast_sgd_prepare_f32, lrfast::sgd_prepare_kernel<float>, LRFAST_SGD_PREPARE_PARAMS,
-              LRFAST_SGD_PREPARE_ARGS)
-LRFAST_EXPORT(lrfast_sgd_prepare_f64, lrfast::sgd_prepare_kernel<double>, LRFAST_SGD_PREPARE_PARAMS,
-              LRFAST_SGD_PREPARE_ARGS)
-
-#define LRFAST_ADAM_PREPARE_PARAMS \
-  (unsigned char* scalars, const double* lr, lrfast::i64* step, double beta1, double beta2, double eps, \
-   double weight_decay, int flags)
-#define LRFAST_ADAM_PREPARE_ARGS (scalars, lr, step, beta1, beta2, eps, weight_decay, flags)
-LRFAST_EXPORT(lrfast_adam_prepare_f32, lrfast::adam_prepare_kernel<float>, LRFAST_ADAM_PREPARE_PARAMS,
-              LRFAST_ADAM_PREPARE_ARGS)
-LRFAST_EXPORT(lrfast_adam_prepare_f64, lrfast::adam_prepare_kernel<double>, LRFAST_ADAM_PREPARE_PARAMS,
-              LRFAST_ADAM_PREPARE_ARGS)
-
-#define LRFAST_RMSPROP_PREPARE_PARAMS \
-  (unsigned char* scalars, const double* lr, lrfast::i64* step, double alpha, double eps, double weight_decay, \
-   double momentum, int flags)
-#define LRFAST_RMSPROP_PREPARE_ARGS (scalars, lr, step, alpha, eps, weight_decay, momentum, flags)
-LRFAST_EXPORT(lrfast_rmsprop_prepare_f32, lrfast::rmsprop_prepare_kernel<float>, LRFAST_RMSPROP_PREPARE_PARAMS,
-              LRFAST_RMSPROP_PREPARE_ARGS)
-LRFAST_EXPORT(lrfast_rmsprop_prepare_f64, lrfast::rmsprop_prepare_kernel<double>, LRFAST_RMSPROP_PREPARE_PARAMS,
-              LRFAST_RMSPROP_PREPARE_ARGS)
+LRFAST_RULES(LRFAST_EXPORT_RULE)
 
 // utilities
 #define LRFAST_NONFINITE_PARAMS (const lrfast::i64* X, const lrfast::i64* chunks, lrfast::i64 nchunks, int* flag)

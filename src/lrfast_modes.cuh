@@ -1,15 +1,19 @@
 // Mode constants that cross the Python/C++ line: the only copy on the C++ side.
 //
-// lrfast/backends/_cuda.py mirrors every LRFAST_* macro below (FLAGS, ABI_VERSION, ...) and
-// tests/test_cuda_host.py checks that both sides agree, so a kernel never reads a flag the Python side
-// meant differently. Keep this header plain `#define NAME integer` lines: the test parses it.
+// The mode bits mirror lrfast/rules/_modes.py (FLAGS: the only Python copy), LRFAST_ABI_VERSION and
+// LRFAST_SCALARS_BYTES mirror lrfast/backends/_cuda.py; tests/test_cuda_host.py checks that both sides
+// agree, so a kernel never reads a flag the Python side meant differently. Keep this header plain
+// `#define NAME integer` lines: the test parses it.
 #ifndef LRFAST_MODES_CUH
 #define LRFAST_MODES_CUH
 
 // Bumped whenever an exported kernel is added or renamed or its parameter list changes; the cuda backend
 // refuses a prebuilt fatbin whose probe kernel lrfast_abi reports another version (and compiles the
 // installed sources instead). 4: the probe kernel replaced the __device__ variable lrfast_abi_version.
-#define LRFAST_ABI_VERSION 4
+// 5: every rule's kernels generated from LRFAST_RULES (lrfast_rules.cuh), the per-step scalars passed as
+// one <Name>Scalars<T> struct by value and the prepare kernels' hyperparameters as one <Name>Hyper struct
+// (were separate scalar arguments); the tables of a rule's kernels come first in list order; Lion added.
+#define LRFAST_ABI_VERSION 5
 
 // Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.
 #define LRFAST_SCALARS_BYTES 128
@@ -17,8 +21,8 @@
 // Bits of the `flags` argument of the optimizer kernels.
 #define LRFAST_MAXIMIZE 1      // ascend: g = -grad
 #define LRFAST_WEIGHT_DECAY 2  // L2 decay: g += weight_decay * p (set only when weight_decay != 0)
-#define LRFAST_DECOUPLED 4     // Adam: decoupled decay p *= 1 - lr * weight_decay (AdamW) instead of L2
-#define LRFAST_AMSGRAD 8       // Adam: keep and use max(v) (reads and writes the fifth list)
+#define LRFAST_DECOUPLED 4     // Adam, Lion: decoupled decay p *= 1 - lr * weight_decay instead of L2
+#define LRFAST_AMSGRAD 8       // Adam: keep and use max(v) (reads and writes the max_exp_avg_sq list)
 #define LRFAST_MOMENTUM 16     // SGD / RMSprop: a momentum buffer is read and written
 #define LRFAST_NESTEROV 32     // SGD: g = g + momentum * buf instead of buf
 #define LRFAST_FIRST_STEP 64   // SGD: the buffer is initialised to g (torch's first step)

@@ -1,0 +1,279 @@
+// Every optimizer rule's CUDA side, in one header: the only C++ a rule needs (lrfast/rules/ declares the
+// rule once; see lrfast/rules/_spec.py). Per rule:
+//
+//   <Name>Scalars<T>  the per-step scalars, fields exactly rule.scalar_names() in order (type T: the
+//                     params' dtype), then `int flags` (the mode bits of lrfast_modes.cuh). The host path
+//                     passes it by value, built by lrfast/backends/_cuda.py from Rule.step_scalars.
+//   <Name>Hyper       the hyperparameters the scalars are made of: fields exactly rule.kernel_args keys,
+//                     in order, all double (the argument of a capturable step's prepare kernel).
+//   <name>_update     the math of one element (__host__ __device__), following the rule's NumPy reference
+//                     (lrfast/backends/_numpy.py) line by line, in T.
+//   <name>_prepare    the device copy of the rule's Python `scalars(lr, t, **kernel_args)`: the scalars
+//                     from (lr, t, hyper, flags) in double, rounded to T. t is the 1-based step of this
+//                     update (ignored by rules without a step counter). tests/test_cuda_host.py checks it
+//                     against Rule.step_scalars for every case of tests/rule_cases.
+//   <Name>Op<T>       the functor the harness (lrfast_multi_tensor.cuh) runs: the lists (P, G, then the
+//                     rule's states in rule.states order), which of them it reads (used) and writes
+//                     (written) under the flags, and the element call.
+//
+// and one line in LRFAST_RULES at the end: (name, Name, number of lists = 2 + states). lrfast_kernels.cu
+// exports lrfast_<name>_<f32|f64>, lrfast_<name>_dev_<t> and lrfast_<name>_prepare_<t> for every line.
+// tests/test_cuda_host.py parses the structs below (fields vs the registry), so keep each on the
+// `template <class T> struct <Name>Scalars {` / `struct <Name>Hyper {` form, one `T a, b;` list per line.
+#ifndef LRFAST_RULES_CUH
+#define LRFAST_RULES_CUH
+
+#include "lrfast_compat.cuh"
+#include "lrfast_modes.cuh"
+
+namespace lrfast {
+
+// ---- SGD ---------------------------------------------------------------------------------------
+
+template <class T>
+struct SgdScalars {
+  T lr, weight_decay, momentum, one_minus_dampening;
+  int flags;
+};
+
+struct SgdHyper {
+  double momentum, dampening, weight_decay;
+};
+
+// g = -grad if maximize else grad;  g += weight_decay * p
+// momentum: buf = g (first step) | momentum * buf + (1 - dampening) * g;  g = g + momentum * buf | buf
+// p -= lr * g
+template <class T>
+LRFAST_HD void sgd_update(T& p, T grad, T& buf, const SgdScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  if (s.flags & LRFAST_MOMENTUM) {
+    const T b = (s.flags & LRFAST_FIRST_STEP) ? g : s.momentum * buf + s.one_minus_dampening * g;
+    buf = b;
+    g = (s.flags & LRFAST_NESTEROV) ? g + s.momentum * b : b;
+  }
+  p = p - s.lr * g;
+}
+
+// The first step (t == 1) with momentum initialises the buffer: a capturable step learns it here, from
+// the device step counter (the host path sets LRFAST_FIRST_STEP itself, from the state being created).
+template <class T>
+LRFAST_HD SgdScalars<T> sgd_prepare(double lr, i64 t, const SgdHyper& h, int flags) {
+  int f = flags & ~LRFAST_FIRST_STEP;
+  if ((f & LRFAST_MOMENTUM) && t == 1) f |= LRFAST_FIRST_STEP;
+  const SgdScalars<T> s = {T(lr), T(h.weight_decay), T(h.momentum), T(1.0 - h.dampening), f};
+  return s;
+}
+
+template <class T>
+struct SgdOp {
+  enum { P, G, BUF, LISTS };
+  typedef SgdScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return (1u << P | 1u << G) | ((s.flags & LRFAST_MOMENTUM) ? 1u << BUF : 0u); }
+  LRFAST_HD unsigned written() const { return used() & ~(1u << G); }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { sgd_update(x[P], x[G], x[BUF], s); }
+};
+
+// ---- Adam / AdamW ------------------------------------------------------------------------------
+
+template <class T>
+struct AdamScalars {
+  T step_size;     // lr / (1 - beta1^t)
+  T beta1, one_minus_beta1, beta2, one_minus_beta2;
+  T inv_bc2_sqrt;  // 1 / sqrt(1 - beta2^t)
+  T eps;
+  T decay;         // 1 - lr * weight_decay (read when LRFAST_DECOUPLED)
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2, Adam)
+  int flags;
+};
+
+struct AdamHyper {
+  double beta1, beta2, eps, weight_decay;
+};
+
+// g = -grad if maximize else grad
+// decoupled: p *= 1 - lr * weight_decay;  otherwise g += weight_decay * p
+// m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;  amsgrad: vmax = max(vmax, v), v_hat = vmax
+// p -= lr / bc1 * m / (sqrt(v_hat) / sqrt(bc2) + eps)
+template <class T>
+LRFAST_HD void adam_update(T& p, T grad, T& m, T& v, T& vmax, const AdamScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  T pf = p;
+  if (s.flags & LRFAST_DECOUPLED)
+    pf = pf * s.decay;
+  else if (s.flags & LRFAST_WEIGHT_DECAY)
+    g = g + s.weight_decay * pf;
+  m = s.beta1 * m + s.one_minus_beta1 * g;
+  v = s.beta2 * v + s.one_minus_beta2 * g * g;
+  T v_hat = v;
+  if (s.flags & LRFAST_AMSGRAD) {
+    vmax = max_nan(vmax, v);
+    v_hat = vmax;
+  }
+  p = pf - s.step_size * m / (sqrt_(v_hat) * s.inv_bc2_sqrt + s.eps);
+}
+
+template <class T>
+LRFAST_HD AdamScalars<T> adam_prepare(double lr, i64 t, const AdamHyper& h, int flags) {
+  const double bc1 = 1.0 - pow_(h.beta1, double(t)), bc2 = 1.0 - pow_(h.beta2, double(t));
+  const AdamScalars<T> s = {T(lr / bc1), T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2),
+                            T(1.0 / sqrt_(bc2)), T(h.eps), T(1.0 - lr * h.weight_decay), T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct AdamOp {
+  enum { P, G, M, V, VMAX, LISTS };
+  typedef AdamScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const {
+    return (1u << P | 1u << G | 1u << M | 1u << V) | ((s.flags & LRFAST_AMSGRAD) ? 1u << VMAX : 0u);
+  }
+  LRFAST_HD unsigned written() const { return used() & ~(1u << G); }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { adam_update(x[P], x[G], x[M], x[V], x[VMAX], s); }
+};
+
+// ---- RMSprop -----------------------------------------------------------------------------------
+
+template <class T>
+struct RmspropScalars {
+  T lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
+  int flags;
+};
+
+struct RmspropHyper {
+  double alpha, eps, weight_decay, momentum;
+};
+
+// g = -grad if maximize else grad;  g += weight_decay * p;  s = alpha s + (1 - alpha) g^2
+// centered: a = alpha a + (1 - alpha) g, d = sqrt(s - a^2) + eps;  else d = sqrt(s) + eps
+// momentum: buf = momentum buf + g / d, p -= lr buf;  else p -= lr g / d
+template <class T>
+LRFAST_HD void rmsprop_update(T& p, T grad, T& sq, T& ga, T& buf, const RmspropScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  const T sq_new = s.alpha * sq + s.one_minus_alpha * g * g;
+  sq = sq_new;
+  T d;
+  if (s.flags & LRFAST_CENTERED) {
+    const T a = s.alpha * ga + s.one_minus_alpha * g;
+    ga = a;
+    d = sqrt_(sq_new - a * a) + s.eps;
+  } else {
+    d = sqrt_(sq_new) + s.eps;
+  }
+  if (s.flags & LRFAST_MOMENTUM) {
+    const T b = s.momentum * buf + g / d;
+    buf = b;
+    p = p - s.lr * b;
+  } else {
+    p = p - s.lr * g / d;
+  }
+}
+
+template <class T>
+LRFAST_HD RmspropScalars<T> rmsprop_prepare(double lr, i64, const RmspropHyper& h, int flags) {
+  const RmspropScalars<T> s = {T(lr), T(h.alpha), T(1.0 - h.alpha), T(h.eps), T(h.weight_decay), T(h.momentum),
+                               flags};
+  return s;
+}
+
+template <class T>
+struct RmspropOp {
+  enum { P, G, SQ, GA, BUF, LISTS };
+  typedef RmspropScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const {
+    return (1u << P | 1u << G | 1u << SQ) | ((s.flags & LRFAST_CENTERED) ? 1u << GA : 0u) |
+           ((s.flags & LRFAST_MOMENTUM) ? 1u << BUF : 0u);
+  }
+  LRFAST_HD unsigned written() const { return used() & ~(1u << G); }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { rmsprop_update(x[P], x[G], x[SQ], x[GA], x[BUF], s); }
+};
+
+// ---- Lion --------------------------------------------------------------------------------------
+
+template <class T>
+struct LionScalars {
+  T lr, beta1, one_minus_beta1, beta2, one_minus_beta2;
+  T decay;  // 1 - lr * weight_decay (read when LRFAST_DECOUPLED)
+  int flags;
+};
+
+struct LionHyper {
+  double beta1, beta2, weight_decay;
+};
+
+// sign(x) as numpy.sign: -1 or 1, +0 for either zero, NaN for NaN.
+template <class T>
+LRFAST_HD T sign_(T x) {
+  return x > T(0) ? T(1) : x < T(0) ? T(-1) : x == T(0) ? T(0) : x;
+}
+
+// g = -grad if maximize else grad;  decoupled: p *= 1 - lr * weight_decay
+// p -= lr * sign(beta1 m + (1 - beta1) g);  m = beta2 m + (1 - beta2) g
+template <class T>
+LRFAST_HD void lion_update(T& p, T grad, T& m, const LionScalars<T>& s) {
+  const T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  T pf = p;
+  if (s.flags & LRFAST_DECOUPLED) pf = pf * s.decay;
+  const T c = s.beta1 * m + s.one_minus_beta1 * g;
+  p = pf - s.lr * sign_(c);
+  m = s.beta2 * m + s.one_minus_beta2 * g;
+}
+
+template <class T>
+LRFAST_HD LionScalars<T> lion_prepare(double lr, i64, const LionHyper& h, int flags) {
+  const LionScalars<T> s = {T(lr), T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2),
+                            T(1.0 - lr * h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct LionOp {
+  enum { P, G, M, LISTS };
+  typedef LionScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << M; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << M; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { lion_update(x[P], x[G], x[M], s); }
+};
+
+// ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
+
+// all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).
+// Threads that find one all store the same value, so the race is benign.
+template <class T>
+struct NonfiniteOp {
+  enum { X, LISTS };
+  int* flag;
+  LRFAST_HD unsigned used() const { return 1u << X; }
+  LRFAST_HD unsigned written() const { return 0u; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const {
+    if (x[X] - x[X] != T(0)) *flag = 1;
+  }
+};
+
+// The roofline reference for Adam (bench/bench_cuda.py): the same loads (p, g, m, v) and stores (p, m, v)
+// through the same harness, with trivial arithmetic, so its time is the memory system's time.
+template <class T>
+struct RooflineOp {
+  enum { P, G, M, V, LISTS };
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << M | 1u << V; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << M | 1u << V; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const {
+    x[P] = x[P] - x[G];
+    x[M] = x[M] + x[G];
+    x[V] = x[V] + x[G];
+  }
+};
+
+}  // namespace lrfast
+
+// Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
+// order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
+// names every rule of lrfast.rules.RULES, in the registry's order.
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3)
+
+#endif  // LRFAST_RULES_CUH
