@@ -1,9 +1,13 @@
-"""lrfast.torch against torch.optim on a real model (an MLP on the 8x8 digits), and its contracts.
+"""lrfast.torch against its reference classes on a real model (an MLP on the 8x8 digits), and its contracts.
 
-Parity: 100 steps of lrfast.torch.X and torch.optim.X from the same init, each on its own copy of the
-model (so any difference feeds back through the gradients): float64 to rel 1e-9, float32 to a norm-wise
-rel 1e-5. Then: state_dict interchange both ways, LRScheduler vs torch's schedulers, zero-copy, bad input
-(raised before anything is written), grads that are None.
+Parity: 100 steps of lrfast.torch.X and its reference (``torch.optim.X``; ``lion_pytorch.Lion`` for Lion:
+the registry's ``Variant.reference``) from the same init, each on its own copy of the model (so any
+difference feeds back through the gradients): float64 to rel 1e-9, float32 to a norm-wise rel 1e-5. The
+cases are the table below (torch's keyword names and switches) plus every case of every rule's table
+(``tests/rule_cases``), so a new rule is tested here by its table alone. A reference without ``maximize``
+(lion-pytorch) runs on negated grads, which is what maximize means. Then: param groups, state_dict
+interchange both ways, LRScheduler vs torch's schedulers, zero-copy, bad input (raised before anything is
+written), grads that are None, signatures and torch-worded constructor checks read from the registry.
 """
 
 import copy
@@ -16,12 +20,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 lt = pytest.importorskip("lrfast.torch")
+import inspect  # noqa: E402
+
 from lrfast import schedules  # noqa: E402
+from lrfast.rules import VARIANTS  # noqa: E402
+from tests.rule_cases import CASES as RULE_CASES  # noqa: E402
+from tests.rule_cases import reference_class, reference_kwargs  # noqa: E402
 
 STEPS = 100
 
-# (optimizer name, kwargs) rows: every option alone and together, torch's keyword names
-CASES = [
+# (optimizer name, kwargs) rows: every option alone and together, torch's keyword names and switches
+TORCH_CASES = [
     ("SGD", dict(lr=0.05)),
     ("SGD", dict(lr=0.05, momentum=0.9)),
     ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3)),
@@ -44,6 +53,8 @@ CASES = [
     ("RMSprop", dict(lr=1e-3, weight_decay=0.1, maximize=True)),
     ("RMSprop", dict(lr=1e-3, alpha=0.9, eps=1e-6, centered=True, momentum=0.5, weight_decay=0.01)),
 ]
+# ... and every case of every rule's table (a new rule is covered by its table)
+CASES = TORCH_CASES + [(cls.__name__, kw) for cls, kw in RULE_CASES if (cls.__name__, kw) not in TORCH_CASES]
 IDS = [f"{name}({','.join(f'{k}={v}' for k, v in kw.items() if k != 'lr')})" for name, kw in CASES]
 DTYPES = [torch.float64, torch.float32]
 
@@ -117,11 +128,55 @@ def assert_same_run(m_torch, o_torch, m_lr, o_lr, dtype):
                 assert_close(sl[key], st[key], dtype, f"{name}.{key}")
 
 
+def reference(name, kw):
+    """(reference class, its kwargs, negate grads?) for lrfast.torch.``name`` with ``kw``; skips when the
+    reference's package is not installed. A reference without maximize (lion-pytorch) gets
+    ``maximize=True`` as negated grads."""
+    ref = reference_class(name)
+    if ref is None:
+        pytest.skip(f"the reference of {name}, {VARIANTS[name][1].reference}, is not installed")
+    try:
+        return ref, reference_kwargs(name, kw), False
+    except NotImplementedError:
+        return ref, reference_kwargs(name, {k: v for k, v in kw.items() if k != "maximize"}), True
+
+
+def negate_grads(k, model):
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.neg_()
+
+
+def train_reference(model, opt, data, negate, *, hook=None, **kw):
+    """``train`` for the reference optimizer; ``negate``: its grads negated (maximize)."""
+    if negate:
+        inner = hook
+
+        def hook(k, m):
+            if inner is not None:
+                inner(k, m)
+            negate_grads(k, m)
+    train(model, opt, data, hook=hook, **kw)
+
+
 def pair(name, kw, dtype, **model_kw):
+    """(reference model, reference optimizer, lrfast model, lrfast optimizer, negate the reference's
+    grads?), each optimizer on its own copy of the model."""
+    ref, ref_kw, negate = reference(name, kw)
     m_torch, m_lr = mlp(dtype, **model_kw), mlp(dtype, **model_kw)
-    o_torch = getattr(torch.optim, name)(m_torch.parameters(), **kw)
+    o_torch = ref(m_torch.parameters(), **ref_kw)
     o_lr = getattr(lt, name)(m_lr.parameters(), **kw)
-    return m_torch, o_torch, m_lr, o_lr
+    return m_torch, o_torch, m_lr, o_lr, negate
+
+
+def assert_same_group_keys(name, groups_l, groups_t):
+    """lrfast's param-group keys are the reference's (torch.optim: exactly; another package: plus the
+    options it lacks, which lrfast.torch.X takes: lion-pytorch has no maximize)."""
+    ref = reference_class(name)
+    extra = set(inspect.signature(getattr(lt, name)).parameters) - set(inspect.signature(ref).parameters)
+    if ref.__module__.startswith("torch.optim"):
+        extra = set()
+    assert [sorted(set(g) - extra) for g in groups_l] == [sorted(g) for g in groups_t]
 
 
 # ---- parity ---------------------------------------------------------------------------------------
@@ -129,23 +184,46 @@ def pair(name, kw, dtype, **model_kw):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
 def test_matches_torch_optim(digits, name, kw, dtype):
-    m_torch, o_torch, m_lr, o_lr = pair(name, kw, dtype)
+    m_torch, o_torch, m_lr, o_lr, negate = pair(name, kw, dtype)
     data = batches(digits, dtype, STEPS)
-    train(m_torch, o_torch, data)
+    train_reference(m_torch, o_torch, data, negate)
     train(m_lr, o_lr, data)
     assert_same_run(m_torch, o_torch, m_lr, o_lr, dtype)
-    groups_t, groups_l = o_torch.state_dict()["param_groups"], o_lr.state_dict()["param_groups"]
-    assert [sorted(g) for g in groups_l] == [sorted(g) for g in groups_t]
+    assert_same_group_keys(name, o_lr.state_dict()["param_groups"], o_torch.state_dict()["param_groups"])
+
+
+@pytest.mark.parametrize("name,kw", CASES, ids=IDS)
+def test_matches_reference_with_param_groups(digits, name, kw):
+    """Two param groups with their own lr (and weight_decay where the rule has one), 60 steps, float64."""
+    ref, ref_kw, negate = reference(name, kw)
+    rule = VARIANTS[name][0]
+    dtype = torch.float64
+
+    def groups(model):
+        second = {"params": list(model[2].parameters()), "lr": kw.get("lr", rule.lr) * 0.5}
+        if any(h.name == "weight_decay" for h in rule.hyper):
+            second["weight_decay"] = 0.05
+        return [{"params": list(model[0].parameters())}, second]
+
+    m_torch, m_lr = mlp(dtype), mlp(dtype)
+    o_torch = ref(groups(m_torch), **ref_kw)
+    o_lr = getattr(lt, name)(groups(m_lr), **kw)
+    data = batches(digits, dtype, 60)
+    train_reference(m_torch, o_torch, data, negate)
+    train(m_lr, o_lr, data)
+    assert_same_run(m_torch, o_torch, m_lr, o_lr, dtype)
+    assert_same_group_keys(name, o_lr.state_dict()["param_groups"], o_torch.state_dict()["param_groups"])
 
 
 @pytest.mark.parametrize("name,kw", [("Adam", dict(lr=1e-2, amsgrad=True)), ("SGD", dict(lr=0.05, momentum=0.9,
-                                     dampening=0.2)), ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5))],
-                         ids=["Adam", "SGD", "RMSprop"])
+                                     dampening=0.2)), ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5)),
+                                    ("Lion", dict(lr=1e-3, weight_decay=0.1))],
+                         ids=["Adam", "SGD", "RMSprop", "Lion"])
 def test_grads_that_come_and_go(digits, name, kw):
     """Params without a grad are skipped (no state, no update) and their step counts fall behind, as in
     torch: one group then holds params at different step counts (one launch per count)."""
     dtype = torch.float64
-    m_torch, o_torch, m_lr, o_lr = pair(name, kw, dtype)
+    m_torch, o_torch, m_lr, o_lr, _ = pair(name, kw, dtype)
     for m in (m_torch, m_lr):
         m[0].bias.requires_grad_(False)  # frozen: grad always None
     frozen = [m_torch[0].bias.detach().clone(), m_lr[0].bias.detach().clone()]
@@ -162,14 +240,14 @@ def test_grads_that_come_and_go(digits, name, kw):
     assert_same_run(m_torch, o_torch, m_lr, o_lr, dtype)
     assert m_lr[0].bias not in o_lr.state
     assert torch.equal(m_lr[0].bias, frozen[1]) and torch.equal(m_torch[0].bias, frozen[0])
-    if name != "SGD":
+    if VARIANTS[name][0].torch_step:  # SGD and Lion keep no step counter
         steps = {float(o_lr.state[p]["step"]) for p in m_lr.parameters() if p in o_lr.state}
         assert len(steps) == 3  # weight, bias and the rest fell behind by different amounts
 
 
 def test_zero_grad_without_set_to_none(digits):
     """Grads that stay the same tensors (zero_grad(set_to_none=False)) take the cached fast path."""
-    m_torch, o_torch, m_lr, o_lr = pair("AdamW", dict(lr=1e-2, amsgrad=True), torch.float64)
+    m_torch, o_torch, m_lr, o_lr, _ = pair("AdamW", dict(lr=1e-2, amsgrad=True), torch.float64)
     data = batches(digits, torch.float64, 30)
     train(m_torch, o_torch, data, set_to_none=False)
     train(m_lr, o_lr, data, set_to_none=False)
@@ -234,7 +312,7 @@ def test_channels_last_conv_and_closure():
 
 def test_param_data_replaced_and_group_added(digits):
     """``p.data = ...`` (new storage) and add_param_group after some steps are picked up."""
-    m_torch, o_torch, m_lr, o_lr = pair("Adam", dict(lr=1e-2), torch.float64)
+    m_torch, o_torch, m_lr, o_lr, _ = pair("Adam", dict(lr=1e-2), torch.float64)
     extra = [torch.nn.Parameter(torch.ones(3, dtype=torch.float64)) for _ in range(2)]
     data = batches(digits, torch.float64, 20)
     for k, (x, y) in enumerate(data):
@@ -257,6 +335,12 @@ def test_param_data_replaced_and_group_added(digits):
 INTERCHANGE = [("SGD", dict(lr=0.05, momentum=0.9, dampening=0.1)), ("Adam", dict(lr=1e-2, amsgrad=True)),
                ("AdamW", dict(lr=1e-2, weight_decay=0.1)), ("RMSprop", dict(lr=1e-3, centered=True,
                                                                             momentum=0.5))]
+# every other variant with a reference: the last case of its table the reference takes as it is
+INTERCHANGE += [next((n, kw) for n, kw in reversed([(c.__name__, k) for c, k in RULE_CASES])
+                     if n == name and not kw.get("maximize"))
+                for name, (_, v) in VARIANTS.items()
+                if v.reference and name not in {n for n, _ in INTERCHANGE}
+                and any(c.__name__ == name and not k.get("maximize") for c, k in RULE_CASES)]
 
 
 def saved(obj):
@@ -270,8 +354,8 @@ def saved(obj):
 @pytest.mark.parametrize("name,kw", INTERCHANGE, ids=[c[0] for c in INTERCHANGE])
 def test_state_dict_interchange(digits, name, kw, direction):
     """Train 30 steps with one library, checkpoint (torch.save), resume 30 with the other: same run as
-    30 + 30 steps with torch.optim alone. Part of the run leaves a param without grad, so per-param step
-    counts differ in the checkpoint."""
+    30 + 30 steps with the reference alone (torch.optim.X; lion-pytorch's Lion, whose state is exp_avg
+    too). Part of the run leaves a param without grad, so per-param step counts differ in the checkpoint."""
     dtype = torch.float64
     data = batches(digits, dtype, 60)
 
@@ -279,18 +363,22 @@ def test_state_dict_interchange(digits, name, kw, direction):
         if k < 8:
             model[2].bias.grad = None
 
+    ref_cls, ref_kw, _ = reference(name, kw)
     ref, ref_opt = mlp(dtype), None
-    ref_opt = getattr(torch.optim, name)(ref.parameters(), **kw)
+    ref_opt = ref_cls(ref.parameters(), **ref_kw)
     train(ref, ref_opt, data, hook=hook)
 
-    first, second = (torch.optim, lt) if direction == "torch->lrfast" else (lt, torch.optim)
+    def make(lib, params):
+        return ref_cls(params, **ref_kw) if lib == "reference" else getattr(lt, name)(params, **kw)
+
+    first, second = ("reference", lt) if direction == "torch->lrfast" else (lt, "reference")
     m1 = mlp(dtype)
-    o1 = getattr(first, name)(m1.parameters(), **kw)
+    o1 = make(first, m1.parameters())
     train(m1, o1, data[:30], hook=hook)
     checkpoint = saved({"model": m1.state_dict(), "optim": o1.state_dict()})
     m2 = mlp(dtype, seed=9)
     m2.load_state_dict(checkpoint["model"])
-    o2 = getattr(second, name)(m2.parameters(), **kw)
+    o2 = make(second, m2.parameters())
     o2.load_state_dict(checkpoint["optim"])
     train(m2, o2, data[30:])
     assert_same_run(ref, ref_opt, m2, o2, dtype)
@@ -299,7 +387,7 @@ def test_state_dict_interchange(digits, name, kw, direction):
 def test_state_dict_layout_is_torchs(digits):
     """Same keys, same tensor dtypes/shapes as torch.optim.AdamW's; the step counter is a float32 0-d
     tensor; a fused torch checkpoint loads and lrfast's own switches stay."""
-    m_torch, o_torch, m_lr, o_lr = pair("AdamW", dict(lr=1e-2, amsgrad=True), torch.float32)
+    m_torch, o_torch, m_lr, o_lr, _ = pair("AdamW", dict(lr=1e-2, amsgrad=True), torch.float32)
     data = batches(digits, torch.float32, 3)
     train(m_torch, o_torch, data)
     train(m_lr, o_lr, data)
@@ -316,7 +404,7 @@ def test_state_dict_layout_is_torchs(digits):
 
 
 def test_pickle_and_deepcopy(digits):
-    m_torch, o_torch, m_lr, o_lr = pair("Adam", dict(lr=1e-2), torch.float64)
+    m_torch, o_torch, m_lr, o_lr, _ = pair("Adam", dict(lr=1e-2), torch.float64)
     data = batches(digits, torch.float64, 10)
     train(m_lr, o_lr, data[:5])
     twin = copy.deepcopy((m_lr, o_lr))
@@ -493,13 +581,14 @@ def test_kernel_pointers_are_the_tensors_storage(digits, monkeypatch):
     from lrfast.backends import _cpu
 
     seen = []
-    original = _cpu.adam
+    original = _cpu.update
 
-    def spy(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, **kw):
+    def spy(rule, params, grads, states, **kw):
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs = states  # the adam rule's order
         seen.append([tl.ptrs.copy() for tl in (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)])
-        return original(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, **kw)
+        return original(rule, params, grads, states, **kw)
 
-    monkeypatch.setattr(_cpu, "adam", spy)
+    monkeypatch.setattr(_cpu, "update", spy)
     model = mlp(torch.float32)
     opt = lt.Adam(model.parameters(), lr=1e-2, amsgrad=True)
     params = list(model.parameters())
@@ -530,25 +619,27 @@ def _cuda_unavailable():
 @pytest.mark.gpu
 @pytest.mark.skipif(_cuda_unavailable() is not None, reason=f"CUDA path not testable here: {_cuda_unavailable()}")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
-@pytest.mark.parametrize("name,kw", [CASES[3], CASES[10], CASES[15], CASES[20]],
-                         ids=[IDS[3], IDS[10], IDS[15], IDS[20]])
+@pytest.mark.parametrize("name,kw", [CASES[3], CASES[10], CASES[15], CASES[20]]
+                         + [c for c in CASES if c[0] == "Lion"][-2:],
+                         ids=[IDS[3], IDS[10], IDS[15], IDS[20]]
+                         + [i for c, i in zip(CASES, IDS) if c[0] == "Lion"][-2:])
 def test_cuda_tensors_match_torch_optim(digits, name, kw, dtype, monkeypatch):
     from lrfast.backends import _cuda
 
-    rule = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop"}[name]
     seen = []
-    original = getattr(_cuda, rule)
+    original = _cuda.update
 
-    def spy(params, *lists, **hyper):
+    def spy(rule, params, *lists, **hyper):
         seen.append([a.data.ptr for a in params])
-        return original(params, *lists, **hyper)
+        return original(rule, params, *lists, **hyper)
 
-    monkeypatch.setattr(_cuda, rule, spy)
+    monkeypatch.setattr(_cuda, "update", spy)
+    ref, ref_kw, negate = reference(name, kw)
     m_torch, m_lr = mlp(dtype).cuda(), mlp(dtype).cuda()
-    o_torch = getattr(torch.optim, name)(m_torch.parameters(), **kw)
+    o_torch = ref(m_torch.parameters(), **ref_kw)
     o_lr = getattr(lt, name)(m_lr.parameters(), **kw)
     data = [(x.cuda(), y.cuda()) for x, y in batches(digits, dtype, STEPS)]
-    train(m_torch, o_torch, data)
+    train_reference(m_torch, o_torch, data, negate)
     train(m_lr, o_lr, data)
     torch.cuda.synchronize()
     assert len(seen) == STEPS and seen[-1] == [p.data_ptr() for p in m_lr.parameters()]
@@ -696,7 +787,7 @@ def test_harmless_switches_accepted():
 
 
 def test_bad_state_dict_rejected_before_loading(digits):
-    m_torch, o_torch, m_lr, o_lr = pair("AdamW", dict(lr=1e-2), torch.float64)
+    m_torch, o_torch, m_lr, o_lr, _ = pair("AdamW", dict(lr=1e-2), torch.float64)
     data = batches(digits, torch.float64, 3)
     train(m_torch, o_torch, data)
     train(m_lr, o_lr, data)
@@ -719,7 +810,7 @@ def test_bad_state_dict_rejected_before_loading(digits):
 
 def test_state_cleared_restarts_like_torch(digits):
     """Clearing ``optimizer.state`` (a reset) starts every param afresh, as in torch."""
-    m_torch, o_torch, m_lr, o_lr = pair("Adam", dict(lr=1e-2), torch.float64)
+    m_torch, o_torch, m_lr, o_lr, _ = pair("Adam", dict(lr=1e-2), torch.float64)
     data = batches(digits, torch.float64, 20)
     for o, m in ((o_torch, m_torch), (o_lr, m_lr)):
         train(m, o, data[:10])
@@ -745,3 +836,119 @@ def test_importing_lrfast_does_not_import_torch():
 
     code = "import sys, lrfast; assert 'torch' not in sys.modules, 'lrfast imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- the classes come from the registry ------------------------------------------------------------
+
+def test_every_registry_variant_is_exported():
+    assert set(VARIANTS) <= set(lt.__all__)
+    for name, (rule, variant) in VARIANTS.items():
+        cls = getattr(lt, name)
+        assert issubclass(cls, torch.optim.Optimizer) and cls.__name__ == name and cls.__module__ == "lrfast.torch"
+        assert cls._rule is rule and cls._variant is variant
+        assert rule.algorithm.splitlines()[2].strip() in cls.__doc__
+    for name in ("LRScheduler", "find_lr", "sweep"):
+        assert name in lt.__all__ and hasattr(lt, name)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_signature_is_the_references(name):
+    """Positional parameters: the reference's, in its order, with its defaults; keyword-only: torch.optim's
+    (as a set: Adam and AdamW list them in different orders), or, for another package's class, the
+    reference's that lrfast takes plus lrfast's own (Lion: maximize). Parameters lrfast does not take are
+    the reference's implementation switches (lion-pytorch's use_triton, decoupled_weight_decay)."""
+    ref = reference_class(name)
+    if ref is None:
+        pytest.skip(f"{VARIANTS[name][1].reference} is not installed")
+    P = inspect.Parameter
+    ours = inspect.signature(getattr(lt, name)).parameters
+    theirs = {k: v for k, v in inspect.signature(ref).parameters.items() if k != "self"}
+
+    def positional(ps):
+        return [(k, p.default) for k, p in ps.items() if p.kind == P.POSITIONAL_OR_KEYWORD]
+
+    if ref.__module__.startswith("torch.optim"):
+        assert positional(ours) == positional(theirs)
+        assert ({k: p.default for k, p in ours.items() if p.kind == P.KEYWORD_ONLY}
+                == {k: p.default for k, p in theirs.items() if p.kind == P.KEYWORD_ONLY})
+    else:
+        taken = [(k, d) for k, d in positional(theirs) if k in ours]
+        assert positional(ours) == taken
+        for k, p in ours.items():
+            if k in theirs:
+                assert p.default == theirs[k].default, k
+            else:
+                assert p.kind == P.KEYWORD_ONLY, k
+
+
+def _torch_worded_cases():
+    """(name, kwargs, message) for each bound of each hyperparameter as torch states it (torch_bounds where
+    torch's checks are looser than lrfast's), and the tensor-size checks."""
+    import re
+
+    from lrfast.torch._checks import torch_bounds
+
+    out = []
+    for name, (rule, variant) in VARIANTS.items():
+        out.append((name, dict(lr=-1.0), re.escape("Invalid learning rate: -1.0")))
+        out.append((name, dict(lr=torch.tensor([1e-3, 1e-3])), "Tensor lr must be 1-element"))
+        for h in rule.hyper:
+            if h.name in variant.fixed or h.kind == "flag":
+                continue
+            low, high, high_open = torch_bounds(h)
+            bad = [b for b in ((low - 0.5) if low is not None else None,
+                               (high if high_open else high + 0.5) if high is not None else None) if b is not None]
+            for b in bad:
+                if h.kind == "pair":
+                    default = list(rule.defaults(variant)[h.name])
+                    for i in range(2):
+                        value = default.copy()
+                        value[i] = b
+                        out.append((name, {h.name: tuple(value)},
+                                    re.escape(f"Invalid {h.label} at index {i}: {b}")))
+                else:
+                    out.append((name, {h.name: b}, re.escape(f"Invalid {h.label}: {b}")))
+            if h.kind == "pair":
+                out.append((name, {h.name: (torch.tensor([0.5, 0.5]), torch.tensor(0.5))},
+                            re.escape(f"Tensor {h.name}[0] must be 1-element")))
+    return out
+
+
+TORCH_WORDED = _torch_worded_cases()
+
+
+@pytest.mark.parametrize("name,kw,match", TORCH_WORDED,
+                         ids=[f"{n}-{'-'.join(kw)}-{i}" for i, (n, kw, _) in enumerate(TORCH_WORDED)])
+def test_constructor_checks_are_torch_worded(name, kw, match):
+    """Each declared bound, at construction, in torch's words (``Invalid beta parameter at index 0: 1.0``):
+    the same errors for lrfast.torch.Lion as for the torch.optim classes."""
+    with pytest.raises(ValueError, match=match):
+        getattr(lt, name)([torch.nn.Parameter(torch.zeros(2))], **kw)
+
+
+def test_looser_torch_bounds_are_accepted():
+    """Where torch.optim accepts values lrfast's own classes refuse (torch_bounds), lrfast.torch accepts
+    them too: SGD's momentum >= 1 and any dampening, RMSprop's alpha >= 1."""
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    for name, kw in (("SGD", dict(lr=0.1, momentum=1.0)), ("SGD", dict(lr=0.1, momentum=0.5, dampening=1.5)),
+                     ("RMSprop", dict(alpha=1.0))):
+        getattr(torch.optim, name)(p, **kw)
+        opt = getattr(lt, name)(p, **kw)
+        p[0].grad = torch.ones(2)
+        opt.step()
+
+
+def test_lion_checkpoint_without_maximize_gets_the_default():
+    """lion-pytorch's param groups have no maximize: a checkpoint of it loads with maximize=False; the
+    group keys of lrfast's Lion are lion-pytorch's plus maximize."""
+    lion = pytest.importorskip("lion_pytorch")
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    ref = lion.Lion([p], lr=1e-3, weight_decay=0.1)
+    p.grad = torch.ones(3)
+    ref.step()
+    ours = lt.Lion([q], lr=1e-3, maximize=True)
+    ours.load_state_dict(ref.state_dict())
+    group = ours.param_groups[0]
+    assert group["maximize"] is False and group["weight_decay"] == 0.1
+    assert set(group) == set(ref.param_groups[0]) | {"maximize"}
+    assert list(ours.state[q]) == ["exp_avg"]

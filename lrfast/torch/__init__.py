@@ -6,15 +6,18 @@
     loss.backward(); opt.step(); sched.step(); opt.zero_grad()
     res = lt.find_lr(model, opt, train_step)      # range test; model, optimizer, RNG put back
 
-``SGD``, ``Adam``, ``AdamW`` and ``RMSprop`` are ``torch.optim.Optimizer`` subclasses with torch's
-constructor arguments and state layout (checkpoints load both ways); their ``step()`` is one lrfast
-kernel call per param group and dtype, on the tensors' own memory (CPU: Numba kernels; CUDA: DLPack into
-CuPy and lrfast's CUDA kernels). Importing this module imports torch; ``import lrfast`` does not.
+One ``torch.optim.Optimizer`` subclass per optimizer of the rule registry (``lrfast.rules``): ``SGD``,
+``Adam``, ``AdamW``, ``RMSprop`` with torch's constructor arguments and state layout (checkpoints load
+both ways), ``Lion`` with lion-pytorch's. Their ``step()`` is one lrfast kernel call per param group and
+dtype, on the tensors' own memory (CPU: Numba kernels; CUDA: DLPack into CuPy and lrfast's CUDA kernels).
+Importing this module imports torch; ``import lrfast`` does not.
 """
 
+from ._classes import CLASSES
 from ._lrfinder import find_lr
-from ._optim import SGD, Adam, AdamW, RMSprop
 from ._scheduler import LRScheduler
 from ._sweep import sweep
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "find_lr", "sweep"]
+globals().update(CLASSES)
+
+__all__ = [*CLASSES, "LRScheduler", "find_lr", "sweep"]

@@ -1,0 +1,103 @@
+"""The public classes of ``lrfast.torch`` (``SGD``, ``Adam``, ``AdamW``, ``RMSprop``, ``Lion``, ...), derived
+from the rule registry (``lrfast.rules``): one ``torch.optim.Optimizer`` subclass per ``Variant``.
+
+Each has the constructor of the class it replaces (``Rule.torch_signature``: ``params``, ``lr``, then the
+rule's hyperparameters and torch's implementation switches in torch's order, keyword-only where torch has
+them so; the variant's defaults, its fixed values set and not taken), torch's constructor checks (read
+from the ``Hyper`` declarations: ``_checks.constructor_checks``), torch's param-group keys, and the rule's
+pseudocode as its docstring. Everything else lives in ``_base._Optimizer``; nothing here names a rule.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ..rules import RULES
+from ..rules._spec import TORCH_SWITCHES
+from . import _checks
+from ._base import _Optimizer
+
+_SWITCH_DOC = {
+    "foreach": "accepted and ignored (lrfast's step is always one fused call).",
+    "fused": "accepted and ignored (lrfast's step is always one fused call).",
+    "capturable": "must be False: lrfast computes each step's scalars on the host (see the error for why).",
+    "differentiable": "must be False: the step does not run under autograd.",
+}
+
+
+def _names(rule):
+    """``rule.torch_signature`` as (name, keyword-only?) pairs, ``lr`` first."""
+    out, keyword_only = [], False
+    for name in (n.strip() for n in rule.torch_signature.split(",")):
+        if name == "*":
+            keyword_only = True
+        elif name:
+            out.append((name, keyword_only))
+    return out
+
+
+def signature(rule, variant) -> inspect.Signature:
+    """``variant``'s constructor signature: torch's (or the reference class's), from ``torch_signature``
+    with the variant's defaults; its fixed hyperparameters are not parameters."""
+    P = inspect.Parameter
+    defaults = rule.defaults(variant)
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
+    for name, keyword_only in _names(rule):
+        if name in variant.fixed:
+            continue
+        default = defaults[name] if name in defaults else TORCH_SWITCHES[name]
+        params.append(P(name, P.KEYWORD_ONLY if keyword_only else P.POSITIONAL_OR_KEYWORD, default=default))
+    return inspect.Signature(params)
+
+
+def _doc(rule, variant, sig) -> str:
+    where = f"as ``{variant.reference}``" if variant.reference else "(lrfast's NumPy reference)"
+    lines = [f"{variant.summary}, {where}; one fused kernel call per param group and dtype.", ""]
+    lines += ["    " + line if line else "" for line in rule.algorithm.splitlines()]
+    lines += ["", "Args:", "    params: iterable of tensors, of (name, tensor) pairs, or of param-group dicts."]
+    hyper = [n for n in sig.parameters if n not in ("self", "params") and n not in TORCH_SWITCHES]
+    lines.append(f"    {', '.join(hyper)}: as ``{variant.reference or variant.name}``"
+                 + (" (``lr`` and the pairs may be 1-element tensors; their value is read each step)."
+                    if any(rule.hyperparameter(n).kind == "pair" for n in hyper if n != "lr") else "."))
+    for name in sig.parameters:
+        if name in TORCH_SWITCHES:
+            lines.append(f"    {name}: {_SWITCH_DOC[name]}")
+    for key, value in variant.fixed.items():
+        lines.append(f"    ({key}={value!r} is fixed by this class.)")
+    keys = ((["``step`` (float32 scalar tensor)"] if rule.torch_step else [])
+            + [f"``{s.key}``" + ("" if s.when is None else " (when the options use it)")
+               for s in sorted(rule.states, key=lambda s: rule.torch_order.index(s.key))])
+    lines += ["", f"State (per param, torch's keys and order): {', '.join(keys)}."]
+    return "\n".join(lines) + "\n"
+
+
+def make_class(rule, variant) -> type:
+    """The ``lrfast.torch`` class of ``variant`` (a Variant of ``rule``)."""
+    if rule.counter == "step" and not rule.torch_step:
+        raise ValueError(f"rule {rule.name}: a per-param step counter is kept as torch's state['step'] "
+                         "(torch_step=True) in lrfast.torch")
+    sig = signature(rule, variant)
+    group_defaults = {name: p.default for name, p in sig.parameters.items() if name not in ("self", "params", "lr")}
+
+    def __init__(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.pop("self")
+        params = values.pop("params")
+        _checks.constructor_checks(rule, variant, values)
+        for h in rule.hyper:
+            if h.kind == "pair" and h.name in values:
+                values[h.name] = tuple(values[h.name])
+        values.update(variant.fixed)
+        _Optimizer.__init__(self, params, values)
+
+    __init__.__signature__ = sig
+    return type(variant.name, (_Optimizer,), {
+        "__init__": __init__, "__doc__": _doc(rule, variant, sig), "__module__": "lrfast.torch",
+        "__qualname__": variant.name, "_rule": rule, "_variant": variant, "_group_defaults": group_defaults,
+        "_check_group": staticmethod(_checks.group_checker(rule, variant))})
+
+
+#: every variant of every rule, by class name
+CLASSES = {v.name: make_class(r, v) for r in RULES.values() for v in r.variants}

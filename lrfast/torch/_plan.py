@@ -1,0 +1,346 @@
+"""The plan of one param group: what its step launches, and everything it was validated against.
+
+A group's plan is built on its first step (``build``) and checked at every later one (``_Plan.check``)
+against everything it depends on, with one C-speed list comparison per property, never trusting a cached
+address:
+
+- the group dict, its params (identity, address, shape, strides, dtype), which params have a grad, the
+  states the hyperparameters use (``Rule.used_states``: amsgrad, momentum, centered);
+- the state: each param's dict, the tensors under each key and their addresses, the step values;
+- the grads (address, shape, strides, dtype): when only those change (``zero_grad()`` sets grads to
+  None, so backward makes new ones) the new grads are checked and their address table swapped.
+
+Anything else that changed (``p.data = ...``, ``optimizer.state[p].clear()``, a new state tensor, a grad
+that went away) rebuilds the plan from what the group holds now, as torch.optim would read it.
+
+Per-param step counters (torch's ``state["step"]``, a float32 scalar tensor, for rules with
+``torch_step``) are 0-d views into one buffer per group, so counting a step is one vector add, not one
+tensor op per param. A launch is the params of a group that share a dtype and, for rules whose update reads
+the step (``counter == "step"``: the bias corrections), a step value (a checkpoint from torch where some
+params had no grad for a while holds several), or for rules whose update knows a fresh state
+(``counter == "fresh"``: SGD's first momentum step), whether their state was just created.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+from torch.autograd.graph import increment_version
+
+from .. import backends
+from . import _checks
+from ._lists import DTYPES, CudaGrads, CudaStream, address_list, cuda_list, host_list
+from ._memory import local, to_local
+
+_GRAD = operator.attrgetter("grad")
+_DTYPE = operator.attrgetter("dtype")
+_SHAPE = operator.attrgetter("shape")
+_ON_CPU = operator.attrgetter("is_cpu")
+_ON_CUDA = operator.attrgetter("is_cuda")
+_PTR = torch.Tensor.data_ptr
+_STRIDE = torch.Tensor.stride
+_PLACEMENTS = operator.attrgetter("placements")
+_MESH = operator.attrgetter("device_mesh")
+
+# outcome of a plan's per-step check
+OK, GRADS, REBUILD = 0, 1, 2
+
+
+def scalar_dtype():
+    """torch's dtype for ``state["step"]``: float64 under a float64 default dtype, else float32."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class _Launch:
+    """One backend call: the params of a group that share a dtype (and a step value / first-step flag)."""
+
+    __slots__ = ("members", "dtype", "params", "grads", "states", "step_slot", "first_step")
+
+    def __init__(self, members, dtype, params, states, step_slot, first_step):
+        self.members = members  # int64 array: positions of these params among the group's params with a grad
+        self.dtype = dtype  # NumPy dtype
+        self.params = params
+        self.grads = None
+        self.states = states  # state key -> TensorList (the states the update uses)
+        self.step_slot = step_slot  # position whose step counter this call reads (None: no counter)
+        self.first_step = first_step
+
+    def call(self, backend, rule, steps_np, lr, hyper):
+        """The backend's ``update`` over this launch's lists (states in the rule's order, None if unused)."""
+        states = self.states
+        step = float(steps_np[self.step_slot]) if self.step_slot is not None else None
+        backend.update(rule, self.params, self.grads, [states.get(s.key) for s in rule.states], lr=lr,
+                       hyper=hyper, step=step, first_step=self.first_step)
+
+
+class _Plan:
+    """What a group's step launches, and everything it was validated against.
+
+    ``check`` compares, at C speed (``map`` over the lists, one Python call per list), all that a launch
+    depends on with what it was when the plan was built or last validated: the group and its params
+    (identity, address, shape, strides, dtype), which params have a grad, the grads (address, shape,
+    strides, dtype), and the state (the dict of each param, the tensors under each key and their
+    addresses, the step counters' values). Equal addresses and layouts mean the same memory: CUDA's
+    unified address space gives host and device memory distinct addresses.
+    """
+
+    __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_idx",
+                 "absent_idx", "all_present", "to_local", "placements", "param_ptrs", "dtypes", "shapes", "strides",
+                 "present_layout", "grad_ptrs", "grad_layout", "state_dicts", "state_checks", "launches", "steps",
+                 "steps_np", "step_index", "steps_seen", "rebuild_after_run", "device", "cuda_grads")
+
+    def check(self, group, roles, state):
+        """(OK | GRADS | REBUILD, detail): is the plan still valid for this step's params and grads?"""
+        params = group["params"]
+        if (group is not self.group or params is not self.params or len(params) != self.n
+                or state is not self.state or roles != self.roles
+                or not all(map(operator.is_, params, self.param_list))):
+            return REBUILD, None
+        mem = params if self.to_local is None else list(map(self.to_local, params))  # DTensors: local shards
+        pmem = mem if self.all_present else list(map(mem.__getitem__, self.present_idx))
+        if (list(map(_PTR, pmem)) != self.param_ptrs or list(map(_SHAPE, mem)) != self.shapes
+                or list(map(_STRIDE, mem)) != self.strides or list(map(_DTYPE, mem)) != self.dtypes):
+            return REBUILD, None  # a param's memory was replaced (``p.data = ...``) or re-laid out
+        grads = list(map(_GRAD, params))
+        if self.all_present:
+            pgrads = grads
+        else:
+            pgrads = list(map(grads.__getitem__, self.present_idx))
+            absent = list(map(grads.__getitem__, self.absent_idx))
+            if absent.count(None) != len(absent):
+                return REBUILD, None  # a param without a grad has one now
+        try:
+            gmem = pgrads if self.to_local is None else list(map(self.to_local, pgrads))
+            gptrs = list(map(_PTR, gmem))
+        except (TypeError, AttributeError, RuntimeError):  # a grad went away, or one has no storage (sparse)
+            return REBUILD, None
+        if self.state_dicts is not None and not self._state_unchanged(state):
+            return REBUILD, None
+        layout = (list(map(_SHAPE, gmem)), list(map(_STRIDE, gmem)), list(map(_DTYPE, gmem)))
+        if gptrs == self.grad_ptrs and layout == self.grad_layout:
+            return OK, None
+        return GRADS, (pgrads, gmem, gptrs, layout)
+
+    def _state_unchanged(self, state):
+        """The tensors in the state dicts, their addresses and the step values, as cached. (Which dict each
+        param has is checked for all groups at once: ``_Optimizer._state_changed``.)"""
+        dicts = self.state_dicts
+        for getter, tensors, ptrs in self.state_checks:
+            try:
+                current = list(map(getter, dicts))
+            except KeyError:
+                return False
+            if not all(map(operator.is_, current, tensors)):
+                return False
+            if ptrs is not None:
+                if self.to_local is not None:
+                    current = list(map(self.to_local, current))
+                if list(map(_PTR, current)) != ptrs:
+                    return False
+        return self.steps_np is None or np.array_equal(self.steps_np, self.steps_seen)
+
+    def check_grads(self, detail, optimizer):
+        """Validate grads that differ from the ones last validated (other memory, shape, strides or dtype).
+
+        The test: each grad has the dtype, shape and strides of its param and lives on the param's device.
+        It runs over whole lists (C-speed comparisons); a grad that fails it goes through the full check,
+        which raises naming the param or accepts an equivalent layout (strides of size-1 dimensions).
+        """
+        pgrads, gmem, _, (shapes, strides, dtypes) = detail
+        cuda = self.device.type == "cuda"
+        pshapes, pstrides, pdtypes = self.present_layout
+        if (dtypes == pdtypes and shapes == pshapes and strides == pstrides
+                and all(map(_ON_CUDA if cuda else _ON_CPU, gmem))
+                and (not cuda or all(g.device == self.device for g in gmem))
+                and (self.to_local is None or self._distributed_like_params(pgrads))):
+            return
+        for j, g in enumerate(pgrads):
+            on_device = gmem[j].is_cuda if cuda else gmem[j].is_cpu
+            if (dtypes[j] is not pdtypes[j] or not on_device or shapes[j] != pshapes[j]
+                    or strides[j] != pstrides[j] or (cuda and gmem[j].device != self.device)
+                    or self.to_local is not None):
+                i = self.present_idx[j]
+                _checks.check_grad(self.params[i], g, _checks.label(self.group, self.gi, i), optimizer)
+
+    def _distributed_like_params(self, pgrads):
+        try:
+            return (list(map(_PLACEMENTS, pgrads)) == self.placements
+                    and all(map(operator.is_, map(_MESH, pgrads), map(_MESH, self.present))))
+        except AttributeError:  # a plain grad for a DTensor param
+            return False
+
+    def set_grads(self, detail):
+        _, gmem, gptrs, layout = detail
+        self.grad_ptrs, self.grad_layout = gptrs, layout
+        if self.device.type == "cuda":  # one device table per group, rewritten in place (CudaGrads)
+            if self.launches:
+                if self.cuda_grads is None:
+                    index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+                    self.cuda_grads = CudaGrads(self.launches, index)
+                    for launch, grads in zip(self.launches, self.cuda_grads.lists):
+                        launch.grads = grads
+                self.cuda_grads.set(gptrs)
+            return
+        table = np.array(gptrs, dtype=np.int64)
+        for launch in self.launches:
+            launch.grads = address_list(table[launch.members], launch.dtype, launch.params)
+
+    def run(self, rule, lr, hyper):
+        """Count the step (the group's step buffer) and make the launches; then tell autograd."""
+        if self.steps_np is not None:
+            if self.step_index is None:
+                self.steps_np += 1
+            else:
+                self.steps_np[self.step_index] += 1
+            self.steps_seen[...] = self.steps_np
+        if self.device.type == "cuda":
+            backend = backends.get("cuda")
+            with CudaStream(self.device):
+                self.cuda_grads.upload(backend)  # on the launch stream, before the launches read it
+                for launch in self.launches:
+                    launch.call(backend, rule, self.steps_np, lr, hyper)
+        else:
+            backend = backends.get("cpu")
+            for launch in self.launches:
+                launch.call(backend, rule, self.steps_np, lr, hyper)
+        increment_version(self.present)  # autograd: these tensors were modified in place
+
+
+def inspect(rule, state, group, gi, name):
+    """Full check of a group for a new plan: params, grads, existing state. Writes nothing.
+    Returns ``(grads, present)``: every param's grad, the positions of those with one."""
+    _checks.check_group_params(group, gi)
+    params = group["params"]
+    grads = list(map(_GRAD, params))
+    present = [i for i, g in enumerate(grads) if g is not None]
+    for i in present:
+        _checks.check_grad(params[i], grads[i], _checks.label(group, gi, i), name)
+    _checks.check_disjoint(group, gi, [local(params[i]) for i in present], present)
+    keys = set(rule.torch_order)
+    for i in present:
+        s = state.get(params[i])
+        if not s:
+            continue
+        where = _checks.label(group, gi, i)
+        for key, value in s.items():
+            if key == "step" and rule.torch_step:
+                _checks.step_value(value, where)
+            elif key in keys and value is not None:
+                _checks.check_state_tensor(params[i], value, key, where)
+        if rule.torch_step and "step" not in s:
+            raise ValueError(f"the state of {where} has no 'step' (it has {sorted(s)}); it was not "
+                             f"made by {name}")
+    return grads, present
+
+
+def build(rule, state, group, gi, roles, detail):
+    """A new plan for ``group``: creates missing state (as torch would, lazily: in torch's key order, the
+    step first) and the launch lists. ``roles``: the states the update uses (``rule.used_states``);
+    ``detail``: what ``inspect`` returned."""
+    grads, present = detail
+    params = group["params"]
+    device = params[0].device if params else torch.device("cpu")
+    cuda = device.type == "cuda"
+    plan = _Plan()
+    plan.group, plan.params, plan.n = group, params, len(params)
+    plan.param_list = list(params)
+    plan.state, plan.roles, plan.device = state, roles, device
+    plan.present_idx = present
+    plan.absent_idx = [i for i, g in enumerate(grads) if g is None]
+    plan.present = [params[i] for i in present]
+    plan.all_present = len(present) == len(params)
+    plan.to_local = to_local(params)  # None: the params are their own memory
+    mem = [local(p) for p in params]  # what the kernels read and write: DTensors' local shards
+    pmem = [mem[i] for i in present]
+    plan.placements = list(map(_PLACEMENTS, plan.present)) if plan.to_local is not None else None
+    plan.param_ptrs = list(map(_PTR, pmem))
+    plan.gi = gi
+    plan.dtypes = list(map(_DTYPE, mem))
+    plan.shapes = list(map(_SHAPE, mem))
+    plan.strides = list(map(_STRIDE, mem))
+    plan.present_layout = (list(map(_SHAPE, pmem)), list(map(_STRIDE, pmem)), list(map(_DTYPE, pmem)))
+    plan.rebuild_after_run = False
+
+    # state: create what is missing, conform what was loaded (dtype/device/layout of the param)
+    create = [k for k in rule.torch_order if k in roles]  # torch's key order
+    states, fresh = [], []
+    for i in present:
+        p = params[i]
+        # torch's SGD without momentum keeps no state at all: do not even create an empty entry
+        s = state[p] if (roles or rule.torch_step) else {}
+        fresh.append(not any(s.get(k) is not None for k in roles))
+        for key in create:
+            value = s.get(key)
+            if value is None:
+                s[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif (value.dtype != p.dtype or value.device != p.device
+                  or (local(value).stride() != local(p).stride()
+                      and _checks.layout(local(value)) != _checks.layout(local(p)))):
+                s[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(value)
+        states.append(s)
+
+    # step counters: one buffer per group, state["step"] a 0-d view of its slot
+    plan.steps = plan.steps_np = plan.step_index = plan.steps_seen = None
+    step_values = None
+    if rule.torch_step and present:
+        old = [s.get("step") for s in states]
+        dtype = next((v.dtype for v in old if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
+        if dtype is None:
+            dtype = scalar_dtype()
+        steps = torch.zeros(len(params), dtype=dtype)
+        steps_np = steps.numpy()
+        step_values = [0.0 if v is None else _checks.step_value(v, "") for v in old]
+        steps_np[present] = step_values
+        views = steps.unbind()
+        for i, s in zip(present, states):
+            s["step"] = views[i]
+            for key in [k for k in s if k != "step"]:  # torch's key order: step first
+                s[key] = s.pop(key)
+        plan.steps, plan.steps_np, plan.steps_seen = steps, steps_np, steps_np.copy()
+        plan.step_index = None if plan.all_present else np.array(present, dtype=np.int64)
+
+    # launches: by dtype, then by step value (counter "step") or by "state just created" (counter "fresh")
+    by_step = rule.counter == "step" and step_values is not None
+    by_fresh = rule.counter == "fresh" and bool(roles)
+    buckets = {}
+    for j, i in enumerate(present):
+        sub = step_values[j] if by_step else (fresh[j] if by_fresh else None)
+        buckets.setdefault((params[i].dtype, sub), []).append(j)
+    plan.launches = []
+    for (dtype, sub), members in buckets.items():
+        index = [present[j] for j in members]
+        np_dtype = DTYPES[dtype]
+        tensors = [mem[i] for i in index]
+        if cuda:
+            with CudaStream(device):
+                plist = cuda_list(tensors, np_dtype)
+                slists = {k: cuda_list([local(states[j][k]) for j in members], np_dtype) for k in roles}
+        else:
+            plist = host_list(tensors, np_dtype)
+            slists = {k: host_list([local(states[j][k]) for j in members], np_dtype, plist) for k in roles}
+        first_step = bool(sub) if by_fresh else False
+        if first_step:
+            plan.rebuild_after_run = True  # after this step every state exists: one launch again
+        step_slot = index[0] if by_step else None
+        plan.launches.append(_Launch(np.array(members, dtype=np.int64), np_dtype, plist, slists, step_slot,
+                                     first_step))
+    # what the next step compares: the state dicts, the tensors in them and their addresses
+    keys = tuple(roles) + (("step",) if plan.steps is not None else ())
+    if keys:
+        plan.state_dicts = list(states)
+        plan.state_checks = []
+        for key in keys:
+            tensors = [s[key] for s in states]
+            # the step counters are views of the plan's own buffer: their identity is enough
+            ptrs = [local(t).data_ptr() for t in tensors] if key != "step" else None
+            plan.state_checks.append((operator.itemgetter(key), tensors, ptrs))
+    else:
+        plan.state_dicts = plan.state_checks = None
+    pgrads = [grads[i] for i in present]
+    gmem = [local(g) for g in pgrads]
+    plan.cuda_grads = None
+    plan.set_grads((pgrads, gmem, list(map(_PTR, gmem)),
+                    (list(map(_SHAPE, gmem)), list(map(_STRIDE, gmem)), list(map(_DTYPE, gmem)))))
+    return plan
