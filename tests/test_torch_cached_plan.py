@@ -7,6 +7,9 @@ writing anything (params, grads and state bit-identical).
 """
 
 import pytest
+from tests.rule_cases import CASES, reference_class, reference_kwargs
+
+from lrfast.rules import VARIANTS
 
 torch = pytest.importorskip("torch")
 lt = pytest.importorskip("lrfast.torch")
@@ -18,20 +21,32 @@ OPTIMIZERS = {
     "AdamW": dict(lr=0.01, amsgrad=True),
     "RMSprop": dict(lr=0.01, momentum=0.5, centered=True),
 }
+# every other variant with a reference class (Lion: lion-pytorch): the last case of its table that the
+# reference takes as it is
+for _variant_name, (_, _variant) in VARIANTS.items():
+    if _variant.reference and _variant_name not in {k.split("-")[0] for k in OPTIMIZERS}:
+        for _cls, _kw in reversed(CASES):
+            if _cls.__name__ == _variant_name and not _kw.get("maximize"):
+                OPTIMIZERS[_variant_name] = dict(_kw)
+                break
 
 
-def _cls(name, lib):
-    return getattr(lib, name.split("-")[0])
+def _name(name):
+    return name.split("-")[0]
 
 
 def _pair(name, shapes, seed=0):
-    """The same params under lrfast.torch.X and torch.optim.X (each on its own copy)."""
+    """The same params under lrfast.torch.X and its reference (torch.optim.X, lion_pytorch.Lion), each on
+    its own copy; skips when the reference's package is not installed."""
+    ref = reference_class(_name(name))
+    if ref is None:
+        pytest.skip(f"{VARIANTS[_name(name)][1].reference} is not installed")
     g = torch.Generator().manual_seed(seed)
     init = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
     ours = [torch.nn.Parameter(t.clone()) for t in init]
     theirs = [torch.nn.Parameter(t.clone()) for t in init]
-    return (_cls(name, lt)(ours, **OPTIMIZERS[name]), ours), (_cls(name, torch.optim)(theirs, **OPTIMIZERS[name]),
-                                                              theirs)
+    kw = OPTIMIZERS[name]
+    return (getattr(lt, _name(name))(ours, **kw), ours), (ref(theirs, **reference_kwargs(_name(name), kw)), theirs)
 
 
 def _grads(params, seed):
@@ -95,7 +110,7 @@ def test_param_data_shrunk_in_place_matches_torch(name):
         assert torch.equal(storages[0][8:], tail)  # the old elements past the new end: not touched
 
 
-@pytest.mark.parametrize("name", ["SGD", "SGD-momentum", "Adam", "AdamW", "RMSprop"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_param_data_shrunk_with_state_raises_before_writing(name):
     """With state of the old shape torch.optim fails too; lrfast says why and writes nothing."""
     (opt, params), _ = _pair(name, [(20,), (3,)])
@@ -198,10 +213,10 @@ STATE_EDITS = {
 
 
 @pytest.mark.parametrize("edit", list(STATE_EDITS))
-@pytest.mark.parametrize("name", ["SGD-momentum", "Adam", "AdamW", "RMSprop"])
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n != "SGD"])
 def test_state_edited_between_steps_matches_torch(name, edit):
-    if "step" in edit and name.startswith("SGD"):
-        pytest.skip("SGD keeps no step counter")
+    if "step" in edit and not VARIANTS[_name(name)][0].torch_step:
+        pytest.skip(f"{_name(name)} keeps no step counter")
     pair = _pair(name, [(6,), (4, 3), (2,)])
     for seed in (1, 2):
         _both(pair, _grads(pair[0][1], seed))
