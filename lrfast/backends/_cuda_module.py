@@ -10,6 +10,11 @@ binding can be used does ``_cuda`` fall back to ``RawModule(code=...)``, and ``l
 
 Nothing here needs a GPU or CuPy: NVRTC compiles for any target, which ``tests/test_cuda_host.py`` uses to
 check the device code (no ``.ftz`` on a float32 instruction, the ABI probe a GLOBAL symbol).
+
+It also loads the kernels (``module``): the fatbin built ahead of time (``lrfast/cuda_src/lrfast_kernels.fatbin``,
+see ``cmake/fatbin.cmake``) when it loads on the GPU and its probe kernel reports ``ABI_VERSION``, else the
+installed sources (``kernel_source``) compiled here, once per process and GPU; the functions that take
+``cupy`` take the module (tests pass a stand-in).
 """
 
 from __future__ import annotations
@@ -17,10 +22,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+#: Mirror of LRFAST_ABI_VERSION (src/lrfast_modes.cuh; tests/test_cuda_host.py checks they agree): a module whose
+#: probe kernel reports another version is refused.
+ABI_VERSION = 5
+#: Mirror of LRFAST_SCALARS_BYTES: bytes of the device buffer a capturable step's prepare kernel writes to.
+SCALARS_BYTES = 128
+#: Environment variable: set to 1 to ignore the prebuilt fatbin and compile the sources with NVRTC.
+FORCE_NVRTC_ENV = "LRFAST_CUDA_NVRTC"
+
+_PACKAGE = Path(__file__).resolve().parent.parent
 #: The oldest GPU CUDA 13 (nvcc and NVRTC) compiles for: sm_75 (Turing). Older GPUs cannot run the kernels.
 MIN_COMPUTE_CAPABILITY = 75
 #: Name of the ABI probe kernel (src/lrfast_kernels.cu): a 1 x 1 launch writing LRFAST_ABI_VERSION to out[0].
@@ -285,3 +302,110 @@ def device_reason(device: int, capability: int) -> str | None:
         return None
     return (f"GPU {device} is sm_{int(capability)}; lrfast's CUDA kernels need sm_{MIN_COMPUTE_CAPABILITY} "
             "or newer (CUDA 13 targets nothing older)")
+
+
+# ---- loading the kernels ---------------------------------------------------------------------------
+
+def source_dir() -> Path | None:
+    """Directory holding lrfast_kernels.cu: the installed copy, else a source checkout's src/."""
+    for d in (_PACKAGE / "cuda_src", _PACKAGE.parent / "src"):
+        if (d / "lrfast_kernels.cu").is_file():
+            return d
+    return None
+
+
+def fatbin_path() -> Path | None:
+    """The ahead-of-time fatbin installed with the package, if any."""
+    p = _PACKAGE / "cuda_src" / "lrfast_kernels.fatbin"
+    return p if p.is_file() else None
+
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
+
+
+def kernel_source(directory: Path | None = None) -> str:
+    """lrfast_kernels.cu with its local includes inlined (each once), as NVRTC compiles it.
+
+    Inlining makes the text self-contained, so CuPy's compile cache (keyed by the source text) sees a
+    change in any header.
+    """
+    directory = Path(directory) if directory is not None else source_dir()
+    if directory is None:
+        raise FileNotFoundError("lrfast's CUDA sources are not installed (no lrfast/cuda_src, no src/)")
+    seen = set()
+
+    def expand(path: Path) -> str:
+        if path.name in seen:
+            return ""
+        seen.add(path.name)
+        text = _INCLUDE.sub(lambda m: expand(path.parent / m.group(1)), path.read_text())
+        return f'#line 1 "{path.name}"\n{text}\n'
+
+    return expand(directory / "lrfast_kernels.cu")
+
+
+_MODULES: dict = {}  # device id -> (cupy.RawModule, description of where it came from)
+
+
+def module(device: int | None = None):
+    """(RawModule, origin) of the kernels for ``device`` (default: current), loaded once per process."""
+    import cupy
+
+    device = cupy.cuda.runtime.getDevice() if device is None else int(device)
+    entry = _MODULES.get(device)
+    if entry is None:
+        with cupy.cuda.Device(device):
+            entry = _MODULES[device] = _load_module(cupy)
+    return entry
+
+
+def _capability(cupy, device: int) -> int:
+    """The compute capability of ``device`` as an int (sm_90: 90)."""
+    return int(cupy.cuda.Device(device).compute_capability)
+
+
+def _abi_version(cupy, mod) -> int:
+    """The ABI version the module's probe kernel writes (loads the module first: raises CUDADriverError
+    when no image fits this GPU, or when the module has no probe, as modules before ABI 4 have not)."""
+    fn = mod.get_function(ABI_KERNEL)
+    out = cupy.zeros(1, dtype=np.int32)
+    fn((1,), (1,), (out,))
+    return int(out.get()[0])
+
+
+def _nvrtc_module(cupy, device):
+    """(module, origin) compiled by lrfast's own NVRTC call (no -ftz), or, with no NVRTC binding usable,
+    by CuPy's RawModule(code=...) (which adds -ftz=true; said in the origin)."""
+    if binding() is None:
+        mod = cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS)
+        return mod, f"nvrtc: {FALLBACK_NOTE}"
+    path, compiled = cached_image(kernel_source(), _capability(cupy, device))
+    how = compiled.describe() if compiled is not None else f"nvrtc (cached {path.name})"
+    return cupy.RawModule(path=str(path)), f"{how}, lrfast's options"
+
+
+def _load_module(cupy):
+    device = cupy.cuda.runtime.getDevice()
+    reason = device_reason(device, _capability(cupy, device))
+    if reason is not None:
+        raise RuntimeError(f"cannot load lrfast's CUDA kernels: {reason}")
+    notes = []
+    fatbin = None if os.environ.get(FORCE_NVRTC_ENV, "") not in ("", "0") else fatbin_path()
+    if fatbin is not None:
+        try:
+            mod = cupy.RawModule(path=str(fatbin))
+            version = _abi_version(cupy, mod)  # loads the module: fails when no image fits this GPU
+            if version == ABI_VERSION:
+                return mod, f"fatbin {fatbin}"
+            notes.append(f"fatbin {fatbin} has ABI version {version}, expected {ABI_VERSION}")
+        except cupy.cuda.driver.CUDADriverError as exc:
+            notes.append(f"fatbin {fatbin} does not load on this GPU or has no {ABI_KERNEL} probe ({exc})")
+    try:
+        mod, origin = _nvrtc_module(cupy, device)
+        version = _abi_version(cupy, mod)
+    except Exception as exc:
+        detail = "; ".join(notes + [f"NVRTC compile failed: {exc}"])
+        raise RuntimeError(f"cannot load lrfast's CUDA kernels: {detail}") from exc
+    if version != ABI_VERSION:
+        raise RuntimeError(f"lrfast's CUDA sources have ABI version {version}, the Python side {ABI_VERSION}")
+    return mod, origin + (f" ({'; '.join(notes)})" if notes else "")

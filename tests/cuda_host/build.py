@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -50,3 +51,32 @@ def library(request, tmp_path_factory):
     if request.param == "nvcc" and (find_nvcc() is None or find_cxx() is None):
         pytest.skip("nvcc (with a host compiler) not found: host path of nvcc not checked")
     return build(request.param, tmp_path_factory.mktemp("cuda_host"))
+
+
+_CTYPE = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int,
+          np.int64: ctypes.c_longlong}
+_STRUCTS: dict = {}  # numpy structured dtype -> its ctypes Structure
+
+
+def ctypes_arg(a):
+    """One kernel argument as ctypes passes it to the host build: a host array as its address, a sized numpy
+    scalar as that C type, a numpy structured scalar (what _cuda passes for <Name>Scalars<T> / <Name>Hyper)
+    as a ctypes Structure by value. Anything else (a Python float, an unsized int) is refused, as a CuPy
+    launch would pass it with another size."""
+    if isinstance(a, np.ndarray):
+        return ctypes.c_void_p(a.ctypes.data)
+    if isinstance(a, np.void):
+        struct = _STRUCTS.get(a.dtype)
+        if struct is None:
+            assert a.dtype.isalignedstruct, "a struct argument needs an aligned (C-layout) dtype"
+            struct = _STRUCTS[a.dtype] = np.ctypeslib.as_ctypes_type(a.dtype)
+            assert ctypes.sizeof(struct) == a.dtype.itemsize
+        return struct.from_buffer_copy(a.tobytes())
+    return _CTYPE[type(a)](a)
+
+
+def call(lib, kernel, grid, block, args):
+    """Run ``kernel`` of the host library over a ``grid`` x ``block`` grid with CuPy-style ``args``."""
+    fn = getattr(lib, kernel)
+    fn.restype = None
+    fn(ctypes.c_uint(grid), ctypes.c_uint(block), *[ctypes_arg(a) for a in args])

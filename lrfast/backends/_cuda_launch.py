@@ -1,0 +1,282 @@
+"""Launching the cuda backend's kernels: ``Launcher`` turns a kernel call (rule, tensor lists, scalars) into one
+launch over every tensor of the lists (the multi-tensor harness of ``src/lrfast_multi_tensor.cuh``);
+``GpuLauncher`` does it on the current CuPy stream, with the device tables cached on each TensorList.
+
+Subclasses say where tables live and how a kernel is called (``tests/test_cuda_host.py``'s HostLauncher runs
+the same launches through a host build of the kernels). ``gpu()`` is the process's GpuLauncher.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import _cuda_module
+from ._cuda_module import SCALARS_BYTES
+
+# ---- launch geometry ------------------------------------------------------------------------------
+
+#: Threads per block.
+BLOCK = 256
+#: Chunk sizes (elements; powers of two, multiples of every pack width): a chunk is one block's work.
+MIN_CHUNK = 1 << 10
+MAX_CHUNK = 1 << 16
+#: Aim for about this many chunks per launch (enough blocks to fill any GPU, few enough to stay cheap).
+TARGET_CHUNKS = 4096
+
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def chunk_size(total: int) -> int:
+    """Elements per chunk for a launch over ``total`` elements: the smallest power of two giving at
+    most ``TARGET_CHUNKS`` chunks, within [MIN_CHUNK, MAX_CHUNK]."""
+    want = max(1, -(-int(total) // TARGET_CHUNKS))
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, 1 << (want - 1).bit_length())))
+
+
+def kernel_name(rule: str, dtype) -> str:
+    """Exported name of ``rule``'s kernel for params of ``dtype`` (lrfast_<rule>_<f32|f64>)."""
+    suffix = _SUFFIX.get(np.dtype(dtype))
+    if suffix is None:
+        raise TypeError(f"the cuda backend has no kernels for dtype {np.dtype(dtype)}; "
+                        f"supported: {', '.join(str(d) for d in _SUFFIX)}")
+    return f"lrfast_{rule}_{suffix}"
+
+
+class Launcher:
+    """Turns a kernel call (rule, tensor lists, scalars) into one launch of ``kernel_name(rule, dtype)``.
+
+    Arguments passed: each list's address table, the chunk table, its row count, then the scalars; the
+    grid is one block per chunk (at most ``max_grid``; blocks loop over chunks). Subclasses say where
+    tables live and how a kernel is called: ``table``, ``chunk_table``, ``call``, ``xp``.
+    """
+
+    xp = np
+    block = BLOCK
+    max_grid = 2 ** 31 - 1
+
+    def run(self, rule, lists, scalars, before=None):
+        """Launch ``rule`` over ``lists``; ``before`` = (kernel, args): a 1 x 1 launch made first, once
+        everything is checked (a capturable step's prepare kernel)."""
+        params = lists[0]
+        kernel = kernel_name(rule, params.dtype)
+        for i, tl in enumerate(lists[1:], 1):
+            if tl is not params and (len(tl) != len(params) or tl.total != params.total
+                                     or tl.dtype != params.dtype):
+                raise ValueError(f"{rule}: tensor list {i} ({len(tl)} arrays, {tl.total} elements, {tl.dtype}) "
+                                 f"does not match the params ({len(params)} arrays, {params.total} elements, "
+                                 f"{params.dtype})")
+        tables = self.tables(lists)  # validates every array (device, kind) before anything runs
+        size = chunk_size(params.total)
+        nchunks = params.chunks(size).shape[0]
+        chunks = self.chunk_table(params, size) if nchunks else None
+        if before is not None:
+            self.call(before[0], 1, 1, before[1])
+        if nchunks == 0:
+            return
+        grid = min(nchunks, self.max_grid)
+        self.call(kernel, grid, self.block, (*tables, chunks, np.int64(nchunks), *scalars))
+
+    def run_capturable(self, rule, lists, prepare):
+        """A capturable step: the prepare kernel turns (lr, step) into the scalars buffer, then the update
+        kernel ``<rule>_dev`` reads it. ``prepare`` = (lr, step, hyperparameters..., flags)."""
+        params = lists[0]
+        self.check_counters(params, prepare[:2])
+        scalars = self.scalars_buffer(params)
+        self.run(f"{rule}_dev", lists, (scalars,), before=(kernel_name(f"{rule}_prepare", params.dtype),
+                                                           (scalars, *prepare)))
+
+    def check_counters(self, params, counters):
+        """Raise unless the lr / step arrays can be read by this launcher's kernels."""
+
+    def scalars_buffer(self, params):
+        """A SCALARS_BYTES buffer, one per params list, for the capturable scalars."""
+        raise NotImplementedError
+
+    def all_finite(self, tensors):
+        flag = self.xp.zeros(1, dtype=np.int32)
+        self.run("nonfinite", (tensors,), (flag,))
+        return int(flag[0]) == 0
+
+    def tables(self, lists):
+        return [self.table(tl) for tl in lists]
+
+    def table(self, tensors):
+        """The address table of a TensorList, as the kernel reads it."""
+        raise NotImplementedError
+
+    def chunk_table(self, params, size):
+        """The (tensor, start, length) table of ``params`` for chunks of ``size``, as the kernel reads it."""
+        raise NotImplementedError
+
+    def call(self, kernel, grid, block, args):
+        raise NotImplementedError
+
+
+class GpuLauncher(Launcher):
+    """Launches on the current CuPy stream of the arrays' device; tables cached on each TensorList."""
+
+    def __init__(self, cp=None, load=None):
+        if cp is None:
+            import cupy as cp
+        self.cp = self.xp = cp
+        self._load = load if load is not None else _cuda_module.module  # device id -> (module, origin)
+        self._kernels = {}
+
+    # Every table the kernels read (address, chunk and schedule tables, the scalars buffer, a capturable
+    # step's counters) is made by ``upload``: a copy on the current stream, waited for before it returns,
+    # so a launch on any stream later reads it complete (an asynchronous upload on the first stream that
+    # used a table raced with launches on other streams). ``rewrite`` updates a table in place (the
+    # address never changes, so a captured CUDA graph that reads it stays valid).
+
+    def capturing(self) -> bool:
+        """Whether the current stream is capturing a CUDA graph."""
+        return bool(self.cp.cuda.get_current_stream().is_capturing())
+
+    def _refuse_capture(self, what):
+        if self.capturing():
+            raise RuntimeError(f"lrfast would {what} while the current stream captures a CUDA graph (a copy "
+                               "from host memory cannot be captured): run one eager step before capturing, "
+                               "with the same arrays and settings as the captured one")
+
+    def upload(self, host, device=None, out=None):
+        """``host`` (a NumPy array) as a new device array on ``device`` (default: current), or written
+        into ``out`` (same shape and dtype) in place after every queued launch on the device finished.
+        Synchronous: the copy is complete when this returns. Refused during graph capture."""
+        cp = self.cp
+        host = np.ascontiguousarray(host)
+        if out is not None:
+            device = out.device.id
+        device = cp.cuda.runtime.getDevice() if device is None else int(device)
+        with cp.cuda.Device(device):
+            self._refuse_capture("upload a table")
+            stream = cp.cuda.get_current_stream()
+            if out is None:
+                out = cp.empty(host.shape, dtype=host.dtype)
+            else:
+                if out.shape != host.shape or out.dtype != host.dtype:
+                    raise ValueError(f"cannot rewrite a {out.dtype} {out.shape} device table with {host.dtype} "
+                                     f"{host.shape}")
+                cp.cuda.Device(device).synchronize()  # no launch on any stream still reads the old values
+            out.set(host, stream=stream)
+            stream.synchronize()
+        return out
+
+    def rewrite(self, table, host, last_stream=None):
+        """Copy ``host`` into the device ``table`` in place, on the current stream, without waiting: a
+        launch queued after it on this stream reads the new values, one queued before it the old ones.
+        ``last_stream``: the handle of the stream that last launched a kernel reading ``table``; when it is
+        another stream, the device is synchronized first (nothing still reads the old values). Keep
+        ``host`` unchanged (a new array per call) until the next call. Returns the current stream's handle."""
+        cp = self.cp
+        with cp.cuda.Device(table.device.id):
+            self._refuse_capture("rewrite a table")
+            stream = cp.cuda.get_current_stream()
+            if last_stream is not None and last_stream != stream.ptr:
+                cp.cuda.Device(table.device.id).synchronize()
+            table.set(host, stream=stream)
+            return stream.ptr
+
+    def _cache(self, tensors):
+        """{'device', 'ptrs', 'chunks'}: the TensorList's device-side tables, built (and checked) once."""
+        cache = tensors._device
+        if cache is None:
+            cp = self.cp
+            device = None
+            for i, a in enumerate(tensors):
+                if not isinstance(a, cp.ndarray):
+                    kind = "NumPy (host)" if isinstance(a, np.ndarray) else type(a).__name__
+                    raise TypeError(f"the cuda backend got a {kind} array (list entry {i}); it updates CuPy "
+                                    "arrays only: move the arrays with cupy.asarray or use backend='cpu'")
+                if device is None:
+                    device = a.device.id
+                elif a.device.id != device:
+                    raise ValueError(f"arrays on different GPUs: list entry {i} is on device {a.device.id}, "
+                                     f"entry 0 on device {device}; one optimizer step runs on one device")
+            ptrs = self.upload(np.fromiter((a.data.ptr for a in tensors), dtype=np.int64, count=len(tensors)),
+                               device)
+            cache = tensors._device = {"device": device, "ptrs": ptrs, "chunks": {}}
+        return cache
+
+    def tables(self, lists):
+        caches = [self._cache(tl) for tl in lists]
+        devices = {c["device"] for c in caches}
+        if len(devices) > 1:
+            where = ", ".join(f"list {i} on device {c['device']}" for i, c in enumerate(caches))
+            raise ValueError(f"arrays of one step are on different GPUs ({where})")
+        with self.cp.cuda.Device(caches[0]["device"]):  # the stream the launch goes to (``call``)
+            stream = self.cp.cuda.get_current_stream().ptr
+        for c in caches:
+            c["stream"] = stream  # the stream that last launched a kernel reading these tables (rewrite)
+        return [c["ptrs"] for c in caches]
+
+    def check_counters(self, params, counters):
+        device = self._cache(params)["device"]
+        for name, a in zip(("lr", "step"), counters):
+            if not isinstance(a, self.cp.ndarray) or a.device.id != device:
+                raise TypeError(f"a capturable step needs {name} as a CuPy array on device {device} "
+                                f"(the params' device), got {type(a).__name__}")
+
+    def scalars_buffer(self, params):
+        cache = self._cache(params)
+        if "scalars" not in cache:
+            cache["scalars"] = self.upload(np.zeros(SCALARS_BYTES, dtype=np.uint8), cache["device"])
+        return cache["scalars"]
+
+    def chunk_table(self, params, size):
+        cache = self._cache(params)
+        table = cache["chunks"].get(size)
+        if table is None:
+            table = cache["chunks"][size] = self.upload(params.chunks(size), cache["device"])
+        return table
+
+    def readdress(self, pairs):
+        """For each (tensors, like) of ``pairs``: give ``tensors`` (a new TensorList of CuPy arrays) the
+        device tables of ``like`` (a list of the same sizes), its address table rewritten in place
+        (``rewrite``): new arrays (a new step's grads) cost one host-to-device copy and no allocation, and a
+        captured CUDA graph that reads ``like``'s table reads the new addresses. Every pair is checked
+        before any table is written."""
+        todo = []
+        for tensors, like in pairs:
+            cache = like._device
+            if cache is None:
+                continue  # never launched: ``tensors`` builds its own tables at its first launch
+            if len(tensors) != len(like) or not np.array_equal(tensors.sizes, like.sizes):
+                raise ValueError("readdress: the lists differ in length or sizes")
+            for i, a in enumerate(tensors):
+                if not isinstance(a, self.cp.ndarray) or a.device.id != cache["device"]:
+                    raise TypeError(f"list entry {i} is not a CuPy array on device {cache['device']}, where the "
+                                    "other arrays of its step are")
+            todo.append((tensors, cache, np.fromiter((a.data.ptr for a in tensors), dtype=np.int64,
+                                                     count=len(tensors))))
+        if todo:
+            with self.cp.cuda.Device(todo[0][1]["device"]):
+                self._refuse_capture("rewrite an address table")
+        for tensors, cache, host in todo:
+            cache["stream"] = self.rewrite(cache["ptrs"], host, cache.get("stream"))
+            cache["host"] = host  # unchanged until the next rewrite
+            tensors._device = cache
+
+    def call(self, kernel, grid, block, args):
+        device = args[0].device.id
+        cp = self.cp
+        if cp.cuda.runtime.getDevice() != device:
+            with cp.cuda.Device(device):
+                return self.call(kernel, grid, block, args)
+        fn = self._kernels.get((device, kernel))
+        if fn is None:
+            fn = self._kernels[(device, kernel)] = self._load(device)[0].get_function(kernel)
+        fn((grid,), (block,), args)
+
+    def all_finite(self, tensors):
+        if tensors.total == 0:
+            return True
+        with self.cp.cuda.Device(self._cache(tensors)["device"]):
+            return super().all_finite(tensors)
+
+
+@functools.lru_cache(maxsize=None)
+def gpu() -> GpuLauncher:
+    """The process's GpuLauncher (imports CuPy on first use)."""
+    return GpuLauncher()
