@@ -347,25 +347,45 @@ def case_fsdp2_bad_grads(rank, world):
     return out
 
 
+def _reference_class(name):
+    """The registry's reference class of lrfast.torch.``name`` (torch.optim.X, lion_pytorch.Lion), or None
+    when its package is not installed."""
+    import importlib
+
+    from lrfast.rules import VARIANTS
+
+    module, _, attr = VARIANTS[name][1].reference.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError:
+        return None
+
+
 def case_fsdp2_more(rank, world):
-    """FSDP2 beyond AdamW: lrfast's SGD, Adam and RMSprop with their options vs torch.optim's, 10 steps;
-    AdamW with a frozen param (no grad, ever); a non-distributed checkpoint (plain-tensor state) loaded
-    into an FSDP2 optimizer: lrfast refuses it in load_state_dict, leaving the optimizer as it was
-    (torch.optim loads it and fails at the step)."""
+    """FSDP2 beyond AdamW: lrfast's SGD, Adam, RMSprop and Lion with their options vs their references
+    (torch.optim's; lion-pytorch's, reported as None when it is not installed), 10 steps; AdamW with a
+    frozen param (no grad, ever); a non-distributed checkpoint (plain-tensor state) loaded into an FSDP2
+    optimizer: lrfast refuses it in load_state_dict, leaving the optimizer as it was (torch.optim loads
+    it and fails at the step)."""
     import lrfast.torch as lt
 
     configs = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
                ("Adam", dict(lr=1e-2, amsgrad=True, weight_decay=0.1)),
-               ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5, weight_decay=0.01))]
+               ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5, weight_decay=0.01)),
+               ("Lion", dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1))]
     out = {}
     for name, kw in configs:
+        ref = _reference_class(name)
+        if ref is None:
+            out[f"{name}_max_diff"] = None
+            continue
         full = {}
-        for lib in (torch.optim, lt):
+        for lib, make in (("reference", ref), ("lrfast", getattr(lt, name))):
             model = _fsdp2_model(world)
-            opt = getattr(lib, name)(model.parameters(), **kw)
+            opt = make(model.parameters(), **kw)
             train(model, opt, rank, STEPS // 2)
             full[lib] = _full(model)
-        out[f"{name}_max_diff"] = max_diff(full[lt], full[torch.optim])
+        out[f"{name}_max_diff"] = max_diff(full["lrfast"], full["reference"])
     full = {}
     for lib in (torch.optim, lt):
         model = _fsdp2_model(world)
