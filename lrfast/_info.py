@@ -1,4 +1,4 @@
-"""Facts about this machine and lrfast's backends, for `lrfast info` and benchmark reports."""
+"""Facts about this machine, lrfast's backends and its optimizers, for `lrfast info` and benchmark reports."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ def numba_threading() -> tuple[int, str]:
     return numba.get_num_threads(), layer
 
 
+def optimizers() -> dict:
+    """Every public optimizer class, from the rule registry: class name -> its rule and reference."""
+    from .rules import RULES
+
+    return {v.name: f"rule {r.name}; compared with {v.reference or 'the NumPy reference only'}"
+            for r in RULES.values() for v in r.variants}
+
+
 def collect() -> dict:
     """Everything `lrfast info` prints, as plain values."""
     import numba
@@ -65,6 +73,7 @@ def collect() -> dict:
         "numba_threading_layer": layer,
         "numba_forked_children": _fork.describe(),
         "backends": {name: backends.unavailable_reason(name) or "available" for name in backends.NAMES},
+        "optimizers": optimizers(),
         "cuda_fatbin": cuda["fatbin"] or "not built (no nvcc at install time)",
         "cuda_sources": cuda["sources"] or "not installed",
         # how the sources compile when no fatbin fits: lrfast's own NVRTC call (no -ftz), or CuPy's

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import lrfast
 from lrfast.bench import _cases, _impls, _report, _run
 from lrfast.cli import main
 
@@ -32,10 +33,10 @@ def quick(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_doc():
     """A tiny run over the other optimizers, both dtypes and a tensor list (a few seconds)."""
-    config = _run.Config(optimizers=_cases.parse_optimizers(["sgd,rmsprop"]),
+    config = _run.Config(optimizers=_cases.parse_optimizers(["sgd,rmsprop", "lion"]),
                          workloads=_cases.parse_workloads("1000,3x50"),
                          dtypes=[np.dtype("float32"), np.dtype("float64")],
-                         impls=_impls.parse_backends("cpu,numpy,copy,torch-fused"),
+                         impls=_impls.parse_backends("cpu,numpy,copy,torch-forloop,torch-fused,optax,deepspeed"),
                          repeats=2, min_time=0.001, warmup=1)
     return _run.run(config, progress=False)
 
@@ -236,7 +237,101 @@ def test_other_optimizers_dtypes_and_lists(small_doc):
     rms = cases["rmsprop/float32/flat-1e3"]["results"]["torch-fused"]
     if rms["status"] != "ok":  # torch installed: RMSprop has no fused variant; not installed: says so
         assert "fused" in rms["reason"] or "torch" in rms["reason"]
+    assert cases["lion/float32/flat-1e3"]["bytes_per_element"] == 20  # read g, p, m; write p, m
+    assert cases["lion/float64/3x50"]["hyperparameters"]["lr"] == lrfast.Lion.__init__.__signature__ \
+        .parameters["lr"].default
+    for case in small_doc["cases"]:
+        res = case["results"]
+        assert res["lrfast"]["status"] == "ok" and res["roofline"]["status"] == "ok", case["id"]
+        if case["optimizer"] != "adam":
+            assert res["deepspeed"]["status"] == "unavailable" and "Adam" in res["deepspeed"]["reason"]
+    lion = cases["lion/float32/3x50"]["results"]
+    if _lion_pytorch_installed():  # the torch peer of Lion is lion-pytorch, which has no fused switch
+        assert lion["torch-forloop"]["status"] == "ok" and "lion_pytorch.Lion" in lion["torch-forloop"]["note"]
+        assert lion["torch-fused"]["status"] == "unavailable"
+        assert "lion_pytorch.Lion has no fused" in lion["torch-fused"]["reason"]
+    else:
+        assert lion["torch-forloop"]["status"] == "unavailable"
+        assert "torch not installed" in lion["torch-forloop"]["reason"] or \
+            "lion-pytorch" in lion["torch-forloop"]["reason"]
+    assert lion["optax"]["status"] in ("ok", "unavailable")  # optax.lion, never another rule's peer
+    if lion["optax"]["status"] == "ok":
+        assert "optax" in lion["optax"]["note"]
     assert small_doc["targets"] == []  # no AdamW float32 case in this run
+
+
+def _lion_pytorch_installed():
+    try:
+        import lion_pytorch  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_optimizers_come_from_the_registry():
+    """Every public class of every rule is a bench optimizer (``--optimizer all`` covers Lion); its
+    hyperparameters are the class's defaults plus the bench's overrides; its bytes per element follow
+    the states the rule uses with them."""
+    from lrfast.rules import RULES, VARIANTS
+
+    assert list(_cases.OPTIMIZERS) == [name.lower() for name in VARIANTS]
+    assert [c.name for c in _cases.parse_optimizers(["all"])] == list(_cases.OPTIMIZERS)
+    assert "lion" in _cases.OPTIMIZERS
+    expected = {"sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20, "lion": 20}  # float32
+    for name, config in _cases.OPTIMIZERS.items():
+        rule, variant = VARIANTS[config.lrfast_class]
+        assert config.rule is rule and config.variant is variant
+        defaults = {**rule.defaults(variant), **_cases.OVERRIDES.get(name, {})}
+        assert config.hyperparameters == defaults
+        assert config.bytes_per_element(4) == 4 * (3 + 2 * len(config.states))
+        if name in expected:
+            assert config.bytes_per_element(4) == expected[name], name
+    # the states follow the hyperparameters: SGD without momentum moves no state, centered RMSprop
+    # with momentum three
+    assert _cases.config_of(RULES["sgd"], RULES["sgd"].variants[0], {"momentum": 0.0}).bytes_per_element(4) == 12
+    rms = _cases.config_of(RULES["rmsprop"], RULES["rmsprop"].variants[0], {"centered": True, "momentum": 0.9})
+    assert rms.states == ("square_avg", "grad_avg", "momentum_buffer") and rms.bytes_per_element(4) == 36
+    adam = RULES["adam"]
+    assert _cases.config_of(adam, adam.variants[0], {"amsgrad": True}).bytes_per_element(8) == 72  # p, m, v, vmax + g
+    with pytest.raises(ValueError, match="not hyperparameters"):
+        _cases.config_of(adam, adam.variants[0], {"momentum": 0.9})
+
+
+def test_peers_are_explicit_per_rule():
+    """A rule without a known optax equivalent reports optax unavailable (never another rule's optimizer);
+    a hyperparameter value a peer cannot express makes that peer unavailable too."""
+    import dataclasses
+    import types
+
+    from lrfast.rules import RULES
+
+    assert set(_impls.OPTAX) <= set(RULES)
+    config = _cases.OPTIMIZERS["lion"]
+    unknown = dataclasses.replace(config, rule=types.SimpleNamespace(name="not-a-rule"))
+    case = _impls.Case(unknown, _cases.parse_workloads("100")[0], "float32")
+    entry = _impls.build("optax", case, numpy_max=0)
+    assert entry.status == "unavailable" and "no optax equivalent" in entry.reason
+    entry = _impls.build("deepspeed", case, numpy_max=0)
+    assert entry.status == "unavailable" and "Adam/AdamW only" in entry.reason
+    nameless = dataclasses.replace(config, variant=dataclasses.replace(config.variant, reference=None))
+    entry = _impls.build("torch-forloop", _impls.Case(nameless, case.workload, "float32"), numpy_max=0)
+    assert entry.status == "unavailable" and "no torch peer" in entry.reason
+    sgd = _cases.config_of(RULES["sgd"], RULES["sgd"].variants[0], {"momentum": 0.9, "dampening": 0.5})
+    with pytest.raises(_impls.Unavailable, match="dampening=0.5"):
+        _impls._optax_sgd(types.SimpleNamespace(), sgd)
+    amsgrad = _cases.config_of(RULES["adam"], RULES["adam"].variants[1], {"amsgrad": True})
+    entry = _impls.build("deepspeed", _impls.Case(amsgrad, case.workload, "float32"), numpy_max=0)
+    assert entry.status == "unavailable" and "amsgrad=True" in entry.reason
+
+
+def test_quick_lion_runs(capsys):
+    """``lrfast bench --quick --optimizer lion`` (one small size here, to keep the suite fast)."""
+    assert main(["bench", "--quick", "--optimizer", "lion", "--sizes", "1e4", "--backends", "cpu,torch",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Lion float32  flat-1e4: 1 tensor, 10,000 elements, 20 B/element" in out
+    assert "lrfast-list" in out
 
 
 def test_workload_shapes():
@@ -270,7 +365,7 @@ def test_roofline_and_copy_kernels_move_the_data():
 
     for sizes in ([10], [100_000], [70_000, 3, 40_000]):  # serial, parallel, a list across both
         g = TensorList([np.full(n, 0.5, np.float32) for n in sizes])
-        for nrw in (1, 2, 3):
+        for nrw in (1, 2, 3, 4):
             rw = [TensorList([np.full(n, float(k), np.float32) for n in sizes]) for k in range(nrw)]
             roofline_step(g, rw)()
             for k, t in enumerate(rw):
@@ -310,7 +405,7 @@ def test_roofline_launch_mirrors_the_cpu_backends_launch():
     import inspect
     import re
 
-    from lrfast.backends import _cpu_kernels
+    from lrfast.backends import _cpu_launchers
     from lrfast.bench import _roofline
 
     def body(fn, chunk_name):
@@ -318,7 +413,7 @@ def test_roofline_launch_mirrors_the_cpu_backends_launch():
         src = src[src.index(":\n") + 2:]  # drop the def line
         return re.sub(rf"\b{chunk_name}\b", "CHUNK_FN", src)
 
-    backend = body(_cpu_kernels.adam, "adam_chunk")
+    backend = body(_cpu_launchers.adam, "adam_chunk")
     assert body(_roofline.roofline_launch, "roofline_chunk") == backend, \
         "the cpu backend's launch changed: update lrfast/bench/_roofline.py's launchers to match"
     assert body(_roofline.copy_launch, "copy_chunk") == backend

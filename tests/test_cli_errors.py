@@ -200,6 +200,20 @@ def test_bench_plot_format_checked_before_the_run(capsys, tmp_path):
     assert "cannot write .txt" in line
 
 
+def test_bench_unknown_optimizer_lists_the_registry(capsys):
+    from lrfast.rules import VARIANTS
+
+    line = usage_error(capsys, ["bench", "--sizes", "1000", "--optimizer", "adam,lamb"], "--optimizer")
+    assert "unknown 'lamb'" in line
+    assert all(name.lower() in line for name in VARIANTS) and "lion" in line and line.endswith("or all")
+
+
+def test_bench_lion_and_all_reach_the_run(capsys):
+    for value in ("lion", "all", "Lion,sgd"):
+        with pytest.raises(pytest.fail.Exception, match="the work started"):
+            main(["bench", "--sizes", "1000", "--no-progress", "--optimizer", value])
+
+
 def test_bench_threads_beyond_numba_checked_before_the_run(capsys):
     line = usage_error(capsys, ["bench", "--sizes", "1000", "--threads", str(10**6)], "--threads")
     assert "NUMBA_NUM_THREADS" in line

@@ -3,8 +3,9 @@
 A workload is a list of parameter shapes: one flat tensor of ``n`` elements, a ResNet-50-like list (the
 161 parameter tensors of torchvision's ``resnet50``, 25,557,032 elements), a transformer-like list (the
 148 tensors of GPT-2 small, 124,439,808 elements) and the host-overhead case of 1,000 tensors of 64
-elements. An optimizer configuration fixes the hyperparameters every implementation is run with and the
-bytes per element the update must move (the roofline's access pattern).
+elements. An optimizer configuration (one per public class of each ``lrfast.rules`` rule, derived from the
+registry) fixes the hyperparameters every implementation is run with and the bytes per element the update
+must move (the roofline's access pattern: the param, the gradient and the states the rule uses).
 """
 
 from __future__ import annotations
@@ -114,13 +115,42 @@ def parse_workloads(spec: str, check=None) -> list[Workload]:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """One optimizer as benchmarked: its lrfast / torch names, hyperparameters and access pattern."""
+    """One optimizer as benchmarked: a public class of a ``lrfast.rules`` rule (its ``Variant``), the
+    hyperparameters every implementation runs with, and the access pattern the update has with them.
+
+    ``name`` is the class name in lower case (``--optimizer adamw``); ``hyperparameters`` are the class's
+    defaults with the benchmark's ``OVERRIDES``, all of them (``lr`` first); ``states`` the state tensors the
+    update reads and writes with those hyperparameters (``Rule.used_states``: SGD without momentum has none).
+    """
     name: str
-    lrfast_class: str
-    torch_class: str
+    rule: object
+    variant: object
     hyperparameters: dict = field(default_factory=dict)
-    read_write: int = 1  # arrays read and written per element (param + state)
-    read_only: int = 1   # arrays only read (the gradient)
+    states: tuple = ()
+
+    @property
+    def lrfast_class(self) -> str:
+        return self.variant.name
+
+    @property
+    def reference(self) -> str | None:
+        """The peer the class's results are compared with ("torch.optim.AdamW", "lion_pytorch.Lion")."""
+        return self.variant.reference
+
+    @property
+    def torch_class(self) -> str | None:
+        """The class name of the torch peer (the reference's last component), or None."""
+        return self.reference.rsplit(".", 1)[-1] if self.reference else None
+
+    @property
+    def read_write(self) -> int:
+        """Arrays read and written per element: the param and each state in use."""
+        return 1 + len(self.states)
+
+    @property
+    def read_only(self) -> int:
+        """Arrays only read per element: the gradient."""
+        return 1
 
     @property
     def streams(self) -> int:
@@ -129,19 +159,46 @@ class OptimizerConfig:
     def bytes_per_element(self, itemsize: int) -> int:
         return self.streams * itemsize
 
+    def non_default(self) -> dict:
+        """The hyperparameters that differ from the class's defaults (``lr`` always)."""
+        defaults = self.rule.defaults(self.variant)
+        return {k: v for k, v in self.hyperparameters.items() if k == "lr" or defaults.get(k) != v}
 
-OPTIMIZERS = {
-    # read g; read+write p, momentum buffer
-    "sgd": OptimizerConfig("sgd", "SGD", "SGD", {"lr": 1e-2, "momentum": 0.9}, read_write=2),
-    # read g; read+write p, exp_avg, exp_avg_sq
-    "adam": OptimizerConfig("adam", "Adam", "Adam", {"lr": 1e-3}, read_write=3),
-    "adamw": OptimizerConfig("adamw", "AdamW", "AdamW", {"lr": 1e-3, "weight_decay": 1e-2}, read_write=3),
-    # read g; read+write p, square_avg
-    "rmsprop": OptimizerConfig("rmsprop", "RMSprop", "RMSprop", {"lr": 1e-2}, read_write=2),
+
+#: The benchmark's hyperparameters where they differ from the class's defaults (by --optimizer name). A
+#: rule without an entry is benchmarked with its class's defaults.
+OVERRIDES = {
+    "sgd": {"lr": 1e-2, "momentum": 0.9},  # the common configuration (momentum: the state-moving path)
 }
 
 
+def config_of(rule, variant, overrides=None) -> OptimizerConfig:
+    """The benchmark configuration of ``variant`` of ``rule``: its defaults, then ``overrides``
+    (default: ``OVERRIDES[name]``), checked as the class checks them."""
+    name = variant.name.lower()
+    hyper = rule.defaults(variant)
+    extra = OVERRIDES.get(name, {}) if overrides is None else overrides
+    unknown = set(extra) - set(hyper)
+    if unknown:
+        raise ValueError(f"bench overrides for {name}: {sorted(unknown)} are not hyperparameters of "
+                         f"{variant.name} ({', '.join(hyper)})")
+    hyper.update(extra)
+    checked = rule.check_all({k: v for k, v in hyper.items() if k != "lr"}, variant)
+    return OptimizerConfig(name, rule, variant, hyper, rule.used_states(checked))
+
+
+def _registry() -> dict:
+    from ..rules import RULES
+
+    return {v.name.lower(): config_of(r, v) for r in RULES.values() for v in r.variants}
+
+
+#: --optimizer name -> configuration: every public class of every rule of ``lrfast.rules``, in its order.
+OPTIMIZERS = _registry()
+
+
 def parse_optimizers(values) -> list[OptimizerConfig]:
+    """``["sgd,adam", "lion"]`` (repeatable, comma-separated, ``all``) -> configurations; default adamw."""
     names = []
     for v in values or ["adamw"]:
         for item in v.split(","):

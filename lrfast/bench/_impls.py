@@ -3,7 +3,14 @@
 Every builder takes the case (optimizer configuration, the arrays of the workload, their gradients) and
 returns an ``Entry`` whose ``step()`` performs one optimizer step, or one marked unavailable/skipped with
 the reason. Each implementation owns its params and state (copies of the same initial values); all read
-the same gradient arrays. Optional peers (torch, optax, DeepSpeed, CuPy) are imported here, lazily.
+the same gradient arrays. Optional peers (torch, lion-pytorch, optax, DeepSpeed, CuPy) are imported here,
+lazily.
+
+Peers are explicit per rule, never guessed: the torch peer is the class the Variant names as its
+reference (``torch.optim.AdamW``, ``lion_pytorch.Lion``), run with the benchmark's hyperparameters;
+optax's equivalent comes from ``OPTAX`` (rule name -> builder); DeepSpeed runs the adam rule only. A
+peer that has no equivalent of the rule or of one of its hyperparameter values is reported
+``unavailable`` with the reason.
 """
 
 from __future__ import annotations
@@ -24,13 +31,13 @@ IMPLS = {
     "lrfast-flat": ("lrfast", "cpu",
                     "lrfast cpu backend, one flat array of the same total size: opt.step([g])"),
     "numpy": ("peer", "cpu", "lrfast numpy reference backend (float64 math)"),
-    "torch-forloop": ("peer", "cpu", "torch.optim, foreach=False"),
-    "torch-foreach": ("peer", "cpu", "torch.optim, foreach=True"),
-    "torch-fused": ("peer", "cpu", "torch.optim, fused=True"),
-    "optax": ("peer", "cpu", "optax (jax.jit, donated buffers)"),
+    "torch-forloop": ("peer", "cpu", "the torch peer (torch.optim; lion-pytorch for Lion), foreach=False"),
+    "torch-foreach": ("peer", "cpu", "the torch peer, foreach=True"),
+    "torch-fused": ("peer", "cpu", "the torch peer, fused=True"),
+    "optax": ("peer", "cpu", "optax's equivalent (jax.jit, donated buffers)"),
     "deepspeed": ("peer", "cpu", "DeepSpeed DeepSpeedCPUAdam"),
     "cuda": ("lrfast", "cuda", "lrfast cuda backend (CuPy): opt.step(grads)"),
-    "torch-cuda-fused": ("peer", "cuda", "torch.optim on CUDA, fused=True"),
+    "torch-cuda-fused": ("peer", "cuda", "the torch peer on CUDA, fused=True"),
 }
 
 #: --backends names -> implementations.
@@ -122,8 +129,9 @@ def _roofline(entry, case, numpy_max):
                                         for _ in range(case.config.read_write - 1)]
     grads = TensorList(case.grads)
     entry.step, entry.keep = roofline_step(grads, rw), (grads, rw)
+    states = ", ".join(("param",) + case.config.states)
     entry.note = (f"reads {case.config.read_only + case.config.read_write}, writes "
-                  f"{case.config.read_write} arrays per element")
+                  f"{case.config.read_write} arrays per element (grad; {states})")
 
 
 def _copy(entry, case, numpy_max):
@@ -184,26 +192,88 @@ def _torch():
         raise Unavailable("torch not installed") from None
 
 
+#: where a Variant's reference lives when it is not torch.optim: module -> the pip package that has it
+_PACKAGES = {"lion_pytorch": "lion-pytorch"}
+
+
+def torch_peer(config):
+    """(class, name) of ``config``'s torch peer: the Variant's reference (``torch.optim.AdamW``,
+    ``lion_pytorch.Lion``, ...), imported; Unavailable naming what is missing."""
+    ref = config.reference
+    if not ref:
+        raise Unavailable(f"lrfast.{config.lrfast_class} has no torch peer (its reference is the NumPy one)")
+    module, _, name = ref.rpartition(".")
+    _torch()
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ImportError:
+        package = _PACKAGES.get(module.split(".")[0], module.split(".")[0])
+        raise Unavailable(f"{ref} needs {package} (pip install {package})") from None
+    except AttributeError:
+        raise Unavailable(f"this {module} has no {name}") from None
+    return cls, ref
+
+
+def _peer_kwargs(config, cls, ref):
+    """The benchmark's hyperparameters in the peer's own keywords. One the peer does not take is left
+    out when it is at the rule's default (the peer then does what the default does); otherwise the peer
+    cannot run this configuration (Unavailable)."""
+    import inspect
+
+    accepted = inspect.signature(cls).parameters
+    defaults = config.rule.defaults(config.variant)
+    kwargs = {}
+    for key, value in config.hyperparameters.items():
+        if key in accepted:
+            kwargs[key] = value
+        elif value != defaults.get(key):
+            raise Unavailable(f"{ref} has no {key}= (this benchmark sets {key}={value!r})")
+    return kwargs, accepted
+
+
 def _torch_optimizer(entry, case, device, **flags):
     torch = _torch()
-    cls = getattr(torch.optim, case.config.torch_class)
+    cls, ref = torch_peer(case.config)
+    kwargs, accepted = _peer_kwargs(case.config, cls, ref)
+    for flag in flags:
+        if flag not in accepted:
+            raise Unavailable(f"{ref} has no {flag}= switch (no {flag} implementation)")
     params = []
     for p0, g in zip(case.params0, case.grads):
         t = torch.nn.Parameter(torch.from_numpy(p0.copy()).to(device))
         t.grad = torch.from_numpy(g).to(device)
         params.append(t)
     try:
-        opt = cls(params, **case.config.hyperparameters, **flags)
+        opt = cls(params, **kwargs, **flags)
     except (TypeError, RuntimeError, ValueError) as exc:
         flag = ", ".join(f"{k}={v}" for k, v in flags.items())
-        raise Unavailable(f"torch.optim.{cls.__name__}({flag}) not supported here: {exc}") from None
+        raise Unavailable(f"{ref}({flag}) not supported here: {exc}") from None
     entry.step, entry.keep = opt.step, (params, opt)
-    entry.note = f"torch {torch.__version__}"
+    version = "" if ref.startswith("torch.") else _version(ref.split(".")[0]) + ", "
+    entry.note = f"{ref}, {version}torch {torch.__version__}"
     return torch
 
 
+def _version(module) -> str:
+    mod = importlib.import_module(module)
+    v = getattr(mod, "__version__", None)
+    if v is None:
+        try:
+            from importlib.metadata import version
+
+            v = version(_PACKAGES.get(module, module))
+        except Exception:
+            v = "?"
+    return f"{module} {v}"
+
+
 def _torch_forloop(entry, case, numpy_max):
-    _torch_optimizer(entry, case, "cpu", foreach=False)
+    # a peer without the switch (lion_pytorch.Lion) loops over the params anyway
+    cls, ref = torch_peer(case.config)
+    import inspect
+
+    flags = {"foreach": False} if "foreach" in inspect.signature(cls).parameters else {}
+    _torch_optimizer(entry, case, "cpu", **flags)
 
 
 def _torch_foreach(entry, case, numpy_max):
@@ -211,17 +281,72 @@ def _torch_foreach(entry, case, numpy_max):
 
 
 def _torch_fused(entry, case, numpy_max):
-    torch = _torch()
-    import inspect
-
-    if "fused" not in inspect.signature(getattr(torch.optim, case.config.torch_class)).parameters:
-        raise Unavailable(f"torch.optim.{case.config.torch_class} has no fused implementation")
     _torch_optimizer(entry, case, "cpu", fused=True)
 
 
 # -- other peers ------------------------------------------------------------------------------------
 
+def _unsupported(config, what, **allowed):
+    """Unavailable when a hyperparameter of ``config`` differs from ``allowed``'s value (the peer's
+    equivalent has no such option)."""
+    hp = config.hyperparameters
+    for key, value in allowed.items():
+        if key in hp and hp[key] != value:
+            raise Unavailable(f"{what} has no equivalent of {key}={hp[key]!r}")
+
+
+def _optax_sgd(optax, config):
+    hp = config.hyperparameters
+    _unsupported(config, "optax.sgd", dampening=0.0, maximize=False)
+    tx = optax.sgd(hp["lr"], momentum=hp["momentum"] or None, nesterov=hp["nesterov"])
+    if hp["weight_decay"]:  # torch adds weight_decay * p to the gradient before the momentum
+        tx = optax.chain(optax.add_decayed_weights(hp["weight_decay"]), tx)
+    return tx
+
+
+def _optax_adam(optax, config):
+    hp = config.hyperparameters
+    _unsupported(config, "optax.adam", amsgrad=False, maximize=False)
+    b1, b2 = hp["betas"]
+    if config.variant.fixed.get("decoupled_weight_decay") or hp.get("decoupled_weight_decay"):
+        return optax.adamw(hp["lr"], b1=b1, b2=b2, eps=hp["eps"], weight_decay=hp["weight_decay"])
+    tx = optax.adam(hp["lr"], b1=b1, b2=b2, eps=hp["eps"])
+    if hp["weight_decay"]:  # Adam's L2 decay: added to the gradient
+        tx = optax.chain(optax.add_decayed_weights(hp["weight_decay"]), tx)
+    return tx
+
+
+def _optax_rmsprop(optax, config):
+    hp = config.hyperparameters
+    _unsupported(config, "optax.rmsprop", maximize=False)
+    try:  # torch adds eps outside the square root; optax's default is inside
+        tx = optax.rmsprop(hp["lr"], decay=hp["alpha"], eps=hp["eps"], eps_in_sqrt=False,
+                           centered=hp["centered"], momentum=hp["momentum"] or None)
+    except TypeError as exc:
+        raise Unavailable(f"this optax.rmsprop cannot add eps outside the square root as torch does ({exc})") \
+            from None
+    if hp["weight_decay"]:
+        tx = optax.chain(optax.add_decayed_weights(hp["weight_decay"]), tx)
+    return tx
+
+
+def _optax_lion(optax, config):
+    hp = config.hyperparameters
+    _unsupported(config, "optax.lion", maximize=False)
+    if not hasattr(optax, "lion"):
+        raise Unavailable("this optax has no optax.lion")
+    b1, b2 = hp["betas"]
+    return optax.lion(hp["lr"], b1=b1, b2=b2, weight_decay=hp["weight_decay"])  # optax's default is 1e-3
+
+
+#: rule name -> builder of optax's equivalent transformation; a rule without one reports optax unavailable
+OPTAX = {"sgd": _optax_sgd, "adam": _optax_adam, "rmsprop": _optax_rmsprop, "lion": _optax_lion}
+
+
 def _optax(entry, case, numpy_max):
+    make = OPTAX.get(case.config.rule.name)
+    if make is None:
+        raise Unavailable(f"no optax equivalent of lrfast.{case.config.lrfast_class} is known to the bench")
     try:
         jax = importlib.import_module("jax")
         optax = importlib.import_module("optax")
@@ -229,16 +354,7 @@ def _optax(entry, case, numpy_max):
         raise Unavailable(f"{exc.name or 'optax'} not installed") from None
     import jax.numpy as jnp
 
-    hp = case.config.hyperparameters
-    name = case.config.name
-    if name == "sgd":
-        tx = optax.sgd(hp["lr"], momentum=hp.get("momentum") or None)
-    elif name == "adam":
-        tx = optax.adam(hp["lr"])
-    elif name == "adamw":
-        tx = optax.adamw(hp["lr"], weight_decay=hp["weight_decay"])
-    else:
-        tx = optax.rmsprop(hp["lr"], decay=0.99, eps=1e-8)
+    tx = make(optax, case.config)
     cpu = jax.devices("cpu")[0]
     params = [jax.device_put(jnp.asarray(p), cpu) for p in case.params0]
     grads = [jax.device_put(jnp.asarray(g), cpu) for g in case.grads]
@@ -259,8 +375,10 @@ def _optax(entry, case, numpy_max):
 
 
 def _deepspeed(entry, case, numpy_max):
-    if case.config.name not in ("adam", "adamw"):
+    config = case.config
+    if config.rule.name != "adam":
         raise Unavailable("DeepSpeedCPUAdam implements Adam/AdamW only")
+    _unsupported(config, "DeepSpeedCPUAdam", amsgrad=False, maximize=False)
     try:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
     except Exception as exc:  # ImportError, or its op builder failing at import
@@ -271,9 +389,10 @@ def _deepspeed(entry, case, numpy_max):
         t = torch.nn.Parameter(torch.from_numpy(p0.copy()))
         t.grad = torch.from_numpy(g)
         params.append(t)
-    hp = case.config.hyperparameters
-    opt = DeepSpeedCPUAdam(params, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
-                           adamw_mode=case.config.name == "adamw")
+    hp = config.hyperparameters
+    decoupled = bool(config.variant.fixed.get("decoupled_weight_decay") or hp.get("decoupled_weight_decay"))
+    opt = DeepSpeedCPUAdam(params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
+                           weight_decay=hp["weight_decay"], adamw_mode=decoupled)
     entry.step, entry.keep = opt.step, (params, opt)
 
 

@@ -6,8 +6,13 @@ import json
 import os
 
 from .._extras import pyplot
+from ._cases import OPTIMIZERS
 
-_CLASS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
+
+def _class(name: str) -> str:
+    """The public class name of a benchmarked optimizer ("adamw" -> "AdamW"), from the registry."""
+    config = OPTIMIZERS.get(name)
+    return config.lrfast_class if config is not None else name
 
 
 def _time(s):
@@ -54,7 +59,7 @@ def format_table(doc) -> str:
     head = (f"  {'implementation':<17}{'time/step':>11}{'IQR':>6}{'Melem/s':>10}{'GB/s':>8}"
             f"{'of roof':>9}{'lrfast':>9}{'list':>8}")
     for case in doc["cases"]:
-        title = (f"{_CLASS.get(case['optimizer'], case['optimizer'])} {case['dtype']}  {case['workload']}: "
+        title = (f"{_class(case['optimizer'])} {case['dtype']}  {case['workload']}: "
                  f"{case['tensors']:,} tensor{'s' if case['tensors'] != 1 else ''}, "
                  f"{case['elements']:,} elements, {case['bytes_per_element']} B/element")
         lines.append(title)
@@ -189,7 +194,7 @@ def plot(doc, path):
         ax.set_xscale("log")
         ax.set_xlabel("elements per step (x: model-shaped tensor lists)")
         ax.set_ylabel("GB/s (bytes the update must move)")
-        ax.set_title(f"{_CLASS.get(opt, opt)} {dtype}")
+        ax.set_title(f"{_class(opt)} {dtype}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     m = doc["machine"]

@@ -1,10 +1,12 @@
 """The roofline kernel: an optimizer's loads and stores with trivial arithmetic, launched like the step.
 
-``roofline_chunk`` reads a gradient-like array and ``nrw`` (1..3) read-write arrays and adds the gradient
-to each: for AdamW (read p, g, m, v; write p, m, v) that is 28 bytes per float32 element, the same traffic
-as the real update with none of its arithmetic. It is launched exactly as the cpu backend launches a
-rule (the same chunk table, ``CHUNK`` and serial/parallel threshold, a launcher written like
-``_cpu_kernels.adam``), so its time is the bandwidth limit of that access pattern on this machine,
+``roofline_chunk`` reads a gradient-like array and ``nrw`` (1..4) read-write arrays and adds the gradient
+to each: the param and the states the rule uses (``Rule.used_states``). For AdamW (read p, g, m, v; write
+p, m, v) that is 28 bytes per float32 element, for Lion and SGD with momentum (p, g, m / buf) 20, for
+RMSprop 20 to 36 (centered and momentum add a state each): the same traffic as the real update with none of
+its arithmetic. It is launched exactly as the cpu backend launches a rule (its chunk table from
+``_cpu._chunks``: the same chunk size and serial/parallel choice, a launcher written like the generated
+``_cpu_launchers.adam``), so its time is the bandwidth limit of that access pattern on this machine,
 measured in the same run.
 ``copy_chunk`` (read one array, write another) is the plain-copy reference.
 """
@@ -21,8 +23,12 @@ from ..backends._tensorlist import TensorList
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
 
 
+#: the most read-write arrays per element the roofline kernel takes (the param and up to 3 states)
+MAX_RW = 4
+
+
 @njit(**_JIT)
-def roofline_chunk(c, chunks, G, A, B, C, like, nrw):
+def roofline_chunk(c, chunks, G, A, B, C, D, like, nrw):
     g = _slice(G, chunks, c, like)
     a = _slice(A, chunks, c, like)
     if nrw == 1:
@@ -34,7 +40,7 @@ def roofline_chunk(c, chunks, G, A, B, C, like, nrw):
             gi = g[i]
             a[i] = a[i] + gi
             b[i] = b[i] + gi
-    else:
+    elif nrw == 3:
         b = _slice(B, chunks, c, like)
         d = _slice(C, chunks, c, like)
         for i in range(g.shape[0]):
@@ -42,6 +48,16 @@ def roofline_chunk(c, chunks, G, A, B, C, like, nrw):
             a[i] = a[i] + gi
             b[i] = b[i] + gi
             d[i] = d[i] + gi
+    else:
+        b = _slice(B, chunks, c, like)
+        d = _slice(C, chunks, c, like)
+        e = _slice(D, chunks, c, like)
+        for i in range(g.shape[0]):
+            gi = g[i]
+            a[i] = a[i] + gi
+            b[i] = b[i] + gi
+            d[i] = d[i] + gi
+            e[i] = e[i] + gi
 
 
 @njit(**_JIT)
@@ -52,13 +68,10 @@ def copy_chunk(c, chunks, SRC, DST, like):
         d[i] = s[i]
 
 
-def _serial(tensors: TensorList) -> bool:
-    return tensors.total < _cpu.SERIAL_BELOW
-
-
-# The launchers mirror the cpu backend's (``_cpu_kernels.adam`` etc.) line for line: serial below the
-# backend's threshold, else ``prange`` over the rows of the chunk table. tests/test_bench.py checks that
-# they still match the backend's source, so a change of the launch scheme there fails a test here.
+# The launchers mirror the cpu backend's (the generated ``_cpu_launchers.adam`` etc.) line for line: serial
+# when ``_cpu._chunks`` says so, else ``prange`` over the rows of the chunk table. tests/test_bench.py
+# checks that they still match the backend's source, so a change of the launch scheme there fails a test
+# here.
 
 @njit(parallel=True, **_JIT)
 def roofline_launch(chunks, serial, args):
@@ -81,22 +94,22 @@ def copy_launch(chunks, serial, args):
 
 
 def roofline_step(grads, rw_lists):
-    """A callable running the roofline kernel once over ``grads`` and 1..3 read-write TensorLists."""
-    if not 1 <= len(rw_lists) <= 3:
-        raise ValueError("the roofline kernel takes 1 to 3 read-write arrays per element")
-    chunks = grads.chunks(_cpu.CHUNK)
+    """A callable running the roofline kernel once over ``grads`` and 1..MAX_RW read-write TensorLists."""
+    if not 1 <= len(rw_lists) <= MAX_RW:
+        raise ValueError(f"the roofline kernel takes 1 to {MAX_RW} read-write arrays per element")
+    chunks, serial = _cpu._chunks(grads)  # the backend's own chunk table and serial/parallel choice
     ptrs = [t.ptrs for t in rw_lists]
-    ptrs += [ptrs[0]] * (3 - len(ptrs))  # unused slots: never read
+    ptrs += [ptrs[0]] * (MAX_RW - len(ptrs))  # unused slots: never read
     args = (grads.ptrs, *ptrs, grads.like, len(rw_lists))
-    serial, launch = _serial(grads), roofline_launch
+    launch = roofline_launch
     return lambda: launch(chunks, serial, args)
 
 
 def copy_step(src: TensorList, dst: TensorList):
     """A callable copying every array of ``src`` into ``dst`` through the same launch."""
-    chunks = src.chunks(_cpu.CHUNK)
+    chunks, serial = _cpu._chunks(src)
     args = (src.ptrs, dst.ptrs, src.like)
-    serial, launch = _serial(src), copy_launch
+    launch = copy_launch
     return lambda: launch(chunks, serial, args)
 
 

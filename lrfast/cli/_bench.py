@@ -17,8 +17,16 @@ implementations (--backends, comma-separated; the roofline kernel always runs):
 examples:
   lrfast bench --quick
   lrfast bench --optimizer all --json bench/results/cpu.json --plot bench/results/cpu.png
+  lrfast bench --quick --optimizer lion
   NUMBA_NUM_THREADS=4 lrfast bench --sizes 1e6,resnet50 --backends cpu,torch-fused --threads 4
 """
+
+
+def optimizer_names() -> list[str]:
+    """``--optimizer``'s choices: every public class of every ``lrfast.rules`` rule, in lower case."""
+    from ..rules import VARIANTS
+
+    return [name.lower() for name in VARIANTS]
 
 
 def register(subparsers):
@@ -31,7 +39,8 @@ def register(subparsers):
                     "roofline and lrfast's speedup over each peer.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--optimizer", action="append", metavar="NAME",
-                   help="sgd, adam, adamw, rmsprop or all; repeatable or comma-separated (default: adamw)")
+                   help=f"{', '.join(optimizer_names())} or all; repeatable or comma-separated "
+                        "(default: adamw)")
     p.add_argument("--sizes", help="comma-separated workloads (default: 1e4..1e8 and the model lists; "
                                    "--quick: 1e4..1e7, resnet50, 1000x64); each must fit in memory")
     p.add_argument("--dtype", default="float32", help="float32, float64 or both comma-separated "

@@ -1,4 +1,5 @@
-"""`lrfast info`: version, backends (and why one is unavailable), CPU, threads, Numba threading layer."""
+"""`lrfast info`: version, backends (and why one is unavailable), optimizers (from the rule registry), CPU,
+threads, Numba threading layer."""
 
 
 def register(subparsers):
@@ -18,9 +19,9 @@ def run(args) -> int:
         return 0
     width = max(map(len, facts))
     for key, value in facts.items():
-        if key == "backends":
+        if key in ("backends", "optimizers"):
             for name, status in value.items():
-                print(f"{'backend ' + name:<{width + 8}}  {status}")
+                print(f"{key[:-1] + ' ' + name:<{width + 8}}  {status}")
         else:
             print(f"{key:<{width + 8}}  {value}")
     return 0
