@@ -6,13 +6,13 @@ Run::
     python bench/bench_torch_adapter.py --workloads resnet50,1000x64 --repeats 9 --json out.json
     python bench/bench_torch_adapter.py --threads 1        # one thread each (steadier on a busy machine)
 
-Workloads (``lrfast/bench/_cases.py``): the 161 parameter tensors of ResNet-50 (25.6M elements), the 148
+Workloads (``lrfast.bench.parse_workloads``): the 161 parameter tensors of ResNet-50 (25.6M elements), the 148
 of GPT-2 small (124M elements; a transformer), and 1,000 tensors of 64 elements, where a step is all host
 overhead. float32 params with random grads; all three optimizers update the same params and grads (each
 keeps its own state), which keeps the memory to params + grads + 3 x state.
 
 Each implementation is warmed up (state allocation, kernel compilation), calibrated to blocks of at
-least ``--min-time`` seconds, then timed in ``--repeats`` interleaved rounds (``lrfast/bench/_timing.py``:
+least ``--min-time`` seconds, then timed in ``--repeats`` interleaved rounds (``lrfast.bench.measure``:
 a round runs one block of each, rotated; rounds in which other processes took more than ``--max-other``
 of the CPUs are run again). Reported: the median per-step time of each, and the same-run ratios (median
 over rounds of torch's time / lrfast's time in that round): > 1 means lrfast is faster.
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import lrfast.torch as lt  # noqa: E402
-from lrfast.bench import _cases, _machine, _timing  # noqa: E402
+from lrfast.bench import Entry, measure, parse_workloads, set_threads  # noqa: E402
 
 HP = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
 
@@ -75,7 +75,7 @@ def entries_for(params, grads, new_grads):
                 opt.step()
         else:
             step = opt.step
-        out.append(_timing.Entry(name, "lrfast" if name.startswith("lrfast") else "peer", step=step,
+        out.append(Entry(name, "lrfast" if name.startswith("lrfast") else "peer", step=step,
                                  keep=opt))
     if new_grads:  # what the grad assignment alone costs, to report each step net of it
         flip = [0]
@@ -85,7 +85,7 @@ def entries_for(params, grads, new_grads):
             for p, g in zip(params, (grads, other)[flip[0]]):
                 p.grad = g
 
-        out.append(_timing.Entry("assignment", "reference", step=assign_only))
+        out.append(Entry("assignment", "reference", step=assign_only))
     return out
 
 
@@ -97,7 +97,7 @@ def run(workloads, repeats, min_time, max_other):
         for suffix, new_grads in variants:
             label = w.name + (" grads kept" if w.name == "1000x64" and not new_grads else suffix)
             entries = entries_for(params, grads, new_grads)
-            rounds = _timing.measure(entries, repeats=repeats, min_time=min_time, warmup=2, max_other=max_other)
+            rounds = measure(entries, repeats=repeats, min_time=min_time, warmup=2, max_other=max_other)
             times = {e.name: np.array(e.times) for e in entries}
             lr = times["lrfast.torch"]
             ratios = {k: float(np.median(v / lr)) for k, v in times.items()
@@ -151,8 +151,8 @@ def main(argv=None):
                     help="threads for both Numba and torch (default: Numba's configured count)")
     ap.add_argument("--json", type=Path, help="write every time and ratio here")
     args = ap.parse_args(argv)
-    _machine.set_threads(args.threads)
-    workloads = _cases.parse_workloads(args.workloads)
+    set_threads(args.threads)
+    workloads = parse_workloads(args.workloads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
           f"{__import__('numba').get_num_threads()} numba threads, {platform.processor() or platform.machine()}")
     print("AdamW float32 step on CPU; medians of interleaved repeats; ratios > 1: lrfast faster (same run)")

@@ -11,9 +11,9 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    from lrfast.bench import _machine
+    from lrfast.bench import set_threads
 
-    _machine.set_threads(None)
+    set_threads(None)
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
