@@ -3,7 +3,7 @@
 Run on a machine with a CUDA GPU and cupy (torch with CUDA optional)::
 
     python bench/bench_cuda.py                      # sizes 1e5 .. 1e9 as memory allows
-    python bench/bench_cuda.py --sizes 1e5 1e7 --iters 50
+    python bench/bench_cuda.py --sizes 1e5 1e7 --min-time 0.1 --repeats 7
 
 For each size n (one float32 tensor of n elements) it times, in the same run and on the same GPU:
 
@@ -14,9 +14,13 @@ For each size n (one float32 tensor of n elements) it times, in the same run and
 * ``torch``       ``torch.optim.AdamW(fused=True).step()`` (when torch with CUDA is installed).
 
 plus a 200-tensor model (transformer-like shapes), where it also counts the kernel launches of one step.
-Times are per step, from CUDA events around back-to-back steps (median of ``--repeats`` runs), so where
-the host cannot launch as fast as the GPU runs (small n) they measure the host-bound rate, as a training
-loop would see it. The JSON (bench/results/cuda_<device>.json) records the device, versions, every time,
+Timing is the in-package harness's (``lrfast/bench/_timing.py``, what ``lrfast bench`` uses): each
+implementation warmed up and calibrated to blocks of back-to-back steps of at least ``--min-time``
+seconds, one stream synchronisation per block, then ``--repeats`` interleaved rounds (one block of each
+implementation per round, order rotated) so a slow spell of the machine falls on all of them alike; the
+median per-step time is reported. Where the host cannot launch as fast as the GPU runs (small n) a step
+time is the host-bound rate, as a training loop would see it. torch's case is interleaved with lrfast's
+when both fit in memory at once, else timed after them (``torch_interleaved`` says which). The JSON (bench/results/cuda_<device>.json) records the device, versions, every time,
 the bandwidths and the ratios the issue asks for: kernel / roofline >= 0.90 for n >= 1e8, lrfast vs torch
 fused >= 1.0 at every size, one launch for the 200-tensor model.
 """
@@ -28,7 +32,6 @@ import datetime
 import json
 import platform
 import re
-import statistics
 import sys
 from pathlib import Path
 
@@ -45,40 +48,25 @@ def _cupy():
     return cp
 
 
-def _time_cupy(fn, iters, repeats, warmup=3):
-    """Median seconds per call of ``fn`` over ``repeats`` runs of ``iters`` back-to-back calls."""
-    cp = _cupy()
-    for _ in range(warmup):
-        fn()
-    cp.cuda.Device().synchronize()
-    runs = []
-    for _ in range(repeats):
-        start, end = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        end.synchronize()
-        runs.append(cp.cuda.get_elapsed_time(start, end) / 1e3 / iters)
-    return statistics.median(runs)
+def _harness():
+    from lrfast.bench import _timing
+
+    return _timing
 
 
-def _time_torch(fn, iters, repeats, warmup=3):
-    import torch
+def time_steps(steps, *, repeats, min_time, warmup=3):
+    """{name: median seconds per step} of ``steps`` ({name: (zero-argument step, sync)}), timed together by
+    the in-package harness: calibrated blocks of at least ``min_time`` seconds, ``repeats`` interleaved
+    rounds. A step that raises is recorded as {name: "error: ..."} instead."""
+    timing = _harness()
+    entries = [timing.Entry(name, "lrfast", device="cuda", step=fn, sync=sync) for name, (fn, sync) in steps.items()]
+    timing.measure(entries, repeats=repeats, min_time=min_time, warmup=warmup)
+    return {e.name: timing.summary(e.times)["median_s"] if e.status == "ok" else f"{e.status}: {e.reason}"
+            for e in entries}
 
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    runs = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        end.synchronize()
-        runs.append(start.elapsed_time(end) / 1e3 / iters)
-    return statistics.median(runs)
+
+def _cupy_sync():
+    _cupy().cuda.get_current_stream().synchronize()
 
 
 def _torch_cuda():
@@ -87,11 +75,6 @@ def _torch_cuda():
     except ImportError:
         return None
     return torch if torch.cuda.is_available() else None
-
-
-def _iters(n):
-    """Enough back-to-back steps for ~50 ms of GPU time at ~3 TB/s, within [5, 2000]."""
-    return int(min(2000, max(5, 0.05 * 3e12 / (BYTES_PER_ELEMENT * n))))
 
 
 def _free_bytes():
@@ -108,6 +91,7 @@ class LrfastCase:
         import lrfast
         from lrfast.backends import _cuda
         from lrfast.backends._tensorlist import TensorList
+        from lrfast.rules import RULES
 
         cp = _cupy()
         rng = cp.random.default_rng(seed)
@@ -117,6 +101,7 @@ class LrfastCase:
         self.v = [cp.zeros(s, cp.float32) for s in shapes]
         self.lists = [TensorList(x) for x in (self.params, self.grads, self.m, self.v)]
         self._cuda = _cuda
+        self.rule, self.hyper = adamw_hyper(RULES)
         self._step = 0
         self.api_error = None
         try:
@@ -128,9 +113,7 @@ class LrfastCase:
     def kernel_step(self):
         self._step += 1
         p, g, m, v = self.lists
-        self._cuda.adam(p, g, m, v, None, lr=HP["lr"], beta1=HP["betas"][0], beta2=HP["betas"][1], eps=HP["eps"],
-                        weight_decay=HP["weight_decay"], decoupled=True, amsgrad=False, maximize=False,
-                        step=self._step)
+        self._cuda.update(self.rule, p, g, [m, v, None], lr=HP["lr"], hyper=self.hyper, step=self._step)
 
     def roofline_step(self):
         self._cuda._gpu().run("roofline", self.lists, ())
@@ -148,6 +131,17 @@ class LrfastCase:
         finally:
             del launcher.call  # back to the class's method
         return seen
+
+
+def adamw_hyper(rules=None):
+    """(the adam rule, its checked hyperparameters) for AdamW with ``HP``: what the backend's update takes."""
+    if rules is None:
+        from lrfast.rules import RULES as rules
+    rule = rules["adam"]
+    variant = rule.variant("AdamW")
+    values = {**rule.defaults(variant), **HP}
+    values.pop("lr")
+    return rule, rule.check_all(values, variant)
 
 
 class TorchCase:
@@ -179,39 +173,70 @@ def _check_same_update(torch):
         topt.step()
     lp, lg = cp.asarray(p0), cp.asarray(g0)
     m, v = cp.zeros_like(lp), cp.zeros_like(lp)
+    rule, hyper = adamw_hyper()
+    p, g, ms, vs = (TensorList([x]) for x in (lp, lg, m, v))
     for step in range(1, 4):
-        _cuda.adam(*(TensorList([x]) for x in (lp, lg, m, v)), None, lr=HP["lr"], beta1=HP["betas"][0],
-                   beta2=HP["betas"][1], eps=HP["eps"], weight_decay=HP["weight_decay"], decoupled=True,
-                   amsgrad=False, maximize=False, step=step)
+        _cuda.update(rule, p, g, [ms, vs, None], lr=HP["lr"], hyper=hyper, step=step)
     want = tp.detach().cpu().numpy().astype(np.float64)
     err = np.linalg.norm(cp.asnumpy(lp) - want) / np.linalg.norm(want)
     return float(err)
 
 
-def bench_size(n, args, torch):
-    row = {"n": n, "iters": _iters(n) if args.iters is None else args.iters}
-    iters, repeats = row["iters"], args.repeats
-    case = LrfastCase([n])
-    row["kernel_s"] = _time_cupy(case.kernel_step, iters, repeats)
+def _timed_row(row, case, torch, tcase_factory, need_both, args):
+    """Time lrfast's kernel, step() and the roofline kernel (and torch fused, interleaved when
+    ``need_both`` bytes fit) into ``row``; the roofline kernel scribbles on m and v (finite: adds)."""
+    steps = {"kernel": (case.kernel_step, _cupy_sync), "roofline": (case.roofline_step, _cupy_sync)}
     if case.opt is not None:
-        row["step_s"] = _time_cupy(case.api_step, iters, repeats)
+        steps["step"] = (case.api_step, _cupy_sync)
     else:
         row["step_error"] = case.api_error
-    row["roofline_s"] = _time_cupy(case.roofline_step, iters, repeats)  # last: it scribbles on m and v
-    del case
-    if torch is not None and _free_bytes() > 20 * n * 1.2:
-        tcase = TorchCase([n])
-        row["torch_fused_s"] = _time_torch(tcase.step, iters, repeats)
-        del tcase
-        torch.cuda.empty_cache()
-    for key in ("roofline", "kernel", "step", "torch_fused"):
-        if f"{key}_s" in row:
-            row[f"{key}_GBps"] = BYTES_PER_ELEMENT * n / row[f"{key}_s"] / 1e9
-    row["kernel_vs_roofline"] = row["roofline_s"] / row["kernel_s"]
+    tcase = None
+    if torch is not None and _free_bytes() > need_both:
+        tcase = tcase_factory()
+        steps["torch_fused"] = (tcase.step, torch.cuda.synchronize)
+    row["torch_interleaved"] = tcase is not None
+    _record(row, time_steps(steps, repeats=args.repeats, min_time=args.min_time))
+    return tcase
+
+
+def _record(row, times):
+    """Each timing into ``row`` as ``<name>_s`` (seconds), or ``<name>_error`` where the step failed."""
+    for k, v in times.items():
+        row[f"{k}_s" if isinstance(v, float) else f"{k}_error"] = v
+
+
+def _torch_alone(row, torch, tcase_factory, args):
+    tcase = tcase_factory()
+    _record(row, time_steps({"torch_fused": (tcase.step, torch.cuda.synchronize)}, repeats=args.repeats,
+                            min_time=args.min_time))
+    del tcase
+    torch.cuda.empty_cache()
+
+
+def _ratios(row):
+    if "kernel_s" not in row:
+        return
+    if "roofline_s" in row:
+        row["kernel_vs_roofline"] = row["roofline_s"] / row["kernel_s"]
     if "torch_fused_s" in row:
         row["kernel_vs_torch"] = row["torch_fused_s"] / row["kernel_s"]
         if "step_s" in row:
             row["step_vs_torch"] = row["torch_fused_s"] / row["step_s"]
+
+
+def bench_size(n, args, torch):
+    row = {"n": n, "min_time_s": args.min_time, "repeats": args.repeats}
+    case = LrfastCase([n])
+    factory = lambda: TorchCase([n])  # noqa: E731
+    tcase = _timed_row(row, case, torch, factory, (16 + 20) * n * 1.2, args)
+    del case, tcase
+    _cupy().get_default_memory_pool().free_all_blocks()
+    if torch is not None and not row["torch_interleaved"] and _free_bytes() > 20 * n * 1.2:
+        _torch_alone(row, torch, factory, args)
+    for key in ("roofline", "kernel", "step", "torch_fused"):
+        if f"{key}_s" in row:
+            row[f"{key}_GBps"] = BYTES_PER_ELEMENT * n / row[f"{key}_s"] / 1e9
+    _ratios(row)
     return row
 
 
@@ -228,25 +253,16 @@ def model_shapes(layers=16, d=1024, vocab=32000):
 def bench_model(args, torch):
     shapes = model_shapes()
     n = int(sum(np.prod(s) for s in shapes))
-    row = {"tensors": len(shapes), "n": n, "iters": _iters(n) if args.iters is None else args.iters}
+    row = {"tensors": len(shapes), "n": n, "min_time_s": args.min_time, "repeats": args.repeats}
     case = LrfastCase(shapes)
     row["launches_per_step"] = case.launches_per_step()
-    row["kernel_s"] = _time_cupy(case.kernel_step, row["iters"], args.repeats)
-    if case.opt is not None:
-        row["step_s"] = _time_cupy(case.api_step, row["iters"], args.repeats)
-    else:
-        row["step_error"] = case.api_error
-    row["roofline_s"] = _time_cupy(case.roofline_step, row["iters"], args.repeats)
-    del case
-    if torch is not None:
-        tcase = TorchCase(shapes)
-        row["torch_fused_s"] = _time_torch(tcase.step, row["iters"], args.repeats)
-        del tcase
-        torch.cuda.empty_cache()
-        row["kernel_vs_torch"] = row["torch_fused_s"] / row["kernel_s"]
-        if "step_s" in row:
-            row["step_vs_torch"] = row["torch_fused_s"] / row["step_s"]
-    row["kernel_vs_roofline"] = row["roofline_s"] / row["kernel_s"]
+    factory = lambda: TorchCase(shapes)  # noqa: E731
+    tcase = _timed_row(row, case, torch, factory, (16 + 20) * n * 1.2, args)
+    del case, tcase
+    _cupy().get_default_memory_pool().free_all_blocks()
+    if torch is not None and not row["torch_interleaved"]:
+        _torch_alone(row, torch, factory, args)
+    _ratios(row)
     return row
 
 
@@ -273,8 +289,9 @@ def device_info():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6, 1e7, 1e8, 1e9])
-    parser.add_argument("--iters", type=int, default=None, help="steps per timed run (default: by size)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-time", type=float, default=0.05,
+                        help="seconds of back-to-back steps per timed block (the harness calibrates the count)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (the median is reported)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/cuda_<dev>.json)")
     args = parser.parse_args(argv)
@@ -317,6 +334,9 @@ def main(argv=None):
             continue
         row = bench_size(n, args, torch)
         out["sizes"].append(row)
+        if "kernel_vs_roofline" not in row:
+            print(f"n={n:.0e}: {', '.join(f'{k}: {v}' for k, v in row.items() if k.endswith('_error'))}")
+            continue
         print(f"n={n:.0e}: kernel {row['kernel_s'] * 1e6:9.1f} us ({row['kernel_GBps']:7.1f} GB/s)  roofline "
               f"{row['roofline_s'] * 1e6:9.1f} us  x{row['kernel_vs_roofline']:.3f}"
               + (f"  torch fused {row['torch_fused_s'] * 1e6:9.1f} us  x{row['kernel_vs_torch']:.3f}"
@@ -326,14 +346,15 @@ def main(argv=None):
     model = bench_model(args, torch)
     out["model_200"] = model
     print(f"model: {model['tensors']} tensors, {model['n']:.3g} elements, launches/step {model['launches_per_step']}, "
-          f"kernel x{model['kernel_vs_roofline']:.3f} of roofline"
+          f"kernel x{model.get('kernel_vs_roofline', float('nan')):.3f} of roofline"
           + (f", x{model['kernel_vs_torch']:.3f} of torch fused" if "kernel_vs_torch" in model else ""))
 
     timed = [r for r in out["sizes"] if "kernel_s" in r]
     big = [r for r in timed if r["n"] >= 10 ** 8]
     vs_torch = [r for r in timed if "kernel_vs_torch" in r]
     out["criteria"] = {
-        "kernel_vs_roofline_ge_0.90_for_n_ge_1e8": all(r["kernel_vs_roofline"] >= 0.90 for r in big) if big else None,
+        "kernel_vs_roofline_ge_0.90_for_n_ge_1e8": (all(r.get("kernel_vs_roofline", 0) >= 0.90 for r in big)
+                                                    if big else None),
         "kernel_vs_torch_ge_1.0_every_size": all(r["kernel_vs_torch"] >= 1.0 for r in vs_torch) if vs_torch else None,
         "step_vs_torch_ge_1.0_every_size": (all(r.get("step_vs_torch", 0) >= 1.0 for r in vs_torch)
                                             if vs_torch else None),

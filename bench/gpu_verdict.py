@@ -4,8 +4,9 @@
 hides the others) and then ``summary``; ``--dry-run`` lists the phases. A phase prints what it found,
 writes ``<out>/<phase>.json`` and exits 0 when it ran (its checks may still fail: see the JSON's
 ``ok``), 1 when a check failed, 3 when it cannot run here (no GPU, CuPy or torch: the reason is in
-the JSON). Timing reuses bench/bench_cuda.py (CUDA-event medians of back-to-back steps, the roofline
-kernel, the torch fused case, the 200-tensor model).
+the JSON). Timing reuses bench/bench_cuda.py (the in-package harness lrfast/bench/_timing.py: calibrated
+blocks of back-to-back steps, interleaved repeats, medians; the roofline kernel, the torch fused case,
+the 200-tensor model).
 
     python bench/gpu_verdict.py --list
     python bench/gpu_verdict.py table --out /tmp/verdict --sizes 1e5 1e6
@@ -167,11 +168,22 @@ def phase_build(args):
 
 
 def _fresh_module(path):
-    from lrfast.backends import _cuda
+    from lrfast.backends import _cuda, _cuda_module
 
     os.environ[_cuda.FORCE_NVRTC_ENV] = "1" if path == "nvrtc" else "0"
-    _cuda._MODULES.clear()
+    _cuda_module._MODULES.clear()
     _cuda._gpu()._kernels.clear()
+
+
+def _adamw(amsgrad=False):
+    """(the adam rule, checked hyperparameters) of AdamW(lr=.., betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)."""
+    from lrfast.rules import RULES
+
+    rule = RULES["adam"]
+    variant = rule.variant("AdamW")
+    values = {**rule.defaults(variant), "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "amsgrad": amsgrad}
+    values.pop("lr")
+    return rule, rule.check_all(values, variant)
 
 
 def _adam_run(cp):
@@ -187,9 +199,9 @@ def _adam_run(cp):
     host_g[2][::3] = -3e-40
     p, g = (TensorList([cp.asarray(a) for a in x]) for x in (host_p, host_g))
     states = [TensorList([cp.zeros(n, cp.float32) for n in sizes]) for _ in range(3)]
+    rule, hyper = _adamw(amsgrad=True)
     for step in (1, 2, 3):
-        _cuda.adam(p, g, *states, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True,
-                   amsgrad=True, maximize=False, step=step)
+        _cuda.update(rule, p, g, states, lr=0.01, hyper=hyper, step=step)
     _sync()
     return [a.get() for a in p] + [a.get() for s in states for a in s], _cuda.module()[1]
 
@@ -310,10 +322,11 @@ def _views(cp, n, misalign, count):
 
 def phase_bandwidth(args):
     cp = _cupy()
-    from bench_cuda import _time_cupy
+    from bench_cuda import _cupy_sync, time_steps
     from lrfast.backends import _cuda
     from lrfast.backends._tensorlist import TensorList
 
+    rule, hyper = _adamw()
     n = int(args.bandwidth_n)
     out = {"n": n, "bytes_per_element": {"copy": 8, "roofline": 28, "adamw": 28}}
     for misalign in (0, 1):
@@ -324,17 +337,16 @@ def phase_bandwidth(args):
 
         def adam():
             step[0] += 1
-            _cuda.adam(*lists, None, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True,
-                       amsgrad=False, maximize=False, step=step[0])
+            _cuda.update(rule, lists[0], lists[1], [lists[2], lists[3], None], lr=1e-3, hyper=hyper, step=step[0])
 
         def copy():
             m[...] = g
 
-        row = {}
-        for name, fn, nbytes in (("copy", copy, 8), ("roofline", lambda: _cuda._gpu().run("roofline", lists, ()), 28),
-                                 ("adamw", adam, 28)):
-            s = _time_cupy(fn, args.iters or 20, args.repeats)
-            row[name] = {"us": s * 1e6, "GBps": nbytes * n / s / 1e9}
+        nbytes = {"copy": 8, "roofline": 28, "adamw": 28}
+        times = time_steps({"copy": (copy, _cupy_sync),
+                            "roofline": (lambda: _cuda._gpu().run("roofline", lists, ()), _cupy_sync),
+                            "adamw": (adam, _cupy_sync)}, repeats=args.repeats, min_time=args.min_time)
+        row = {name: {"us": s * 1e6, "GBps": nbytes[name] * n / s / 1e9} for name, s in times.items()}
         row["adamw_vs_roofline"] = row["roofline"]["us"] / row["adamw"]["us"]
         out["misaligned" if misalign else "aligned"] = row
         del p, g, m, v, lists
@@ -363,22 +375,21 @@ def phase_big(args):
         g[start:stop] = pattern * cp.float32(0.1)
         del pattern
     m, v = cp.zeros(n, cp.float32), cp.zeros(n, cp.float32)
-    hp = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True, amsgrad=False,
-              maximize=False)
+    rule, hyper = _adamw()
     lists = [TensorList([x]) for x in (p, g, m, v)]
     probes = sorted({i for i in (0, 1, 2 ** 31 - 2, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, n - 2, n - 1) if 0 <= i < n})
     host = {name: np.array([a[i:i + 1].get()[0] for i in probes]) for name, a in (("p", p), ("g", g))}
     cp.cuda.Device().synchronize()
     start, end = cp.cuda.Event(), cp.cuda.Event()
     start.record()
-    _cuda.adam(*lists, None, step=1, **hp)
+    _cuda.update(rule, lists[0], lists[1], [lists[2], lists[3], None], lr=1e-3, hyper=hyper, step=1)
     end.record()
     end.synchronize()
     seconds = cp.cuda.get_elapsed_time(start, end) / 1e3
     got = np.array([p[i:i + 1].get()[0] for i in probes])
     want = [host["p"].copy()]
-    ref.adam(want, [host["g"]], [np.zeros(len(probes), np.float32)], [np.zeros(len(probes), np.float32)], None,
-             step=1, **hp)
+    ref.update(rule, want, [host["g"]], [[np.zeros(len(probes), np.float32)], [np.zeros(len(probes), np.float32)],
+                                         None], lr=1e-3, hyper=hyper, step=1)
     ok = bool(np.allclose(got, want[0], rtol=1e-6, atol=1e-7))
     out = {"n": n, "probes": probes, "got": got.tolist(), "want": want[0].tolist(), "ok": ok,
            "seconds": seconds, "GBps": 28 * n / seconds / 1e9, "launch": "one lrfast_adam_f32 launch"}
@@ -391,7 +402,7 @@ def phase_table(args):
     from bench_cuda import _torch_cuda, bench_model, bench_size
 
     torch = _torch_cuda()
-    ns = argparse.Namespace(iters=args.iters, repeats=args.repeats)
+    ns = argparse.Namespace(min_time=args.min_time, repeats=args.repeats)
     rows = []
     for size in args.sizes:
         try:
@@ -460,7 +471,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "verdict-out")))
     ap.add_argument("--list", action="store_true", help="list the phases and their time limits")
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6, 1e7, 1e8, 4e8])
-    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--min-time", type=float, default=0.02,
+                    help="seconds per timed block of back-to-back steps (lrfast/bench/_timing.py calibrates)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", action="store_true", help="table: also the 200-tensor model (bench_cuda)")
     ap.add_argument("--bandwidth-n", type=float, default=2 ** 26)

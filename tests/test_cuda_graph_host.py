@@ -26,8 +26,9 @@ from lrfast import backends
 from lrfast import schedules as S
 from tests.cuda_host import build as host_build
 from tests.cuda_host.fake_cupy import FakeCupy
-from lrfast.backends import _cuda
+from lrfast.backends import _cuda, _cuda_launch, _cuda_schedule
 from lrfast.backends._tensorlist import TensorList
+from lrfast.rules import RULES
 
 
 @pytest.fixture(scope="module", params=["cxx"])
@@ -35,20 +36,7 @@ def lib(request, tmp_path_factory):
     return host_build.library(request, tmp_path_factory)
 
 
-_CTYPE = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int,
-          np.int64: ctypes.c_longlong}
-
-
-def _host_call(lib, kernel, grid, block, args):
-    converted = [ctypes.c_uint(grid), ctypes.c_uint(block)]
-    for a in args:
-        if isinstance(a, np.ndarray):
-            converted.append(ctypes.c_void_p(a.ctypes.data))
-        else:
-            converted.append(_CTYPE[type(a)](a))
-    fn = getattr(lib, kernel)
-    fn.restype = None
-    fn(*converted)
+_host_call = host_build.call
 
 
 @pytest.fixture
@@ -57,9 +45,9 @@ def fake(lib, monkeypatch):
     fake = FakeCupy(lambda name, grid, block, args: _host_call(lib, name, grid, block, args))
     launcher = _cuda.GpuLauncher(cp=fake, load=fake.load)
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(_cuda, "_gpu", lambda: launcher)
+    monkeypatch.setattr(_cuda_launch, "gpu", lambda: launcher)
     monkeypatch.setattr(_cuda, "unavailable_reason", lambda: None)
-    monkeypatch.setattr(_cuda, "_TABLES", {})
+    monkeypatch.setattr(_cuda_schedule, "_TABLES", {})
     kind = backends.array_kind
     monkeypatch.setattr(backends, "array_kind", lambda a: "cuda" if isinstance(a, fake.ndarray) else kind(a))
     return fake
@@ -232,12 +220,12 @@ def test_capture_refuses_host_work(fake):
 def test_tables_are_uploaded_synchronously_and_rewritten_in_order(fake):
     p = TensorList([fake.asarray(np.zeros(n)) for n in (3, 2000)])
     g = TensorList([fake.asarray(np.ones(n)) for n in (3, 2000)])
-    hp = dict(lr=1.0, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
-              first_step=True)
+    sgd = RULES["sgd"]
+    hp = dict(lr=1.0, hyper=sgd.check_all(sgd.defaults(sgd.variants[0])), first_step=True)
     a, b = fake.cuda.Stream(name="A"), fake.cuda.Stream(name="B")
     fake.log.clear()
     with a:
-        _cuda.sgd(p, g, None, **hp)
+        _cuda.update(sgd, p, g, [None], **hp)
     uploads = [i for i, e in enumerate(fake.log) if e[0] == "upload"]
     assert [e for e in fake.log if e[0] == "upload"] and all(e[1] == "A" for e in fake.log if e[0] != "launch")
     # each upload is followed by a sync of its stream before anything else happens
@@ -245,7 +233,7 @@ def test_tables_are_uploaded_synchronously_and_rewritten_in_order(fake):
     assert fake.log[-1] == ("launch", "A", "lrfast_sgd_f64")
     fake.log.clear()
     with b:
-        _cuda.sgd(p, g, None, **hp)
+        _cuda.update(sgd, p, g, [None], **hp)
     assert fake.log == [("launch", "B", "lrfast_sgd_f64")]  # cached: nothing uploaded again
 
     launcher = _cuda._gpu()
@@ -253,7 +241,7 @@ def test_tables_are_uploaded_synchronously_and_rewritten_in_order(fake):
     fake.log.clear()
     with b:
         launcher.readdress([(g2, g)])  # last launch on B: rewritten on B, no sync
-        _cuda.sgd(p, g2, None, **hp)
+        _cuda.update(sgd, p, g2, [None], **hp)
     assert fake.log == [("upload", "B", 2), ("launch", "B", "lrfast_sgd_f64")]
     g3 = TensorList([fake.asarray(np.ones(n)) for n in (3, 2000)])
     fake.log.clear()
@@ -270,7 +258,7 @@ def _torch_cuda_plan(fake, sizes_by_dtype):
     """A CUDA _Plan of lrfast.torch's SGD (no momentum) over stand-in arrays: one launch per dtype, as
     ``_build`` makes them (the CUDA branches of set_grads / _run are lrfast.torch's own)."""
     torch = pytest.importorskip("torch")
-    from lrfast.torch._optim import _Launch, _Plan
+    from lrfast.torch._plan import _Launch, _Plan
 
     plan = _Plan()
     plan.device = torch.device("cuda", 0)
@@ -292,7 +280,7 @@ def _torch_cuda_plan(fake, sizes_by_dtype):
 def torch_on_fake(fake, monkeypatch):
     """lrfast.torch's CudaStream entering the stand-in's "torch" stream; returns a setter of that stream."""
     pytest.importorskip("torch")
-    from lrfast.torch import _optim
+    from lrfast.torch import _plan
 
     streams = {"current": fake.cuda.Stream(name="torch")}
 
@@ -310,7 +298,7 @@ def torch_on_fake(fake, monkeypatch):
             self.stream.__exit__(*exc)
             self.device.__exit__(*exc)
 
-    monkeypatch.setattr(_optim, "CudaStream", Stream)
+    monkeypatch.setattr(_plan, "CudaStream", Stream)
     return streams
 
 
@@ -455,7 +443,7 @@ def test_gpu_verdict_phases_run_on_the_stand_in(fake, tmp_path):
     import json
 
     v = _verdict()
-    small = ["--iters", "2", "--repeats", "1"]
+    small = ["--min-time", "0.001", "--repeats", "1"]
     assert v.main(["bandwidth", "--out", str(tmp_path), "--bandwidth-n", "5000", *small]) == 0
     bw = json.loads((tmp_path / "bandwidth.json").read_text())
     assert {"copy", "roofline", "adamw"} <= set(bw["aligned"]) and "misaligned" in bw

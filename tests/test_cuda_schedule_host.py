@@ -30,7 +30,7 @@ import lrfast
 from lrfast import schedules as S
 from tests.cuda_host import build as host_build
 from tests.cuda_host.fake_cupy import FakeCupy
-from lrfast.backends import _cuda
+from lrfast.backends import _cuda, _cuda_launch, _cuda_schedule
 from lrfast.schedules import _table as T
 from tests.cuda_host.schedule_cases import (KINDS_COVERED, SCHEDULES, emulate, libm_bound, random_schedule, steps_for,
                                      ulp_nudger)
@@ -51,21 +51,7 @@ def lib(request, tmp_path_factory):
     return host_build.library(request, tmp_path_factory)
 
 
-_CTYPE = {np.int32: ctypes.c_int, np.int64: ctypes.c_longlong, np.float64: ctypes.c_double}
-
-
-def _host_call(lib, kernel, grid, block, args):
-    """Run a (kernel, grid, block, args) tuple of _cuda's *_call functions on the host build."""
-    converted = [ctypes.c_uint(grid), ctypes.c_uint(block)]
-    for a in args:
-        if isinstance(a, np.ndarray):
-            assert a.flags.c_contiguous
-            converted.append(ctypes.c_void_p(a.ctypes.data))
-        else:  # the sized numpy scalars a CuPy launch passes
-            converted.append(_CTYPE[type(a)](a))
-    fn = getattr(lib, kernel)
-    fn.restype = None
-    fn(*converted)
+_host_call = host_build.call  # a (kernel, grid, block, args) tuple of _cuda's *_call functions, on the host
 
 
 def host_values(lib, table, steps, grid=None, block=None):
@@ -138,10 +124,13 @@ def test_kind_codes_and_layout_agree_with_python():
 
 
 def test_every_export_is_in_the_library(lib):
-    """Every kernel lrfast_kernels.cu exports (optimizer kernels, checked by name in test_cuda_host.py,
-    and the schedule kernels under LRFAST_EXPORT_SCHEDULE) exists in the host build."""
+    """Every kernel lrfast_kernels.cu exports (the rule kernels of LRFAST_RULES, the utilities, the schedule
+    kernels under LRFAST_EXPORT_SCHEDULE, the probe) exists in the host build."""
     source = (SRC / "lrfast_kernels.cu").read_text()
     exported = set(re.findall(r"^LRFAST_EXPORT\w*\((\w+),", source, re.M))
+    rules = re.search(r"^#define LRFAST_RULES\(X\) (.*)$", (SRC / "lrfast_rules.cuh").read_text(), re.M).group(1)
+    exported |= {f"lrfast_{r}{k}_{t}" for r in re.findall(r"X\((\w+),", rules) for k in ("", "_dev", "_prepare")
+                 for t in ("f32", "f64")}
     assert SCHEDULE_KERNELS <= exported
     assert set(re.findall(r"^LRFAST_EXPORT_SCHEDULE\((\w+),", source, re.M)) == SCHEDULE_KERNELS
     for name in exported:
@@ -303,8 +292,8 @@ def test_schedule_table_and_lr_factors_validate():
 def test_gpu_path_on_a_stand_in_for_cupy(lib, monkeypatch):
     fake = FakeCupy(lambda name, grid, block, args: _host_call(lib, name, grid, block, args))
     launcher = _cuda.GpuLauncher(cp=fake, load=fake.load)
-    monkeypatch.setattr(_cuda, "_gpu", lambda: launcher)
-    monkeypatch.setattr(_cuda, "_TABLES", {})
+    monkeypatch.setattr(_cuda_launch, "gpu", lambda: launcher)
+    monkeypatch.setattr(_cuda_schedule, "_TABLES", {})
     schedule = S.warmup(S.cosine_restarts(1.0, 10, floor=0.1, period_mult=2, decay=0.5), 5)
 
     with fake.cuda.Device(1):
