@@ -952,3 +952,37 @@ def test_lion_checkpoint_without_maximize_gets_the_default():
     assert group["maximize"] is False and group["weight_decay"] == 0.1
     assert set(group) == set(ref.param_groups[0]) | {"maximize"}
     assert list(ours.state[q]) == ["exp_avg"]
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_lr_scheduler_drives_every_variant(name):
+    """lt.LRScheduler sets each group's lr from the schedule for every class of the registry, and the
+    update reads it: a run under the scheduler equals the reference driven by torch's LambdaLR."""
+    ref, ref_kw, _ = reference(name, {})
+    fn = schedules.warmup_cosine(1e-2, 5, 30, start=1e-3, floor=1e-4)
+    runs = []
+    for lib in ("lrfast", "reference"):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(4, dtype=torch.float64)) for _ in range(2)]
+        groups = [{"params": [params[0]]}, {"params": [params[1]], "lr_scale": 0.5}]
+        if lib == "lrfast":
+            opt = getattr(lt, name)(groups, lr=fn(0))
+            sched = lt.LRScheduler(opt, fn)
+        else:
+            for g in groups:
+                g.pop("lr_scale", None)
+            opt = ref(groups, **dict(ref_kw, lr=fn(0)))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda k: fn(k) / fn(0), lambda k: 0.5 * fn(k) / fn(0)])
+        lrs = []
+        for k in range(30):
+            lrs.append([g["lr"] for g in opt.param_groups])
+            for p in params:
+                p.grad = torch.sin(p.detach() * (k + 1))
+            opt.step()
+            sched.step()
+        runs.append((params, np.array(lrs)))
+    (pl, ll), (pr, lr_) = runs
+    np.testing.assert_allclose(ll, lr_, rtol=1e-12)
+    np.testing.assert_allclose(ll[:, 0], [fn(k) for k in range(30)], rtol=1e-12)
+    for a, e in zip(pl, pr):
+        assert_close(a, e, torch.float64)

@@ -156,3 +156,30 @@ def test_step_inside_compile_does_not_recompile_each_step():
     for step in range(3, 3 + STEPS):
         compiled(*batch(step))
     assert counters["stats"]["unique_graphs"] == 0, dict(counters["stats"])
+
+
+def _variants():
+    from lrfast.rules import VARIANTS
+
+    return list(VARIANTS)
+
+
+@pytest.mark.parametrize("name", _variants())
+def test_compiled_train_step_every_variant(name):
+    """Every class of the registry (Lion too) under a compiled train step ("eager" backend) matches its
+    reference class (torch.optim.X, lion_pytorch.Lion) run eagerly, at the class's default options."""
+    from tests.rule_cases import reference_class, reference_kwargs
+
+    ref_cls = reference_class(name)
+    if ref_cls is None:
+        pytest.skip(f"the reference class of {name} is not installed")
+    model = make_model()
+    opt = getattr(lt, name)(model.parameters(), lr=LR)
+    compiled = torch.compile(train_step_of(model, opt), backend="eager")
+    for step in range(STEPS):
+        compiled(*batch(step))
+    ref_model = make_model()
+    ref = ref_cls(ref_model.parameters(), **reference_kwargs(name, dict(lr=LR)))
+    for step in range(STEPS):
+        train_step_of(ref_model, ref)(*batch(step))
+    assert_close(list(model.parameters()), [p.detach() for p in ref_model.parameters()])
