@@ -7,7 +7,6 @@ also checked without a GPU, through a host build of the same sources (tests/test
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import numpy as np
@@ -15,9 +14,12 @@ import pytest
 
 import lrfast
 from lrfast import backends
-from lrfast.backends import _cuda
+from lrfast.backends import _cuda, _cuda_launch, _cuda_module
 from lrfast.backends import _numpy as ref
 from lrfast.backends._tensorlist import TensorList
+from lrfast.rules import RULES
+from tests.cuda_host import rule_steps as rs
+from tests.rule_cases import CASES, IDS, rule_of
 
 REASON = backends.unavailable_reason("cuda")
 gpu = pytest.mark.skipif(REASON is not None, reason=f"cuda backend unavailable: {REASON}")
@@ -43,7 +45,7 @@ def test_get_without_gpu_raises_with_the_reason():
         backends.get("cuda")
 
 
-@pytest.mark.parametrize("cls", [lrfast.SGD, lrfast.Adam, lrfast.AdamW, lrfast.RMSprop])
+@pytest.mark.parametrize("cls", sorted({c for c, _ in CASES}, key=lambda c: c.__name__), ids=lambda c: c.__name__)
 def test_host_arrays_to_a_cuda_optimizer_raise(cls):
     params = [np.ones(3, np.float32), np.ones((2, 2), np.float32)]
     with pytest.raises(ValueError, match="cuda"):
@@ -53,42 +55,17 @@ def test_host_arrays_to_a_cuda_optimizer_raise(cls):
 
 # ---- on a GPU: the backend functions against the reference ---------------------------------------
 
-LR = {"sgd": 0.05, "adam": 0.01, "rmsprop": 0.01}
-
-
-def _cases():
-    for momentum, dampening, nesterov, wd, maximize in itertools.product(
-            (0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 0.01), (False, True)):
-        if not nesterov or (momentum != 0 and dampening == 0):
-            yield "sgd", dict(momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=wd,
-                              maximize=maximize)
-    for decoupled, amsgrad, wd, maximize in itertools.product((False, True), (False, True), (0.0, 0.1),
-                                                              (False, True)):
-        yield "adam", dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd, decoupled=decoupled,
-                           amsgrad=amsgrad, maximize=maximize)
-    for centered, momentum, wd, maximize in itertools.product((False, True), (0.0, 0.9), (0.0, 0.1),
-                                                              (False, True)):
-        yield "rmsprop", dict(alpha=0.9, eps=1e-8, weight_decay=wd, momentum=momentum, centered=centered,
-                              maximize=maximize)
-
-
-CASES = list(_cases())
-STATES = {"sgd": lambda c: [c["momentum"] != 0], "adam": lambda c: [True, True, c["amsgrad"]],
-          "rmsprop": lambda c: [True, c["centered"], c["momentum"] > 0]}
-RTOL = {np.float32: 1e-5, np.float64: 1e-9}
 ODD_SIZES = [0, 1, 3, 4, 5, 17, 1023, 1024, 1025, 0, 4099, 70001]
+#: every rule's case with the most modes on (its longest kwargs)
+FULLEST = {name: max((c for c in CASES if rule_of(c[0]).name == name), key=lambda c: len(c[1])) for name in RULES}
+#: the AdamW configuration of the launch-count and graph tests
+ADAMW = (lrfast.AdamW, dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01))
 
 
-def _case_id(case):
-    rule, hp = case
-    on = [k if v is True else f"{k}={v}" for k, v in hp.items()
-          if v not in (False, 0.0) and k not in ("beta1", "beta2", "eps", "alpha")]
-    return "-".join([rule] + on)
-
-
-def _hyper(rule, hp, step):
-    extra = {"sgd": dict(first_step=step == 0), "adam": dict(step=step + 1), "rmsprop": {}}[rule]
-    return dict(hp, lr=LR[rule], **extra)
+def _hyper_of(cls, **kw):
+    """(rule, checked hyper) of ``cls(..., **kw)`` (kw without lr)."""
+    rule, _, hyper = rs.setup((cls, dict(kw, lr=0.0)))
+    return rule, hyper
 
 
 def _device_views(host, misalign):
@@ -105,26 +82,24 @@ def _device_views(host, misalign):
     return out
 
 
-def _assert_close(got, want, dtype, what):
-    for i, (g, w) in enumerate(zip(got, want)):
-        g64, w64 = cp.asnumpy(g).astype(np.float64), np.asarray(w, dtype=np.float64)
-        err, scale = np.linalg.norm(g64 - w64), max(np.linalg.norm(w64), 1e-30)
-        assert err <= RTOL[dtype] * scale, f"{what} array {i} (size {g.size}): |err| {err:.3g}"
+def _assert_close(got, want, dtype, what, slack=None):
+    rs.assert_close([cp.asnumpy(g) for g in got], want, dtype, what, slack)
 
 
-def _run(rule, hp, dtype, sizes, *, misalign=0, steps=4, seed=0):
+def _run(case, dtype, sizes, *, misalign=0, steps=4, seed=0):
+    rule, lr, hyper = rs.setup(case)
     rng = np.random.default_rng(seed)
     host_p = [rng.standard_normal(s).astype(dtype) for s in sizes]
-    used = STATES[rule](hp)
-    host_s = [[np.zeros(s, dtype) for s in sizes] if on else None for on in used]
+    host_s = rs.states_for(rule, hyper, lambda: [np.zeros(s, dtype) for s in sizes])
     dev_p = TensorList(_device_views(host_p, misalign))
     dev_s = [TensorList(_device_views(s, misalign)) if s is not None else None for s in host_s]
     for step in range(steps):
         grads = [rng.standard_normal(s).astype(dtype) for s in sizes]
-        getattr(_cuda, rule)(dev_p, TensorList(_device_views(grads, misalign)), *dev_s, **_hyper(rule, hp, step))
-        getattr(ref, rule)(host_p, grads, *host_s, **_hyper(rule, hp, step))
-        what = f"{rule} {hp} {np.dtype(dtype).name} step {step}"
-        _assert_close(dev_p, host_p, dtype, what + " params")
+        _cuda.update(rule, dev_p, TensorList(_device_views(grads, misalign)), dev_s, lr=lr, hyper=hyper,
+                     **rs.counter(rule, step))
+        ref.update(rule, host_p, grads, host_s, lr=lr, hyper=hyper, **rs.counter(rule, step))
+        what = f"{case[0].__name__} {case[1]} {np.dtype(dtype).name} step {step}"
+        _assert_close(dev_p, host_p, dtype, what + " params", rs.sign_slack(rule, lr, dtype, step + 1))
         for d, h in zip(dev_s, host_s):
             if d is not None:
                 _assert_close(d, h, dtype, what + " state")
@@ -132,23 +107,23 @@ def _run(rule, hp, dtype, sizes, *, misalign=0, steps=4, seed=0):
 
 @gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_every_option_matches_reference(case, dtype):
-    _run(*case, dtype, ODD_SIZES)
+    _run(case, dtype, ODD_SIZES)
 
 
 @gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES[::4], ids=[_case_id(c) for c in CASES[::4]])
-def test_unaligned_views_match_reference(case, dtype):
-    _run(*case, dtype, ODD_SIZES, misalign=1, steps=2)
+@pytest.mark.parametrize("rule", list(RULES))
+def test_unaligned_views_match_reference(rule, dtype):
+    _run(FULLEST[rule], dtype, ODD_SIZES, misalign=1, steps=2)
 
 
 @pytest.fixture
 def launches(monkeypatch):
     """Kernel names launched by the cuda backend during the test."""
     seen = []
-    launcher = _cuda._gpu()
+    launcher = _cuda_launch.gpu()
     real = launcher.call
 
     def counting(kernel, grid, block, args):
@@ -162,8 +137,7 @@ def launches(monkeypatch):
 @gpu
 def test_two_hundred_tensors_one_launch(launches):
     sizes = [int(s) for s in np.random.default_rng(1).integers(1, 20000, size=200)]
-    _run("adam", dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True, amsgrad=False,
-                      maximize=False), np.float32, sizes, steps=3)
+    _run(ADAMW, np.float32, sizes, steps=3)
     assert launches == ["lrfast_adam_f32"] * 3
 
 
@@ -193,6 +167,12 @@ def test_roofline_kernel():
         np.testing.assert_array_equal(dev[3][i].get(), v[i] + g[i])
 
 
+def _sgd(params, grads, lr, **kw):
+    """One plain SGD step (no momentum) through the backend's update."""
+    rule, hyper = _hyper_of(lrfast.SGD, **kw)
+    _cuda.update(rule, params, grads, [None], lr=lr, hyper=hyper, first_step=True)
+
+
 @gpu
 def test_launches_on_the_current_stream():
     x = cp.zeros(1 << 20, cp.float32)
@@ -200,8 +180,7 @@ def test_launches_on_the_current_stream():
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # x and g were filled on the null stream, which a non-blocking one skips
     with stream:
-        _cuda.sgd(TensorList([x]), TensorList([g]), None, lr=1.0, momentum=0.0, dampening=0.0, nesterov=False,
-                  weight_decay=0.0, maximize=False, first_step=True)
+        _sgd(TensorList([x]), TensorList([g]), lr=1.0)
         done = stream.record()
     done.synchronize()
     assert float(x.sum()) == -x.size
@@ -210,19 +189,19 @@ def test_launches_on_the_current_stream():
 @gpu
 def test_fatbin_and_nvrtc_modules_agree(monkeypatch):
     """The prebuilt fatbin (when installed) loads on this GPU; the NVRTC fallback gives the same step."""
-    hp = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, decoupled=True, amsgrad=True, maximize=False)
+    rule, hyper = _hyper_of(lrfast.AdamW, weight_decay=0.01, amsgrad=True)
     results = []
     for force in ("0", "1"):
         monkeypatch.setenv(_cuda.FORCE_NVRTC_ENV, force)
-        monkeypatch.setattr(_cuda, "_MODULES", {})
+        monkeypatch.setattr(_cuda_module, "_MODULES", {})
         monkeypatch.setattr(_cuda._gpu(), "_kernels", {})
         rng = np.random.default_rng(3)
         p, g = (TensorList([cp.asarray(rng.standard_normal(n).astype(np.float32)) for n in (7, 5000)])
                 for _ in range(2))
         states = [TensorList([cp.zeros(n, cp.float32) for n in (7, 5000)]) for _ in range(3)]
-        _cuda.adam(p, g, *states, lr=0.01, step=1, **hp)
+        _cuda.update(rule, p, g, states, lr=0.01, hyper=hyper, step=1)
         origin = _cuda.module()[1]
-        if force == "0" and _cuda.fatbin_path() is not None:
+        if force == "0" and _cuda_module.fatbin_path() is not None:
             assert origin.startswith("fatbin"), origin
         if force == "1":
             assert origin.startswith("nvrtc"), origin
@@ -238,8 +217,7 @@ def test_backend_refuses_host_arrays():
     host = TensorList([np.ones(4, np.float32)])
     dev = TensorList([cp.ones(4, cp.float32)])
     with pytest.raises(TypeError, match="NumPy"):
-        _cuda.sgd(dev, host, None, lr=0.1, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
-                  maximize=False, first_step=True)
+        _sgd(dev, host, lr=0.1)
     assert float(dev[0].sum()) == 4 and (host[0] == 1).all()
 
 
@@ -262,25 +240,19 @@ def test_arrays_on_different_devices_raise():
     with cp.cuda.Device(1):
         b = cp.ones(4, cp.float32)
     with pytest.raises(ValueError, match="different GPUs"):
-        _cuda.sgd(TensorList([a]), TensorList([b]), None, lr=0.1, momentum=0.0, dampening=0.0, nesterov=False,
-                  weight_decay=0.0, maximize=False, first_step=True)
+        _sgd(TensorList([a]), TensorList([b]), lr=0.1)
     assert float(a.sum()) == 4
 
 
 # ---- on a GPU: through the optimizer API ---------------------------------------------------------
 
-OPTIMIZERS = [
-    (lrfast.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
-    (lrfast.SGD, dict(lr=0.05, momentum=0.9, dampening=0.2, maximize=True)),
-    (lrfast.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True)),
-    (lrfast.AdamW, dict(lr=0.01, weight_decay=0.1)),
-    (lrfast.RMSprop, dict(lr=0.01, alpha=0.9, momentum=0.9, centered=True, weight_decay=0.01)),
-]
+#: the optimizer-API cases: every rule's case table
+OPTIMIZERS = CASES
 
 
 @gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("cls,kw", OPTIMIZERS, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(OPTIMIZERS)])
+@pytest.mark.parametrize("cls,kw", OPTIMIZERS, ids=IDS)
 def test_optimizer_on_cupy_arrays_matches_numpy_backend(cls, kw, dtype):
     rng = np.random.default_rng(4)
     shapes = [(3, 5), (7,), (0,), (64, 33)]
@@ -293,7 +265,8 @@ def test_optimizer_on_cupy_arrays_matches_numpy_backend(cls, kw, dtype):
         grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
         opt_ref.step(grads)
         opt.step([cp.asarray(g) for g in grads])
-    _assert_close(dev, host, dtype, f"{cls.__name__} params")
+    rule = rule_of(cls)
+    _assert_close(dev, host, dtype, f"{cls.__name__} params", rs.sign_slack(rule, kw["lr"], dtype, 5))
     want, got = opt_ref.state_dict(), opt.state_dict()
     assert got["step_count"] == want["step_count"] == 5
     for i, state in want["state"].items():
@@ -307,32 +280,55 @@ LRS = (0.01, 0.02, 0.005, 0.0, 0.03)
 
 
 @gpu
-@pytest.mark.parametrize("case", CASES[::3], ids=[_case_id(c) for c in CASES[::3]])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_capturable_step_matches_reference(case):
-    rule, hp = case
+    rule, _, hyper = rs.setup(case)
     rng = np.random.default_rng(8)
     sizes = [3, 1030, 0, 70001]
     host_p = [rng.standard_normal(n).astype(np.float32) for n in sizes]
-    host_s = [[np.zeros(n, np.float32) for n in sizes] if on else None for on in STATES[rule](hp)]
+    host_s = rs.states_for(rule, hyper, lambda: [np.zeros(n, np.float32) for n in sizes])
     p = TensorList([cp.asarray(a) for a in host_p])
     states = [TensorList([cp.asarray(a) for a in s]) if s is not None else None for s in host_s]
     lr, step = cp.zeros(1, cp.float64), cp.zeros(1, cp.int64)
     for k, lr_k in enumerate(LRS):
         grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
         lr[0] = lr_k
-        getattr(_cuda, f"{rule}_capturable")(p, TensorList([cp.asarray(g) for g in grads]), *states, lr=lr,
-                                             step=step, **hp)
-        extra = {"sgd": dict(first_step=k == 0), "adam": dict(step=k + 1), "rmsprop": {}}[rule]
-        getattr(ref, rule)(host_p, grads, *host_s, lr=lr_k, **extra, **hp)
+        _cuda.update_capturable(rule, p, TensorList([cp.asarray(g) for g in grads]), states, lr=lr, step=step,
+                                hyper=hyper)
+        ref.update(rule, host_p, grads, host_s, lr=lr_k, hyper=hyper, **rs.counter(rule, k))
     assert int(step[0]) == len(LRS)
-    _assert_close(p, host_p, np.float32, f"capturable {rule} params")
+    _assert_close(p, host_p, np.float32, f"capturable {case} params",
+                  rs.sign_slack(rule, max(LRS), np.float32, len(LRS)))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_prepare_kernel_matches_the_rule_scalars(case, dtype):
+    """The device's <name>_prepare against Rule.step_scalars: equal up to CUDA's pow (2 ulp in double;
+    bit for bit on the host build, tests/test_cuda_host.py), the flags exactly."""
+    rule, _, hyper = rs.setup(case)
+    layout = _cuda.scalars_dtype(rule, dtype)
+    p = TensorList([cp.zeros(5, dtype)])
+    states = rs.states_for(rule, hyper, lambda: p)
+    lr, step = cp.zeros(1, cp.float64), cp.zeros(1, cp.int64)
+    launcher = _cuda._gpu()
+    for k, lr_k in enumerate((0.1, 0.003, 1e-5, 0.0, 2.5, 0.01, 0.02)):
+        lr[0] = lr_k
+        _cuda.update_capturable(rule, p, p, states, lr=lr, step=step, hyper=hyper)
+        got = cp.asnumpy(launcher.scalars_buffer(p))[:layout.itemsize].view(layout)[0]
+        (want,) = _cuda.call(rule, p, p, states, lr=lr_k, hyper=hyper, **rs.counter(rule, k))[2]
+        for name in rule.scalar_names():
+            np.testing.assert_allclose(got[name], want[name], rtol=4 * np.finfo(dtype).eps, err_msg=name)
+        assert got["flags"] == rule.modes(hyper, k == 0)
+    assert int(step[0]) == 7
 
 
 @gpu
 def test_capturable_adamw_step_replays_in_a_cuda_graph(launches):
     rng = np.random.default_rng(9)
     sizes = [5, 5000, 70001]
-    hp = dict(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, decoupled=True, amsgrad=False, maximize=False)
+    rule, hyper = _hyper_of(lrfast.AdamW, weight_decay=0.1)
     host_p = [rng.standard_normal(n).astype(np.float32) for n in sizes]
     host_m, host_v = ([np.zeros(n, np.float32) for n in sizes] for _ in range(2))
     grads = [[rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in LRS]
@@ -340,7 +336,7 @@ def test_capturable_adamw_step_replays_in_a_cuda_graph(launches):
     lr, step = cp.zeros(1, cp.float64), cp.zeros(1, cp.int64)
 
     def one_step():
-        _cuda.adam_capturable(p, g, m, v, None, lr=lr, step=step, **hp)
+        _cuda.update_capturable(rule, p, g, [m, v, None], lr=lr, step=step, hyper=hyper)
 
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the arrays were filled on the null stream
@@ -357,7 +353,7 @@ def test_capturable_adamw_step_replays_in_a_cuda_graph(launches):
             graph.launch(stream)
     stream.synchronize()
     for k, lr_k in enumerate(LRS):
-        ref.adam(host_p, grads[k], host_m, host_v, None, lr=lr_k, step=k + 1, **hp)
+        ref.update(rule, host_p, grads[k], [host_m, host_v, None], lr=lr_k, hyper=hyper, step=k + 1)
     assert int(step[0]) == len(LRS)
     _assert_close(p, host_p, np.float32, "graph-replayed AdamW params")
     _assert_close(v, host_v, np.float32, "graph-replayed AdamW exp_avg_sq")
@@ -367,9 +363,9 @@ def test_capturable_adamw_step_replays_in_a_cuda_graph(launches):
 @gpu
 def test_capturable_counters_must_be_on_the_params_device():
     p = TensorList([cp.ones(3, cp.float32)])
+    rule, hyper = _hyper_of(lrfast.SGD)
     with pytest.raises(TypeError, match="capturable"):
-        _cuda.sgd_capturable(p, p, None, lr=np.ones(1), step=cp.zeros(1, cp.int64), momentum=0.0, dampening=0.0,
-                             nesterov=False, weight_decay=0.0, maximize=False)
+        _cuda.update_capturable(rule, p, p, [None], lr=np.ones(1), step=cp.zeros(1, cp.int64), hyper=hyper)
     assert float(p[0].sum()) == 3
 
 
@@ -398,13 +394,11 @@ def test_a_table_uploaded_for_one_stream_is_complete_for_another():
     g = TensorList([cp.asarray(a) for a in host_g])
     p1, p2 = (TensorList([cp.asarray(a) for a in host_p]) for _ in range(2))
     cp.cuda.Device().synchronize()
-    hp = dict(lr=0.5, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False,
-              first_step=True)
     a, b = cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)
     with a:
-        _cuda.sgd(p1, g, None, **hp)
+        _sgd(p1, g, lr=0.5)
     with b:
-        _cuda.sgd(p2, g, None, **hp)
+        _sgd(p2, g, lr=0.5)
     cp.cuda.Device().synchronize()
     for x1, x2, h, gg in zip(p1, p2, host_p, host_g):
         np.testing.assert_array_equal(x1.get(), h - 0.5 * gg)
@@ -520,7 +514,7 @@ def test_torch_steps_on_side_streams_match_torch_fused():
 
 
 @gpu
-@pytest.mark.parametrize("cls,kw", OPTIMIZERS[1:4], ids=[c.__name__ for c, _ in OPTIMIZERS[1:4]])
+@pytest.mark.parametrize("cls,kw", [FULLEST[r] for r in RULES], ids=list(RULES))
 def test_to_cuda_and_back_continues_the_trajectory(cls, kw):
     """cpu for 2 steps, cuda for 2, cpu for 1 == cpu for 5 (to float32 tolerance)."""
     rng = np.random.default_rng(5)
@@ -541,7 +535,8 @@ def test_to_cuda_and_back_continues_the_trajectory(cls, kw):
         moved.step([cp.asarray(a) for a in g] if on_gpu else g)
     final = moved.param_groups[0]["params"]
     assert all(isinstance(a, np.ndarray) for a in final)
-    _assert_close(final, stay.param_groups[0]["params"], np.float32, f"{cls.__name__} after cpu -> cuda -> cpu")
+    rs.assert_close(final, stay.param_groups[0]["params"], np.float32, f"{cls.__name__} after cpu -> cuda -> cpu",
+                    rs.sign_slack(rule_of(cls), kw["lr"], np.float32, 5))
 
 
 # ---- on a GPU: schedules evaluated on the device (src/lrfast_schedule.cuh) ------------------------
@@ -591,11 +586,11 @@ def test_device_schedule_drives_a_graph_replayed_sgd_step():
     table = _cuda.upload_table(schedule)
     factors = cp.asarray(_cuda.lr_factors(0.5))
     lr, step = cp.zeros(1, cp.float64), cp.zeros(1, cp.int64)
-    hp = dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False)
+    rule, hyper = _hyper_of(lrfast.SGD)
 
     def one_step():
         _cuda.schedule_lr(table, step, factors, lr)
-        _cuda.sgd_capturable(p, grads, None, lr=lr, step=step, **hp)
+        _cuda.update_capturable(rule, p, grads, [None], lr=lr, step=step, hyper=hyper)
 
     stream = cp.cuda.Stream(non_blocking=True)
     cp.cuda.Device().synchronize()  # the arrays were filled on the null stream
@@ -621,9 +616,8 @@ def test_capturable_needs_the_cuda_backend():
 
 
 @gpu
-@pytest.mark.parametrize("cls,kw", [(lrfast.AdamW, dict(weight_decay=0.1, amsgrad=True)),
-                                    (lrfast.SGD, dict(momentum=0.9, nesterov=True)),
-                                    (lrfast.RMSprop, dict(centered=True, momentum=0.5))])
+@pytest.mark.parametrize("cls,kw", [(c, {k: v for k, v in kw.items() if k != "lr"})
+                                    for c, kw in (FULLEST[r] for r in RULES)], ids=list(RULES))
 def test_capturable_optimizer_follows_the_host_schedule(cls, kw):
     """capturable=True (schedule evaluated on the GPU) gives the trajectory of the eager cuda path."""
     sched = lrfast.schedules.warmup_cosine(1e-2, 5, 40)
@@ -694,13 +688,13 @@ def _checkout_fatbin():
 
 def _fresh_modules(monkeypatch, path):
     """Make the next launch load its module anew, from ``path`` ('fatbin' or 'nvrtc')."""
-    if path == "fatbin" and _cuda.fatbin_path() is None:
+    if path == "fatbin" and _cuda_module.fatbin_path() is None:
         built = _checkout_fatbin()
         if built is None:
             pytest.skip("no fatbin installed and no nvcc to build one")
-        monkeypatch.setattr(_cuda, "fatbin_path", lambda: built)
+        monkeypatch.setattr(_cuda_module, "fatbin_path", lambda: built)
     monkeypatch.setenv(_cuda.FORCE_NVRTC_ENV, "1" if path == "nvrtc" else "0")
-    monkeypatch.setattr(_cuda, "_MODULES", {})
+    monkeypatch.setattr(_cuda_module, "_MODULES", {})
     monkeypatch.setattr(_cuda._gpu(), "_kernels", {})
 
 
@@ -716,15 +710,14 @@ def test_subnormal_grads_are_kept_on_both_load_paths(monkeypatch, path):
     assert 0 < grad[0] < tiny
     p, g = TensorList([cp.ones(n, cp.float32)]), TensorList([cp.asarray(grad)])
     m, v = (TensorList([cp.zeros(n, cp.float32)]) for _ in range(2))
-    hp = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=True, amsgrad=False,
-              maximize=False, step=1)
-    _cuda.adam(p, g, m, v, None, **hp)
+    rule, hyper = _hyper_of(lrfast.AdamW, weight_decay=0.0)
+    _cuda.update(rule, p, g, [m, v, None], lr=0.01, hyper=hyper, step=1)
     origin = _cuda.module()[1]
     assert origin.startswith(path), origin
     if path == "nvrtc":
         assert "lrfast's options" in origin, f"NVRTC went through CuPy's RawModule (-ftz=true): {origin}"
     ref_p, ref_m, ref_v = [np.ones(n, np.float32)], [np.zeros(n, np.float32)], [np.zeros(n, np.float32)]
-    ref.adam(ref_p, [grad], ref_m, ref_v, None, **hp)
+    ref.update(rule, ref_p, [grad], [ref_m, ref_v, None], lr=0.01, hyper=hyper, step=1)
     got = m[0].get()
     assert np.all(got > 0) and np.all(got < tiny), got[:4]
     np.testing.assert_allclose(got, ref_m[0], rtol=1e-4)
@@ -732,11 +725,10 @@ def test_subnormal_grads_are_kept_on_both_load_paths(monkeypatch, path):
 
     host = np.full(n, 2e-39, np.float32)
     x = TensorList([cp.asarray(host)])
-    _cuda.sgd(x, TensorList([cp.asarray(host)]), None, lr=0.5, momentum=0.0, dampening=0.0, nesterov=False,
-              weight_decay=0.0, maximize=False, first_step=True)
+    _sgd(x, TensorList([cp.asarray(host)]), lr=0.5)
     want = [host.copy()]
-    ref.sgd(want, [host], None, lr=0.5, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
-            maximize=False, first_step=True)
+    sgd, sgd_hyper = _hyper_of(lrfast.SGD)
+    ref.update(sgd, want, [host], [None], lr=0.5, hyper=sgd_hyper, first_step=True)
     assert want[0][0] != 0 and np.array_equal(x[0].get(), want[0])
 
 
@@ -746,7 +738,7 @@ def test_abi_probe_kernel_reports_the_python_side_version(monkeypatch, path):
     _fresh_modules(monkeypatch, path)
     mod, origin = _cuda.module()
     assert origin.startswith(path), origin
-    assert _cuda._abi_version(cp, mod) == _cuda.ABI_VERSION
+    assert _cuda_module._abi_version(cp, mod) == _cuda.ABI_VERSION
     if path == "nvrtc":
         cc = int(cp.cuda.Device().compute_capability)
         assert "lrfast's options" in origin and (f"sm_{cc}" in origin or "compute_" in origin), origin

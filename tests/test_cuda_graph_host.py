@@ -14,7 +14,6 @@ kernels: no GPU needed.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import sys
 

@@ -22,12 +22,13 @@ import pytest
 
 import lrfast
 from tests.cuda_host import build as host_build
+from tests.cuda_host import rule_steps as rs
 from tests.cuda_host.fake_cupy import FakeCupy
 from tests.rule_cases import CASES, IDS, rule_of
 from lrfast.backends import _cuda, _cuda_launch, _cuda_module
 from lrfast.backends import _numpy as ref
 from lrfast.backends._tensorlist import TensorList
-from lrfast.rules import RULES, VARIANTS, _modes
+from lrfast.rules import RULES, _modes
 
 SRC = host_build.SRC
 #: every exported kernel family (lrfast_<name>_<f32|f64>): each rule's three, then the utilities
@@ -64,18 +65,7 @@ class HostLauncher(_cuda.Launcher):
 
 # ---- cases: every rule's case table ------------------------------------------------------------
 
-def _setup(case):
-    """(rule, lr, checked hyper) of a case-table entry (lrfast class, kwargs)."""
-    cls, kw = case
-    rule, variant = VARIANTS[cls.__name__]
-    values = {**rule.defaults(variant), **kw}
-    lr = values.pop("lr")
-    return rule, lr, rule.check_all(values, variant)
-
-
-def _counter(rule, step):
-    """The step-count arguments of update / call for the ``step``-th update (0-based)."""
-    return {"step": step + 1 if rule.counter == "step" else None, "first_step": step == 0}
+_setup, _counter, _states, _slack = rs.setup, rs.counter, rs.states_for, rs.sign_slack
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -108,43 +98,7 @@ def _ref_step(rule, lr, hyper, lists, step):
     ref.update(rule, params, grads, states, lr=lr, hyper=hyper, **_counter(rule, step))
 
 
-RTOL = {np.float32: 1e-5, np.float64: 1e-9}
-
-
-def _assert_close(got, want, dtype, what, sign_slack=None):
-    """Norm-wise comparison of each array. ``sign_slack`` (Lion, float32; the largest move one param can
-    owe to sign flips so far): float32 Lion can legitimately differ from the float64 reference where
-    beta1 * m + (1 - beta1) * g is within rounding of 0 and takes the other sign (a move of lr or 2 lr);
-    such elements are allowed, at most 1e-3 of them, each off by at most ``sign_slack``, and left out
-    of the norm."""
-    flips = total = 0
-    for i, (g, w) in enumerate(zip(got, want)):
-        if g is None:
-            continue
-        g64, w64 = g.astype(np.float64), w.astype(np.float64)
-        if sign_slack is not None:
-            lr = sign_slack[0]
-            off = np.abs(g64 - w64) > lr / 2  # a sign that differs moves the param by lr or 2 lr
-            assert np.all(np.abs(g64 - w64)[off] <= sign_slack[1]), f"{what} array {i}: a flip beyond the slack"
-            flips += int(off.sum())
-            total += g.size
-            g64, w64 = g64[~off], w64[~off]
-        err = np.linalg.norm(g64 - w64)
-        tol = RTOL[dtype] * max(np.linalg.norm(w64), 1e-30)
-        assert err <= tol, f"{what} array {i} (size {g.size}): |err| {err:.3g} > {tol:.3g}"
-    assert flips <= 1e-3 * max(total, 1), f"{what}: {flips} of {total} elements took another sign"
-
-
-def _slack(rule, lr, dtype, steps_done):
-    """``sign_slack`` of _assert_close: (lr, 2 lr per step so far) for float32 Lion, else None."""
-    if rule.name == "lion" and np.dtype(dtype) == np.float32:
-        return (lr, 2 * lr * steps_done * 1.001)
-    return None
-
-
-def _states(rule, hyper, make):
-    """One entry per rule state: ``make()`` where the update uses it, None where not."""
-    return [make() if s.exists(hyper) else None for s in rule.states]
+_assert_close = rs.assert_close
 
 
 def _run_case(lib, case, dtype, sizes, *, misalign=(0, 0), steps=4, block=_cuda.BLOCK, max_grid=2 ** 31 - 1,

@@ -29,15 +29,25 @@ import functools
 import numpy as np
 
 from . import _cuda_launch, _cuda_module
-from ._cuda_launch import (BLOCK, MAX_CHUNK, MIN_CHUNK, TARGET_CHUNKS, GpuLauncher, Launcher,  # noqa: F401
+from ._cuda_launch import (BLOCK, MAX_CHUNK, MIN_CHUNK, TARGET_CHUNKS, GpuLauncher, Launcher,
                            chunk_size, kernel_name)
-from ._cuda_module import (ABI_KERNEL, ABI_VERSION, FORCE_NVRTC_ENV, MIN_COMPUTE_CAPABILITY,  # noqa: F401
+from ._cuda_module import (ABI_KERNEL, ABI_VERSION, FORCE_NVRTC_ENV, MIN_COMPUTE_CAPABILITY,
                            NVRTC_OPTIONS, SCALARS_BYTES, fatbin_path, kernel_source, module, source_dir)
-from ._cuda_schedule import (SCHEDULE_FACTORS, TABLE_CACHE_SIZE, lr_factors, schedule_lr,  # noqa: F401
+from ._cuda_schedule import (SCHEDULE_FACTORS, TABLE_CACHE_SIZE, lr_factors, schedule_lr,
                              schedule_lr_call, schedule_table, schedule_values, schedule_values_call,
                              upload_table)
 
 name = "cuda"
+
+#: the backend API, and the names other modules read from here (re-exported from _cuda_launch,
+#: _cuda_module and _cuda_schedule, where they live)
+__all__ = ["update", "update_capturable", "call", "capturable_call", "scalars_dtype", "hyper_dtype", "all_finite",
+           "upload", "rewrite", "readdress", "capturing", "info", "unavailable_reason",
+           "BLOCK", "MIN_CHUNK", "MAX_CHUNK", "TARGET_CHUNKS", "chunk_size", "kernel_name", "Launcher", "GpuLauncher",
+           "ABI_KERNEL", "ABI_VERSION", "SCALARS_BYTES", "FORCE_NVRTC_ENV", "MIN_COMPUTE_CAPABILITY", "NVRTC_OPTIONS",
+           "fatbin_path", "kernel_source", "module", "source_dir",
+           "SCHEDULE_FACTORS", "TABLE_CACHE_SIZE", "lr_factors", "schedule_lr", "schedule_lr_call", "schedule_table",
+           "schedule_values", "schedule_values_call", "upload_table"]
 
 
 # ---- what a step launches (pure: rule + arrays + hyperparameters -> kernel, tensor lists, scalars) ----

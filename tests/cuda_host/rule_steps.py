@@ -1,0 +1,64 @@
+"""What the host-CUDA and GPU tests share to run any rule of the registry from its case table
+(tests/rule_cases): the checked hyperparameters of a case, the step-count arguments, the state lists, and
+the norm-wise comparison with the float64 reference (with float32 Lion's sign-flip allowance)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrfast.rules import VARIANTS
+
+#: norm-wise relative tolerance of a kernel's result against the float64 NumPy reference, by params dtype
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
+
+
+def setup(case):
+    """(rule, lr, checked hyper) of a case-table entry (lrfast class, kwargs)."""
+    cls, kw = case
+    rule, variant = VARIANTS[cls.__name__]
+    values = {**rule.defaults(variant), **kw}
+    lr = values.pop("lr")
+    return rule, lr, rule.check_all(values, variant)
+
+
+def counter(rule, step):
+    """The step-count arguments of ``update`` / ``_cuda.call`` for the ``step``-th update (0-based)."""
+    return {"step": step + 1 if rule.counter == "step" else None, "first_step": step == 0}
+
+
+def states_for(rule, hyper, make):
+    """One entry per state of ``rule``: ``make()`` where the update uses it, None where not."""
+    return [make() if s.exists(hyper) else None for s in rule.states]
+
+
+def sign_slack(rule, lr, dtype, steps_done):
+    """The ``sign_slack`` of ``assert_close`` for the params after ``steps_done`` steps: (lr, the most the
+    flips can have moved one param, 2 lr per step) for float32 Lion, else None.
+
+    Float32 Lion can legitimately differ from the float64 reference: where beta1 * m + (1 - beta1) * g
+    is within float32 rounding of 0 it can take the other sign, which moves that param by lr or 2 lr.
+    The comparison allows such elements (at most 1e-3 of them, each off by at most 2 lr per step so far)
+    and leaves them out of the norm."""
+    if rule.name == "lion" and np.dtype(dtype) == np.float32:
+        return (lr, 2 * lr * steps_done * 1.001)
+    return None
+
+
+def assert_close(got, want, dtype, what, slack=None):
+    """Norm-wise comparison of each pair of host arrays (RTOL of ``dtype``); ``slack`` from ``sign_slack``."""
+    flips = total = 0
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g is None:
+            continue
+        g64, w64 = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
+        if slack is not None:
+            diff = np.abs(g64 - w64)
+            off = diff > slack[0] / 2  # a sign that differs moves the param by lr or 2 lr
+            assert np.all(diff[off] <= slack[1]), f"{what} array {i}: off by more than the sign flips allow"
+            flips += int(off.sum())
+            total += g64.size
+            g64, w64 = g64[~off], w64[~off]
+        err = np.linalg.norm(g64 - w64)
+        tol = RTOL[np.dtype(dtype)] * max(np.linalg.norm(w64), 1e-30)
+        assert err <= tol, f"{what} array {i} (size {g64.size}): |err| {err:.3g} > {tol:.3g}"
+    assert flips <= 1e-3 * max(total, 1), f"{what}: {flips} of {total} elements took the other sign"
