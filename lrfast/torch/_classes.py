@@ -11,6 +11,7 @@ pseudocode as its docstring. Everything else lives in ``_base._Optimizer``; noth
 from __future__ import annotations
 
 import inspect
+import textwrap
 
 from ..rules import RULES
 from ..rules._spec import TORCH_SWITCHES
@@ -52,22 +53,26 @@ def signature(rule, variant) -> inspect.Signature:
 
 def _doc(rule, variant, sig) -> str:
     where = f"as ``{variant.reference}``" if variant.reference else "(lrfast's NumPy reference)"
-    lines = [f"{variant.summary}, {where}; one fused kernel call per param group and dtype.", ""]
+    lines = textwrap.wrap(f"{variant.summary}, {where}; one fused kernel call per param group and dtype.", 108)
+    lines.append("")
     lines += ["    " + line if line else "" for line in rule.algorithm.splitlines()]
     lines += ["", "Args:", "    params: iterable of tensors, of (name, tensor) pairs, or of param-group dicts."]
     hyper = [n for n in sig.parameters if n not in ("self", "params") and n not in TORCH_SWITCHES]
-    lines.append(f"    {', '.join(hyper)}: as ``{variant.reference or variant.name}``"
-                 + (" (``lr`` and the pairs may be 1-element tensors; their value is read each step)."
-                    if any(rule.hyperparameter(n).kind == "pair" for n in hyper if n != "lr") else "."))
-    for name in sig.parameters:
-        if name in TORCH_SWITCHES:
-            lines.append(f"    {name}: {_SWITCH_DOC[name]}")
-    for key, value in variant.fixed.items():
-        lines.append(f"    ({key}={value!r} is fixed by this class.)")
+    pairs = [n for n in hyper if n != "lr" and rule.hyperparameter(n).kind == "pair"]
+    ref = variant.reference or variant.name
+    args = [f"{', '.join(hyper)}: as ``{ref}``"
+            + (f" (``lr`` and {', '.join(pairs)} may be 1-element tensors; their value is read each step)."
+               if pairs else ".")
+            + (" ``maximize`` (torch.optim's option: descend on -grad) is lrfast's own."
+               if "maximize" in hyper and not ref.startswith("torch.optim.") else "")]
+    args += [f"{name}: {_SWITCH_DOC[name]}" for name in sig.parameters if name in TORCH_SWITCHES]
+    args += [f"({key}={value!r} is fixed by this class.)" for key, value in variant.fixed.items()]
+    for arg in args:
+        lines += textwrap.wrap(arg, 108, initial_indent="    ", subsequent_indent="        ")
     keys = ((["``step`` (float32 scalar tensor)"] if rule.torch_step else [])
             + [f"``{s.key}``" + ("" if s.when is None else " (when the options use it)")
                for s in sorted(rule.states, key=lambda s: rule.torch_order.index(s.key))])
-    lines += ["", f"State (per param, torch's keys and order): {', '.join(keys)}."]
+    lines += [""] + textwrap.wrap(f"State (per param, torch's keys and order): {', '.join(keys)}.", 108)
     return "\n".join(lines) + "\n"
 
 
@@ -77,7 +82,8 @@ def make_class(rule, variant) -> type:
         raise ValueError(f"rule {rule.name}: a per-param step counter is kept as torch's state['step'] "
                          "(torch_step=True) in lrfast.torch")
     sig = signature(rule, variant)
-    group_defaults = {name: p.default for name, p in sig.parameters.items() if name not in ("self", "params", "lr")}
+    group_defaults = {name: p.default for name, p in sig.parameters.items()
+                      if name not in ("self", "params", "lr")}
 
     def __init__(self, *args, **kwargs):
         bound = sig.bind(self, *args, **kwargs)
