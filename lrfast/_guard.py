@@ -9,8 +9,8 @@ and the optimizer's state_dict taken at a healthy point, and on request restores
 from __future__ import annotations
 
 import math
-import numbers
 
+from . import _validate as _v
 from ._lrfinder import _Snapshot
 from ._optimizer_base import Optimizer
 
@@ -76,25 +76,15 @@ class DivergenceGuard:
 
     def __init__(self, optimizer, *, spike=4.0, patience=3, atol=None, smooth=0.9, every=50, backoff=0.5,
                  max_rollbacks=10):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be an lrfast optimizer, got {type(optimizer).__name__}")
-        self.optimizer = optimizer
-        self.spike = _real("spike", spike)
-        if not self.spike > 1.0:
-            raise ValueError(f"Invalid spike: {spike!r}; expected spike > 1")
-        self.patience = _count("patience", patience)
-        self.smooth = _real("smooth", smooth)
-        if not 0.0 <= self.smooth < 1.0:
-            raise ValueError(f"Invalid smooth: {smooth!r}; expected 0 <= smooth < 1")
-        self._atol = None if atol is None else _real("atol", atol)
-        if self._atol is not None and self._atol < 0:
-            raise ValueError(f"Invalid atol: {atol!r}; expected atol >= 0")
-        self.every = _count("every", every)
-        self.backoff = _real("backoff", backoff)
-        if not 0.0 < self.backoff < 1.0:
-            raise ValueError(f"Invalid backoff: {backoff!r}; expected 0 < backoff < 1")
+        self.optimizer = _v.instance("optimizer", optimizer, Optimizer, "an lrfast optimizer")
+        self.spike = _v.real("spike", spike, low=1.0, low_open=True)
+        self.patience = _v.integer("patience", patience, low=1)
+        self.smooth = _v.real("smooth", smooth, low=0.0, high=1.0, high_open=True)
+        self._atol = None if atol is None else _v.real("atol", atol, low=0.0)
+        self.every = _v.integer("every", every, low=1)
+        self.backoff = _v.real("backoff", backoff, low=0.0, high=1.0, low_open=True, high_open=True)
         if max_rollbacks is not None:
-            max_rollbacks = _count("max_rollbacks", max_rollbacks, low=0)
+            max_rollbacks = _v.integer("max_rollbacks", max_rollbacks, low=0)
         self.max_rollbacks = max_rollbacks
         self.rollbacks = 0
         self.events = []
@@ -185,29 +175,17 @@ class DivergenceGuard:
                 f"backoff={self.backoff}, rollbacks={self.rollbacks}, snapshot_step={self.snapshot_step})")
 
 
-def _real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a finite number")
-    return float(value)
-
-
-def _count(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"Invalid {name}: {value!r}; expected an integer >= {low}")
-    return int(value)
-
-
 def _loss_value(loss) -> float:
     shape = getattr(loss, "shape", None)
     if shape is not None:
         if int(math.prod(tuple(shape))) != 1:
-            raise ValueError(f"the loss must be a scalar, got an array of shape {tuple(shape)}")
+            raise ValueError(f"Invalid loss: an array of shape {tuple(shape)}; expected a scalar")
         if hasattr(loss, "detach"):
             loss = loss.detach()
         loss = loss.item()
     if isinstance(loss, bool) or loss is None:
-        raise TypeError(f"the loss must be a number, got {loss!r}")
+        raise _v.invalid("loss", loss, "a number", TypeError)
     try:
         return float(loss)
     except (TypeError, ValueError):
-        raise TypeError(f"the loss must be a number, got {type(loss).__name__}") from None
+        raise _v.invalid("loss", loss, "a number", TypeError) from None

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 
 import numpy as np
 
 from . import backends
+from . import _validate as _v
 from ._extras import progress_bar, pyplot
 from ._optimizer_base import Optimizer
 
@@ -434,11 +434,7 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
         >>> res.plot("lr_range.png")
         >>> opt.param_groups[0]["schedule"] = lrfast.schedules.warmup_cosine(res.suggestion, 100, 5000)
     """
-    if not callable(step_fn):
-        raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be an lrfast optimizer (lrfast.SGD, lrfast.Adam, ...), got "
-                        f"{type(optimizer).__module__}.{type(optimizer).__name__}")
+    check_callables(step_fn, optimizer)
     mode = _alias("mode", mode, "exp", "step_mode", step_mode)
     diverge = _alias("diverge", diverge, 4.0, "diverge_th", diverge_th)
     ramp = ramp_lrs(start, end, num, mode)
@@ -468,12 +464,21 @@ def find_lr(step_fn, optimizer, start=1e-7, end=10.0, num=100, mode="exp", smoot
         snap.restore()
 
 
+_OPTIMIZER = "an lrfast optimizer (lrfast.SGD, lrfast.Adam, ...)"
+
+
+def check_callables(step_fn, optimizer) -> None:
+    """``step_fn`` is callable and ``optimizer`` an lrfast optimizer (TypeError otherwise)."""
+    _v.callable_arg("step_fn", step_fn)
+    _v.instance("optimizer", optimizer, Optimizer, _OPTIMIZER)
+
+
 def _alias(name, value, default, alias, alias_value):
     """``value`` or torch-lr-finder's ``alias`` for it; both given and different is an error."""
     if alias_value is None:
         return value
     if value != default and value != alias_value:
-        raise ValueError(f"Invalid {alias}: {alias_value!r} contradicts {name}={value!r}; give one of them")
+        raise _v.invalid(alias, alias_value, f"the same as {name} ({name}={value!r}), or only one of them")
     return alias_value
 
 
@@ -481,18 +486,19 @@ def check_budget(max_steps, num) -> int:
     """max_steps as an int (None: ``4 * num``, room to refine about twice), checked to be an integer >= num."""
     if max_steps is None:
         return 4 * num
-    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < num:
-        raise ValueError(f"Invalid max_steps: {max_steps!r}; expected an integer >= num ({num}) or None")
-    return int(max_steps)
+    want = f"an integer >= num ({num}) or None"
+    try:
+        return _v.integer("max_steps", max_steps, low=num)
+    except TypeError:
+        raise _v.invalid("max_steps", max_steps, want, TypeError) from None
+    except ValueError:
+        raise _v.invalid("max_steps", max_steps, want) from None
 
 
 def check_eval(eval_fn, eval_every) -> int:
     """eval_every as an int after checking that eval_fn is None or callable and eval_every >= 1."""
-    if eval_fn is not None and not callable(eval_fn):
-        raise TypeError(f"eval_fn must be callable or None, got {type(eval_fn).__name__}")
-    if isinstance(eval_every, bool) or not isinstance(eval_every, numbers.Integral) or eval_every < 1:
-        raise ValueError(f"Invalid eval_every: {eval_every!r}; expected an integer >= 1")
-    return int(eval_every)
+    _v.callable_arg("eval_fn", eval_fn, optional=True)
+    return _v.integer("eval_every", eval_every, low=1)
 
 
 #: A refinement pass needs at least this many steps (fewer left in the budget: no further pass).
@@ -575,19 +581,16 @@ def run_passes(ramp, set_lr, step_fn, stepped, restore, *, mode, smooth, diverge
 
 def ramp_lrs(start, end, num, mode) -> np.ndarray:
     """The checked lr ramp: ``num`` values from ``start`` to ``end``, geometric (exp) or linear."""
-    if mode not in ("exp", "linear"):
-        raise ValueError(f"Invalid mode: {mode!r}; expected 'exp' or 'linear'")
-    start = _number("start", start)
-    end = _number("end", end)
+    _v.choice("mode", mode, ("exp", "linear"))
+    start = _v.real("start", start)
+    end = _v.real("end", end)
     if mode == "exp" and start <= 0:
-        raise ValueError(f"Invalid start: {start!r}; mode='exp' needs start > 0")
+        raise _v.invalid("start", start, "start > 0 (mode='exp' is geometric)")
     if start < 0:
-        raise ValueError(f"Invalid start: {start!r}; expected start >= 0")
+        raise _v.invalid("start", start, "start >= 0")
     if start >= end:
         raise ValueError(f"Invalid range: start={start!r} >= end={end!r}; expected start < end")
-    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
-        raise ValueError(f"Invalid num: {num!r}; expected an integer >= 2")
-    num = int(num)
+    num = _v.integer("num", num, low=2)
     if mode == "exp":
         ramp = start * (end / start) ** (np.arange(num) / (num - 1))
     else:
@@ -598,12 +601,8 @@ def ramp_lrs(start, end, num, mode) -> np.ndarray:
 
 def check_smoothing(smooth, diverge, name="smooth"):
     """(smooth, diverge) as floats after checking 0 <= smooth < 1 and diverge > 1."""
-    smooth = _number(name, smooth)
-    if not 0.0 <= smooth < 1.0:
-        raise ValueError(f"Invalid {name}: {smooth!r}; expected 0 <= {name} < 1")
-    diverge = _number("diverge", diverge)
-    if diverge <= 1.0:
-        raise ValueError(f"Invalid diverge: {diverge!r}; expected diverge > 1")
+    smooth = _v.real(name, smooth, low=0.0, high=1.0, high_open=True)
+    diverge = _v.real("diverge", diverge, low=1.0, low_open=True)
     return smooth, diverge
 
 
@@ -672,24 +671,16 @@ def run_range_test(ramp, set_lr, step_fn, stepped, *, mode, smooth, diverge, pro
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-def _number(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a finite number")
-    return v
-
-
 def _as_loss(loss, *, first, who="step_fn"):
     """The loss ``step_fn`` (or ``eval_fn``) returned, as a Python float; the first must be finite."""
+    name = f"loss returned by {who}"
     if isinstance(loss, bool) or loss is None:
-        raise TypeError(f"{who} must return the loss as a number, got {loss!r}")
+        raise _v.invalid(name, loss, "a number", TypeError)
     shape = getattr(loss, "shape", None)
     if shape is not None:
         size = int(np.prod(tuple(shape), dtype=np.int64))
         if size != 1:
-            raise ValueError(f"{who} must return a scalar loss, got an array of shape {tuple(shape)} "
+            raise ValueError(f"Invalid {name}: an array of shape {tuple(shape)}; expected a scalar loss "
                              "(reduce it, e.g. loss.mean())")
         if hasattr(loss, "detach"):  # torch tensor
             loss = loss.detach()
@@ -697,7 +688,7 @@ def _as_loss(loss, *, first, who="step_fn"):
     try:
         value = float(loss)
     except (TypeError, ValueError):
-        raise TypeError(f"{who} must return the loss as a number, got {type(loss).__name__}") from None
+        raise _v.invalid(name, loss, "a number", TypeError) from None
     if first and not math.isfinite(value):
         raise ValueError(f"the first loss {who} returned is {value}: the loss at the starting lr must be "
                          "finite (check the model, data and loss; the params were restored)")

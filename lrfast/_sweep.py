@@ -9,10 +9,10 @@ put back afterwards exactly as they were.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from . import _validate as _v
 from . import backends
 from ._extras import progress_bar, pyplot
 from ._lrfinder import LRFinderResult, _as_loss, _group_ratios, _Snapshot
@@ -94,21 +94,23 @@ class SweepResult:
 def candidates(lrs=None, result=None, num=4):
     """The checked candidate lrs: ``lrs`` as given, or ``num`` geometric points over ``result.range``."""
     if lrs is not None:
+        want = "one or more different finite lrs > 0"
         try:
-            values = [float(v) for v in lrs]
+            values = [float(x) for x in lrs]
         except TypeError:
-            raise TypeError(f"lrs must be a sequence of numbers, got {type(lrs).__name__}") from None
-        if len(values) < 1 or not all(math.isfinite(v) and v > 0 for v in values):
-            raise ValueError(f"Invalid lrs: {lrs!r}; expected one or more finite lrs > 0")
+            raise _v.invalid("lrs", lrs, "a sequence of numbers", TypeError) from None
+        except ValueError:
+            raise _v.invalid("lrs", lrs, want) from None
+        if len(values) < 1 or not all(math.isfinite(x) and x > 0 for x in values):
+            raise _v.invalid("lrs", lrs, want)
         if len(set(values)) != len(values):
-            raise ValueError(f"Invalid lrs: {lrs!r}; the candidates must differ")
+            raise _v.invalid("lrs", lrs, want + " (the candidates must differ)")
         return sorted(values)
     if result is None:
-        raise ValueError("sweep needs candidates: give lrs=[...] or result=<find_lr's result> (its range)")
-    if not isinstance(result, LRFinderResult):
-        raise TypeError(f"result must be an LRFinderResult (find_lr's result), got {type(result).__name__}")
-    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
-        raise ValueError(f"Invalid num: {num!r}; expected an integer >= 1")
+        raise ValueError("Invalid lrs: None; expected candidates: give lrs=[...] or result=<find_lr's result> "
+                         "(its range)")
+    _v.instance("result", result, LRFinderResult, "an LRFinderResult (find_lr's result)")
+    num = _v.integer("num", num, low=1)
     low, high = result.range
     if num == 1 or not high > low:
         return [float(result.suggestion)]
@@ -116,18 +118,11 @@ def candidates(lrs=None, result=None, num=4):
 
 
 def check_budget(steps, eta):
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"Invalid steps: {steps!r}; expected an integer >= 1")
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Integral) or eta < 2:
-        raise ValueError(f"Invalid eta: {eta!r}; expected an integer >= 2")
-    return int(steps), int(eta)
+    return _v.integer("steps", steps, low=1), _v.integer("eta", eta, low=2)
 
 
 def check_schedule(schedule):
-    if schedule is not None and not callable(schedule):
-        raise TypeError(f"schedule must be None or a callable (peak_lr, steps) -> schedule, "
-                        f"got {type(schedule).__name__}")
-    return schedule
+    return _v.callable_arg("schedule", schedule, optional=True, what="a callable (peak_lr, steps) -> schedule")
 
 
 def sweep(step_fn, optimizer, lrs=None, *, result=None, num=4, steps=100, eta=2, eval_fn=None,
@@ -176,13 +171,9 @@ def sweep(step_fn, optimizer, lrs=None, *, result=None, num=4, steps=100, eta=2,
         >>> sw = lrfast.sweep(step, opt, result=res, num=4, steps=100, eval_fn=val_loss)
         >>> opt.param_groups[0]["lr"] = sw.best
     """
-    if not callable(step_fn):
-        raise TypeError(f"step_fn must be callable, got {type(step_fn).__name__}")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be an lrfast optimizer (lrfast.SGD, lrfast.Adam, ...), got "
-                        f"{type(optimizer).__module__}.{type(optimizer).__name__}")
-    if eval_fn is not None and not callable(eval_fn):
-        raise TypeError(f"eval_fn must be callable or None, got {type(eval_fn).__name__}")
+    _v.callable_arg("step_fn", step_fn)
+    _v.instance("optimizer", optimizer, Optimizer, "an lrfast optimizer (lrfast.SGD, lrfast.Adam, ...)")
+    _v.callable_arg("eval_fn", eval_fn, optional=True)
     cands = candidates(lrs, result, num)
     steps, eta = check_budget(steps, eta)
     schedule = check_schedule(schedule)

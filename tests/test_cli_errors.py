@@ -62,8 +62,8 @@ def deep(levels):
     (["warmup", 'schedule={"type": ["cosine"], "peak": 1, "steps": 5}', "steps=2"], "type must be its name"),
     (['{"type": "scaled", "factor": 2, "schedule": {"type": {}}}'], "type must be its name"),
     # a list or dict where a number belongs
-    (["cosine", "peak=[1]", "steps=10"], "peak must be a finite number"),
-    (["cosine", 'peak={"a": 1}', "steps=10"], "peak must be a finite number"),
+    (["cosine", "peak=[1]", "steps=10"], "Invalid peak: [1]; expected a finite number"),
+    (["cosine", 'peak={"a": 1}', "steps=10"], "Invalid peak: {'a': 1}; expected a finite number"),
     # integers beyond float64 (OverflowError in the factories' float conversion)
     (["cosine", f"peak={HUGE}", "steps=10"], "(401 characters) is out of range"),
     (["cosine", f"peak=-{HUGE}", "steps=10"], "(402 characters) is out of range"),

@@ -55,10 +55,10 @@ def test_values_of_every_kind_parse(capsys):
 
 @pytest.mark.parametrize("spec, message", [
     (["cosin", "peak=1"], "unknown schedule type 'cosin'"),
-    (["cosine", "peak=1", "steps=0"], "steps must be an integer >= 1, got 0"),
+    (["cosine", "peak=1", "steps=0"], "Invalid steps: 0; expected an integer >= 1"),
     (["cosine", "peak", "steps=3"], "key=value"),
     (["cosine", "peak=1"], "missing"),
-    (["cosine", "peak=1", "steps=10", "floor=2"], "floor=2.0 must be <= peak=1.0"),
+    (["cosine", "peak=1", "steps=10", "floor=2"], "Invalid floor: 2.0; expected floor <= peak (peak=1.0)"),
     (['{"type": "cosine", "peak": 1,'], "not valid JSON"),
     (['{"peak": 1}'], "'type'"),
 ])

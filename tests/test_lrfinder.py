@@ -348,7 +348,7 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("loss, exc, match", [
-    (np.ones(3), ValueError, r"scalar loss, got an array of shape \(3,\)"),
+    (np.ones(3), ValueError, r"Invalid loss returned by step_fn: an array of shape \(3,\); expected a scalar loss"),
     (float("nan"), ValueError, "first loss .* nan"),
     (np.float32("inf"), ValueError, "first loss .* inf"),
     ("1.0x", TypeError, "number"),
@@ -678,13 +678,13 @@ def test_eval_fn_arguments_and_bad_values():
     prob = LeastSquares()
     opt = lrfast.SGD([prob.w], lr=0.1)
     step = prob.step_fn(opt)
-    with pytest.raises(TypeError, match="eval_fn must be callable"):
+    with pytest.raises(TypeError, match=r"Invalid eval_fn: .*; expected a callable or None"):
         find_lr(step, opt, eval_fn=3)
     with pytest.raises(ValueError, match="eval_every"):
         find_lr(step, opt, eval_fn=lambda: 1.0, eval_every=0)
     with pytest.raises(ValueError, match="val_smooth"):
         find_lr(step, opt, eval_fn=lambda: 1.0, val_smooth=1.0)
-    with pytest.raises(TypeError, match="eval_fn must return the loss"):
+    with pytest.raises(TypeError, match=r"Invalid loss returned by eval_fn: .*; expected a number"):
         find_lr(step, opt, eval_fn=lambda: None)
     with pytest.raises(ValueError, match="first loss eval_fn returned is nan"):
         find_lr(step, opt, eval_fn=lambda: float("nan"))

@@ -90,21 +90,21 @@ def test_sweep_bad_arguments():
         sweep(step, opt, lrs=[0.1, -1.0])
     with pytest.raises(ValueError, match="Invalid lrs"):
         sweep(step, opt, lrs=[0.1, 0.1])
-    with pytest.raises(TypeError, match="lrs must be a sequence"):
+    with pytest.raises(TypeError, match=r"Invalid lrs: 0.1; expected a sequence of numbers"):
         sweep(step, opt, lrs=0.1)
-    with pytest.raises(TypeError, match="result must be an LRFinderResult"):
+    with pytest.raises(TypeError, match=r"Invalid result: .*; expected an LRFinderResult"):
         sweep(step, opt, result={"range": (1, 2)})
     with pytest.raises(ValueError, match="Invalid steps"):
         sweep(step, opt, lrs=[0.1], steps=0)
     with pytest.raises(ValueError, match="Invalid eta"):
         sweep(step, opt, lrs=[0.1], eta=1)
-    with pytest.raises(TypeError, match="schedule must be"):
+    with pytest.raises(TypeError, match=r"Invalid schedule: 0.1; expected a callable \(peak_lr, steps\) -> schedule or None"):
         sweep(step, opt, lrs=[0.1], schedule=0.1)
-    with pytest.raises(TypeError, match="eval_fn must be callable"):
+    with pytest.raises(TypeError, match=r"Invalid eval_fn: 1.0; expected a callable or None"):
         sweep(step, opt, lrs=[0.1], eval_fn=1.0)
     with pytest.raises(TypeError, match="lrfast optimizer"):
         sweep(step, object(), lrs=[0.1])
-    with pytest.raises(TypeError, match="step_fn must be callable"):
+    with pytest.raises(TypeError, match=r"Invalid step_fn: None; expected a callable"):
         sweep(None, opt, lrs=[0.1])
     res = find_lr(step, opt, num=40)
     with pytest.raises(ValueError, match="Invalid num"):
