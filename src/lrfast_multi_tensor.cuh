@@ -5,7 +5,7 @@
 //   tables[k]   device array of the base addresses (int64) of list k's tensors, one per tensor;
 //   chunks      (nchunks, 3) int64 row-major table of (tensor index, start element, length): every
 //               tensor cut into pieces of at most the launch's chunk size, empty tensors have no row;
-//   op          a functor with the math of one element (see lrfast_optim.cuh):
+//   op          a functor with the math of one element (see lrfast_rules.cuh):
 //                 op.used()     bit k set when list k is read,
 //                 op.written()  bit k set when list k is written back,
 //                 op(x)         updates x[0..NL-1], the k-th list's element, in place.
