@@ -6,7 +6,8 @@
 //     lrfast_<rule>_<f32|f64>(unsigned blocks, unsigned threads, <the kernel's own parameters>)
 // that calls the same __host__ __device__ kernel body for every (block, thread) of that grid: the
 // per-element math, the block -> chunk indexing and the pack/scalar paths are the device code's own.
-// The test calls these through ctypes with the argument tuples lrfast/backends/_cuda.py builds.
+// The test calls these through ctypes with the argument tuples lrfast/backends/_cuda.py builds (a rule's
+// <Name>Scalars<T> / <Name>Hyper struct as a ctypes Structure passed by value: tests/cuda_host/build.call).
 #include "lrfast_kernels.cu"
 
 // Elements per 16-byte pack, so the test can build slices that take the pack path and ones that do not.
