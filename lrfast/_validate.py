@@ -68,7 +68,7 @@ def bounds(low=None, high=None, *, low_open=False, high_open=False) -> str:
     return ""
 
 
-def _outside(v, low, high, low_open, high_open) -> bool:
+def outside(v, low, high, low_open, high_open) -> bool:
     return ((low is not None and (v <= low if low_open else v < low))
             or (high is not None and (v >= high if high_open else v > high)))
 
@@ -89,7 +89,7 @@ def real(name, value, *, low=None, high=None, low_open=False, high_open=False) -
         v = float(value)
     except OverflowError:  # an int beyond float64
         raise invalid(name, value, want) from None
-    if not math.isfinite(v) or _outside(v, low, high, low_open, high_open):
+    if not math.isfinite(v) or outside(v, low, high, low_open, high_open):
         raise invalid(name, value, want)
     return v
 
@@ -108,7 +108,7 @@ def integer(name, value, *, low=None, high=None, integral_floats=False) -> int:
         v = int(value)
     else:
         raise invalid(name, value, want)
-    if _outside(v, low, high, False, False):
+    if outside(v, low, high, False, False):
         raise invalid(name, value, want)
     return v
 
@@ -229,7 +229,7 @@ def finite_number(name, value, *, low=None, high=None, high_open=False, low_open
         raise invalid(name, value, want, TypeError) from None
     except OverflowError:
         raise invalid(name, value, want) from None
-    if not math.isfinite(v) or _outside(v, low, high, low_open, high_open):
+    if not math.isfinite(v) or outside(v, low, high, low_open, high_open):
         raise invalid(name, value, want)
     return v
 

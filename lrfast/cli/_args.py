@@ -20,6 +20,9 @@ import argparse
 import math
 import os
 
+from .._validate import outside as _outside
+from .._validate import bounds as _bounds_words
+
 
 class UsageError(Exception):
     """Bad command-line input found after parsing; ``main()`` reports it like argparse (exit 2)."""
@@ -47,23 +50,8 @@ def checked(argument: str, fn, *args, **kwargs):
 
 
 def _bounds(low, high, low_open=False, high_open=False) -> str:
-    """`` >= 1``, `` in (0, 1]`` ...: the text of the bounds, for the messages."""
-    if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
-    if low is not None:
-        return f" {'>' if low_open else '>='} {_num(low)}"
-    if high is not None:
-        return f" {'<' if high_open else '<='} {_num(high)}"
-    return ""
-
-
-def _num(x) -> str:
-    return str(x) if isinstance(x, int) else f"{x:g}"
-
-
-def _outside(v, low, high, low_open, high_open) -> bool:
-    return ((low is not None and (v < low or (low_open and v == low)))
-            or (high is not None and (v > high or (high_open and v == high))))
+    """`` >= 1``, `` in (0, 1]`` ...: the text of the bounds, for the messages (lrfast._validate's words)."""
+    return _bounds_words(low, high, low_open=low_open, high_open=high_open)
 
 
 def integer(low=None, high=None):
@@ -166,14 +154,14 @@ def output_dir(text: str) -> str:
 def plot_format(path: str) -> None:
     """ValueError when matplotlib, if installed, has no writer for ``path``'s extension (none: PNG).
     A missing matplotlib is left to the code that draws (it says how to install it)."""
+    from .._extras import figure_formats
+
     ext = os.path.splitext(path)[1][1:].lower()
     if not ext:
         return
-    try:
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
+    formats = figure_formats()
+    if formats is None:
         return
-    formats = FigureCanvasBase.get_supported_filetypes()
     if ext not in formats:
         raise ValueError(f"matplotlib cannot write .{ext} files; use one of "
                          f"{', '.join('.' + f for f in sorted(formats))}")

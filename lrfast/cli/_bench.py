@@ -159,8 +159,10 @@ def check(args) -> None:
 
     args.config = _config(args)
     if args.plot:
+        from .._extras import matplotlib
+
         try:
-            import matplotlib  # noqa: F401
+            matplotlib("lrfast bench --plot")
         except ImportError:
             raise UsageError("--plot", "needs matplotlib (pip install 'lrfast[plot]')") from None
         checked("--plot", plot_format, args.plot)

@@ -161,8 +161,10 @@ def run(args) -> int:
 
 
 def _plot(schedule, n: int, path: str) -> int:
+    from .._extras import figure
+
     try:
-        from matplotlib.figure import Figure
+        fig = figure("lrfast schedule --plot", figsize=(7, 3.5))
     except ImportError:
         print("lrfast schedule: error: --plot needs matplotlib (pip install 'lrfast[plot]')", file=sys.stderr)
         return 1
@@ -173,7 +175,6 @@ def _plot(schedule, n: int, path: str) -> int:
     else:  # a sample of the curve, with every landmark in it (in integers: n - 1 may not be a float64)
         sample = np.array([k * (n - 1) // 19_999 for k in range(20_000)], dtype=np.int64)
         steps = np.union1d(sample, landmark_steps(schedule, n))
-    fig = Figure(figsize=(7, 3.5))
     ax = fig.subplots()
     ax.plot(steps, schedule.values(steps), drawstyle="steps-post")  # the lr holds for the whole step
     ax.set_xlabel("step")
