@@ -175,3 +175,18 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="number"):
         guard.observe("x")
     assert guard.observe(np.array([1.0])) is False
+
+
+def test_messages_use_the_one_format():
+    """``Invalid <name>: <value!r>; expected <what>``; ValueError for a bad value, TypeError (which is a
+    ValueError too) for a wrong type."""
+    opt = lrfast.SGD([np.zeros(2)], lr=0.1)
+    with pytest.raises(ValueError, match=r"^Invalid spike: 1\.0; expected a finite number > 1$"):
+        DivergenceGuard(opt, spike=1.0)
+    with pytest.raises(ValueError, match=r"^Invalid backoff: 1\.0; expected a finite number in \(0, 1\)$"):
+        DivergenceGuard(opt, backoff=1.0)
+    with pytest.raises(TypeError, match=r"^Invalid patience: 'x'; expected an integer >= 1$") as info:
+        DivergenceGuard(opt, patience="x")
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(TypeError, match=r"^Invalid optimizer: .*; expected an lrfast optimizer, got a builtins"):
+        DivergenceGuard(object())
