@@ -403,6 +403,23 @@ def test_state_dict_layout_is_torchs(digits):
     assert o_lr.param_groups[0]["fused"] is None
 
 
+@pytest.mark.parametrize("name,kw", INTERCHANGE, ids=[c[0] for c in INTERCHANGE])
+def test_state_layout_is_the_references(digits, name, kw):
+    """Every variant with a reference: per param the same state keys in the same order (torch's
+    ``torch_order``, ``step`` first where kept), each of the reference's dtype and shape, as saved."""
+    m_torch, o_torch, m_lr, o_lr, negate = pair(name, kw, torch.float32)
+    data = batches(digits, torch.float32, 3)
+    train_reference(m_torch, o_torch, data, negate)
+    train(m_lr, o_lr, data)
+    st, sl = o_torch.state_dict(), saved(o_lr.state_dict())
+    assert set(sl["state"]) == set(st["state"])
+    for i in st["state"]:
+        assert list(sl["state"][i]) == list(st["state"][i])
+        for key, value in st["state"][i].items():
+            assert sl["state"][i][key].dtype == value.dtype and sl["state"][i][key].shape == value.shape
+    assert_same_group_keys(name, sl["param_groups"], st["param_groups"])
+
+
 def test_pickle_and_deepcopy(digits):
     m_torch, o_torch, m_lr, o_lr, _ = pair("Adam", dict(lr=1e-2), torch.float64)
     data = batches(digits, torch.float64, 10)
