@@ -2,6 +2,10 @@
 the same loop on torch.optim.AdamW, and print both losses and optimizer step times.
 
     python examples/torch_mlp.py [--epochs 20] [--batch 64] [--hidden 256] [--dtype float32]
+                                 [--optimizer AdamW]
+
+``--optimizer``: any class of ``lrfast.torch`` that has a reference class (``torch.optim.X``; Lion:
+``lion_pytorch.Lion``, when lion-pytorch is installed), run against that reference.
 
 The only differences between the two runs are the import of the optimizer and the scheduler:
 
@@ -15,6 +19,7 @@ Both start from the same weights and see the same batches, so their losses agree
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
@@ -27,6 +32,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 import lrfast.torch  # noqa: E402
+from lrfast.rules import VARIANTS  # noqa: E402
 from lrfast.schedules import warmup_cosine  # noqa: E402
 
 PEAK = 3e-3
@@ -41,6 +47,18 @@ def make_model(hidden, dtype, seed=0):
     ).to(dtype)
 
 
+def reference_class(name):
+    """The class lrfast.torch.``name`` is compared with (the registry's Variant.reference), or None."""
+    ref = VARIANTS[name][1].reference
+    if ref is None:
+        return None
+    module, _, attr = ref.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError:
+        return None
+
+
 def train(library, data, args, dtype):
     x_train, y_train, x_test, y_test = data
     model = make_model(args.hidden, dtype)
@@ -48,11 +66,13 @@ def train(library, data, args, dtype):
     total = args.epochs * steps_per_epoch
     warmup = max(1, total // 20)
     schedule = warmup_cosine(PEAK, warmup, total)
+    rule = VARIANTS[args.optimizer][0]
+    kw = {"weight_decay": 1e-2} if any(h.name == "weight_decay" for h in rule.hyper) else {}
     if library == "lrfast":
-        opt = lrfast.torch.AdamW(model.parameters(), lr=PEAK, weight_decay=1e-2)
+        opt = getattr(lrfast.torch, args.optimizer)(model.parameters(), lr=PEAK, **kw)
         sched = lrfast.torch.LRScheduler(opt, schedule)
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=PEAK, weight_decay=1e-2)
+        opt = reference_class(args.optimizer)(model.parameters(), lr=PEAK, **kw)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: schedule(k) / PEAK)
     gen = torch.Generator().manual_seed(1)
     step_times, losses = [], []
@@ -81,6 +101,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--optimizer", choices=[n for n in VARIANTS if reference_class(n) is not None],
+                    default="AdamW")
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
 
@@ -91,12 +113,14 @@ def main(argv=None):
 
     results = {lib: train(lib, data, args, dtype) for lib in ("lrfast", "torch")}
     (l_loss, l_times, l_acc), (t_loss, t_times, t_acc) = results["lrfast"], results["torch"]
-    print(f"{'epoch':>5} {'lrfast.torch.AdamW':>19} {'torch.optim.AdamW':>18} {'difference':>11}")
+    ours, ref = f"lrfast.torch.{args.optimizer}", VARIANTS[args.optimizer][1].reference
+    width = max(len(ours), len(ref)) + 1
+    print(f"{'epoch':>5} {ours:>{width}} {ref:>{width}} {'difference':>11}")
     for e, (a, b) in enumerate(zip(l_loss, t_loss), 1):
-        print(f"{e:>5} {a:>19.6f} {b:>18.6f} {abs(a - b):>11.2e}")
-    print(f"test accuracy: lrfast {l_acc:.4f}, torch {t_acc:.4f}")
+        print(f"{e:>5} {a:>{width}.6f} {b:>{width}.6f} {abs(a - b):>11.2e}")
+    print(f"test accuracy: lrfast {l_acc:.4f}, reference {t_acc:.4f}")
     l_med, t_med = statistics.median(l_times[5:]), statistics.median(t_times[5:])
-    print(f"optimizer.step() median: lrfast.torch.AdamW {l_med * 1e6:.1f} us, torch.optim.AdamW "
+    print(f"optimizer.step() median: {ours} {l_med * 1e6:.1f} us, {ref} "
           f"{t_med * 1e6:.1f} us ({t_med / l_med:.2f}x), over {len(l_times)} steps "
           f"({sum(p.numel() for p in make_model(args.hidden, dtype).parameters()):,} params)")
 
