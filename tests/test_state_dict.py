@@ -6,12 +6,15 @@ import pickle
 
 import numpy as np
 import pytest
-from tests.cases import CASES, IDS
 from tests.helpers import assert_close, grad_sequence, make_params, snapshot
+from tests.rule_cases import ALL_CASES, ALL_IDS, STATEFUL, STATEFUL_IDS, bad_number, spread, used_states
 
 import lrfast
+from lrfast.rules import VARIANTS
 
 SHAPES = [(4, 5), (7,), (40_000,)]
+EVERY_FOURTH, EVERY_FOURTH_IDS = spread(0, 4)
+EVERY_FIFTH, EVERY_FIFTH_IDS = spread(1, 5)
 
 
 def _fresh(case, backend, params=None, seed=0):
@@ -20,7 +23,7 @@ def _fresh(case, backend, params=None, seed=0):
     return cls(params, backend=backend, **kw), params
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=ALL_IDS)
 def test_resume_is_bit_identical(case):
     grads = grad_sequence(SHAPES, np.float64, 40)
     opt, params = _fresh(case, "cpu")
@@ -40,7 +43,7 @@ def test_resume_is_bit_identical(case):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("case", CASES[::4], ids=IDS[::4])
+@pytest.mark.parametrize("case", EVERY_FOURTH, ids=EVERY_FOURTH_IDS)
 def test_state_moves_between_numpy_and_cpu(case):
     grads = grad_sequence(SHAPES, np.float64, 30)
     cpu, params = _fresh(case, "cpu")
@@ -61,21 +64,23 @@ def test_state_moves_between_numpy_and_cpu(case):
     assert_close(params, ref_params, np.float64)
 
 
-def test_state_dict_is_plain_and_serialisable():
-    opt, _ = _fresh((lrfast.AdamW, dict(amsgrad=True)), "cpu")
+@pytest.mark.parametrize("case", STATEFUL, ids=STATEFUL_IDS)
+def test_state_dict_is_plain_and_serialisable(case):
+    opt, _ = _fresh(case, "cpu")
     opt.step(grad_sequence(SHAPES, np.float64, 1)[0])
     d = opt.state_dict()
-    assert d["version"] == 1 and d["optimizer"] == "AdamW" and d["step_count"] == 1
-    assert set(d["state"][0]) == {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    assert d["version"] == 1 and d["optimizer"] == case[0].__name__ and d["step_count"] == 1
+    keys = used_states(*case)
+    assert keys and set(d["state"][0]) == set(keys)
     assert all(type(a) is np.ndarray for s in d["state"].values() for a in s.values())
     assert d["param_groups"][0]["params"] == [0, 1, 2]
     meta = {k: v for k, v in d.items() if k != "state"}
     json.dumps(meta)  # everything but the arrays is plain JSON
     pickle.loads(pickle.dumps(d))
     # a copy, not a view: stepping on does not change the snapshot
-    before = d["state"][0]["exp_avg"].copy()
+    before = d["state"][0][keys[0]].copy()
     opt.step(grad_sequence(SHAPES, np.float64, 1, seed=5)[0])
-    np.testing.assert_array_equal(d["state"][0]["exp_avg"], before)
+    np.testing.assert_array_equal(d["state"][0][keys[0]], before)
 
 
 def test_hyperparameters_and_groups_restored():
@@ -89,34 +94,45 @@ def test_hyperparameters_and_groups_restored():
     assert opt.lr == 0.3
 
 
+def _other_class(cls):
+    return next(name for name in VARIANTS if name != cls.__name__)
+
+
+# (change of the state_dict of ``cls`` whose first state is ``key``, the error's regex)
 BAD_STATE = {
-    "version": (lambda d: d.update(version=99), "version"),
-    "optimizer": (lambda d: d.update(optimizer="SGD"), "from 'SGD'"),
-    "groups": (lambda d: d["param_groups"].append(d["param_groups"][0]), "2 param groups"),
-    "param count": (lambda d: d["param_groups"][0]["params"].pop(), "has 2 params"),
-    "shape": (lambda d: d["state"][0].update(exp_avg=np.zeros(3)), "has shape"),
-    "unknown state": (lambda d: d["state"][0].update(momentum_buffer=np.zeros((4, 5))), "unknown state"),
-    "index": (lambda d: d["state"].update({9: {}}), "param 9"),
-    "bad hyper": (lambda d: d["param_groups"][0].update(eps=-1.0), "Invalid eps"),
+    "version": (lambda d, cls, key: d.update(version=99), lambda cls: "version"),
+    "optimizer": (lambda d, cls, key: d.update(optimizer=_other_class(cls)),
+                  lambda cls: f"from '{_other_class(cls)}'"),
+    "groups": (lambda d, cls, key: d["param_groups"].append(d["param_groups"][0]), lambda cls: "2 param groups"),
+    "param count": (lambda d, cls, key: d["param_groups"][0]["params"].pop(), lambda cls: "has 2 params"),
+    "shape": (lambda d, cls, key: d["state"][0].update({key: np.zeros(3)}), lambda cls: "has shape"),
+    "unknown state": (lambda d, cls, key: d["state"][0].update(not_a_state=np.zeros((4, 5))),
+                      lambda cls: "unknown state"),
+    "index": (lambda d, cls, key: d["state"].update({9: {}}), lambda cls: "param 9"),
+    "bad hyper": (lambda d, cls, key: d["param_groups"][0].update([bad_number(cls)[:2]]),
+                  lambda cls: bad_number(cls)[3]),
 }
 
 
+@pytest.mark.parametrize("case", STATEFUL, ids=STATEFUL_IDS)
 @pytest.mark.parametrize("bad", list(BAD_STATE), ids=list(BAD_STATE))
-def test_bad_state_dict_changes_nothing(bad):
-    opt, _ = _fresh((lrfast.Adam, {}), "cpu")
+def test_bad_state_dict_changes_nothing(bad, case):
+    opt, _ = _fresh(case, "cpu")
     opt.step(grad_sequence(SHAPES, np.float64, 1)[0])
+    key = used_states(*case)[0]
     d = copy.deepcopy(opt.state_dict())
-    d["state"][0]["exp_avg"] = d["state"][0]["exp_avg"] + 1.0  # would change the state if applied
-    BAD_STATE[bad][0](d)
+    d["state"][0][key] = d["state"][0][key] + 1.0  # would change the state if applied
+    change, message = BAD_STATE[bad]
+    change(d, case[0], key)
     before = snapshot(opt)
     hyper = copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
-    with pytest.raises(ValueError, match=BAD_STATE[bad][1]):
+    with pytest.raises(ValueError, match=message(case[0])):
         opt.load_state_dict(d)
     assert snapshot(opt) == before
     assert hyper == [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
 
 
-@pytest.mark.parametrize("case", CASES[1::5], ids=IDS[1::5])
+@pytest.mark.parametrize("case", EVERY_FIFTH, ids=EVERY_FIFTH_IDS)
 def test_to_switches_backend_and_continues(case):
     """A run moved to another backend mid-way follows the trajectory of one that never moved."""
     grads = grad_sequence(SHAPES, np.float64, 20)
@@ -149,9 +165,10 @@ def test_to_rejects_unknown_or_unavailable_backend():
         assert opt.backend == "cpu"
 
 
-def test_loading_a_fresh_state_frees_state():
+@pytest.mark.parametrize("case", STATEFUL, ids=STATEFUL_IDS)
+def test_loading_a_fresh_state_frees_state(case):
     """Restoring the state_dict of a fresh optimizer gives back a fresh optimizer (no zero buffers)."""
-    opt, _ = _fresh((lrfast.SGD, dict(momentum=0.9)), "cpu")
+    opt, _ = _fresh(case, "cpu")
     fresh = opt.state_dict()
     opt.step(grad_sequence(SHAPES, np.float64, 1)[0])
     assert opt.state_dict()["state"]

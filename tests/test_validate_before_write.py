@@ -8,11 +8,12 @@ import copy
 
 import numpy as np
 import pytest
-from tests.cases import CASES, IDS
 from tests.helpers import make_params, snapshot
+from tests.rule_cases import ALL_CASES, ALL_IDS, STATEFUL, STATEFUL_IDS, checked, used_states
 
 import lrfast
 from lrfast import schedules as S
+from lrfast.rules import VARIANTS
 
 SHAPES = [(3, 4), (5,)]
 
@@ -46,21 +47,25 @@ BAD_STATE_DICTS = {
     "text lr_multiplier": (lambda d: d.update(lr_multiplier="x"), TypeError, "lr_multiplier"),
     "bad plateau": (lambda d: d["plateau"].update(scale=7.0), ValueError, "scale"),
     "plateau not a dict": (lambda d: d.update(plateau=[1, 2]), ValueError, "ReduceLROnPlateau"),
-    "state of text": (lambda d: d["state"][1].update(exp_avg=np.array(["a"] * 5)), TypeError, "exp_avg"),
+    "state of text": (lambda d, key: d["state"][1].update({key: np.array(["a"] * 5)}), TypeError, "{key}"),
     "lr NaN at the loaded step": (lambda d: d.update(step_count=10 ** 6), ValueError, "lr"),
 }
 
 
+@pytest.mark.parametrize("case", STATEFUL, ids=STATEFUL_IDS)
 @pytest.mark.parametrize("bad", list(BAD_STATE_DICTS))
-def test_bad_state_dict_changes_nothing(bad):
+def test_bad_state_dict_changes_nothing(bad, case):
+    cls, kw = case
+    key = used_states(*case)[0]
     sched = (lambda k: 1e-2 if k < 1000 else float("nan")) if bad.startswith("lr") else 1e-2
-    opt, params = _warm(lr=sched)
+    opt, params = _warm(cls, **{**kw, "lr": sched})
     opt.attach(S.ReduceLROnPlateau(patience=0, factor=0.5)).step(1.0)
     d = copy.deepcopy(opt.state_dict())
     d["step_count"], d["skipped_steps"], d["lr_multiplier"] = 1, 1, 0.5  # a good dict, other values
-    d["state"][1]["exp_avg"] = d["state"][1]["exp_avg"] + 1
+    d["state"][1][key] = d["state"][1][key] + 1
     make, exc, match = BAD_STATE_DICTS[bad]
-    make(d)
+    make(d, key) if bad == "state of text" else make(d)
+    match = match.format(key=key)
     before = _everything(opt)
     with pytest.raises(exc, match=match):
         opt.load_state_dict(d)
@@ -84,11 +89,14 @@ def _bad_at(k, kind):
     return schedule
 
 
+@pytest.mark.parametrize("case", STATEFUL, ids=STATEFUL_IDS)
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
 @pytest.mark.parametrize("kind", list(BAD_LRS))
-def test_schedule_failing_at_the_next_step_fails_before_writing(kind, backend):
+def test_schedule_failing_at_the_next_step_fails_before_writing(kind, backend, case):
     """lr(3) is bad: the 3rd step (which uses lr(2) and leaves lr(3) as the next lr) raises, unwritten."""
-    opt, params = _warm(lr=_bad_at(3, kind), backend=backend)
+    cls, kw = case
+    kw = {k: v for k, v in kw.items() if k != "lr"}
+    opt, params = _warm(cls, lr=_bad_at(3, kind), backend=backend, **kw)
     opt.param_groups[0]["schedule"] = _bad_at(3, kind)
     grads = make_params(SHAPES, np.float32, seed=11)
     before = _everything(opt)
@@ -96,7 +104,7 @@ def test_schedule_failing_at_the_next_step_fails_before_writing(kind, backend):
         opt.step(grads)
     assert _everything(opt) == before
     # a retry once the schedule is fixed applies the step once: as a twin that never failed
-    twin, twin_params = _warm(lr=0.01, backend=backend)
+    twin, twin_params = _warm(cls, lr=0.01, backend=backend, **kw)
     opt.param_groups[0]["schedule"] = lambda step: 0.01
     opt.step(grads)
     twin.step(grads)
@@ -105,8 +113,10 @@ def test_schedule_failing_at_the_next_step_fails_before_writing(kind, backend):
         np.testing.assert_array_equal(a, b)
 
 
-def test_assigned_bad_lr_fails_before_writing():
-    opt, params = _warm(lr=0.01)
+@pytest.mark.parametrize("case", STATEFUL, ids=STATEFUL_IDS)
+def test_assigned_bad_lr_fails_before_writing(case):
+    cls, kw = case
+    opt, params = _warm(cls, **{**kw, "lr": 0.01})
     opt.param_groups[0]["lr"] = float("nan")
     before = _everything(opt)[:4]
     with pytest.raises(ValueError, match="lr"):
@@ -116,15 +126,18 @@ def test_assigned_bad_lr_fails_before_writing():
 
 # ---- the kernels agree with the reference on non-finite params and subnormal grads --------------------
 
-NO_DECAY = [(cls, kw) for cls, kw in CASES if kw.get("weight_decay", 0.0 if cls is not lrfast.AdamW else 1) == 0]
+# every configuration without weight decay (by the class's defaults: AdamW decays unless told not to)
+NO_DECAY = [(cls, kw) for cls, kw in ALL_CASES if checked(cls, kw).get("weight_decay", 0.0) == 0]
+NO_DECAY_IDS = [ALL_IDS[ALL_CASES.index(c)] for c in NO_DECAY]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", NO_DECAY, ids=[IDS[CASES.index(c)] for c in NO_DECAY])
+@pytest.mark.parametrize("case", NO_DECAY, ids=NO_DECAY_IDS)
 def test_inf_params_without_weight_decay_match_the_reference(case, dtype):
     """0 * inf is NaN: with no weight decay the kernel must not compute g + 0 * p."""
     cls, kw = case
-    kw = {**kw, "weight_decay": 0.0}
+    if "weight_decay" in checked(cls, kw):
+        kw = {**kw, "weight_decay": 0.0}
     results = {}
     for backend in ("numpy", "cpu"):
         params = [np.array([np.inf, -np.inf, 1.0, np.nan, -2.0], dtype), make_params([(4,)], dtype)[0]]
@@ -143,7 +156,11 @@ def test_inf_params_without_weight_decay_match_the_reference(case, dtype):
         assert np.isfinite(value[[0, 1, 2, 4]]).all(), f"state {key} poisoned by an inf param"
 
 
-@pytest.mark.parametrize("cls", [lrfast.Adam, lrfast.AdamW, lrfast.RMSprop])
+# every class whose rule has an eps (Adam, AdamW, RMSprop)
+EPS_CLASSES = [name for name, (rule, _) in VARIANTS.items() if "eps" in [h.name for h in rule.hyper]]
+
+
+@pytest.mark.parametrize("cls", [getattr(lrfast, name) for name in EPS_CLASSES], ids=EPS_CLASSES)
 def test_eps_zero_with_subnormal_grads_matches_the_reference(cls):
     """float64 subnormal grads with eps=0: v underflows to 0, the step is inf, later steps stay inf."""
     kw = dict(eps=0.0, weight_decay=0.0)
@@ -199,10 +216,13 @@ def test_momentum_switched_on_mid_run_matches_torch():
 
 # ---- param_groups[i]["params"]: the arrays the optimizer updates --------------------------------------
 
+@pytest.mark.parametrize("case", STATEFUL, ids=STATEFUL_IDS)
 @pytest.mark.parametrize("change", ["item replaced", "list replaced", "item appended", "item removed"])
-def test_replaced_params_raise_before_writing(change):
-    opt, params = _warm(lrfast.SGD, lr=0.1, momentum=0.9)
-    buffers = [s["momentum_buffer"] for s in opt.state]
+def test_replaced_params_raise_before_writing(change, case):
+    cls, kw = case
+    opt, params = _warm(cls, **kw)
+    buffers = [a for s in opt.state for a in s.values()]
+    assert buffers
     group = opt.param_groups[0]
     other = np.zeros((3, 4), np.float32)
     if change == "item replaced":
