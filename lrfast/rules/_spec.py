@@ -60,7 +60,8 @@ class Variant:
 
     ``defaults``: defaults that differ from the rule's; ``fixed``: hyperparameters the class sets and does
     not take (AdamW: decoupled_weight_decay=True); ``reference``: what its results are compared with
-    ("torch.optim.AdamW", "lion_pytorch.Lion", or None: the NumPy reference only).
+    ("torch.optim.AdamW", "lion_pytorch.Lion", or None: the NumPy reference only); ``torch_signature``: the
+    reference class's parameters when they differ from the rule's ``torch_signature`` (AdamW's switch order).
     """
 
     name: str
@@ -68,6 +69,7 @@ class Variant:
     reference: str | None
     defaults: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)
+    torch_signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,10 @@ class Rule:
         keys = {s.key for s in self.states}
         if set(self.torch_order) != keys:
             raise ValueError(f"rule {self.name}: torch_order {self.torch_order} lists other keys than {keys}")
-        for name in self.torch_signature.replace(" ", "").split(","):
-            if name not in ("*", "lr") and name not in names and name not in TORCH_SWITCHES:
-                raise ValueError(f"rule {self.name}: torch_signature names unknown {name!r}")
+        for variant in self.variants:
+            for name in self.torch_signature_of(variant).replace(" ", "").split(","):
+                if name not in ("*", "lr") and name not in names and name not in TORCH_SWITCHES:
+                    raise ValueError(f"rule {self.name}: torch_signature names unknown {name!r}")
 
     # -- what the classes read --------------------------------------------------------------------
 
@@ -153,6 +156,10 @@ class Rule:
     def scalar_names(self) -> tuple:
         """The names of the per-step scalars, in the kernels' order (evaluated at lr=1e-3, t=1)."""
         return tuple(self.scalars(1e-3, 1, **self.kernel_args(self.check_all(self.defaults(self.variants[0])))))
+
+    def torch_signature_of(self, variant: Variant) -> str:
+        """The parameters of ``variant``'s torch class after ``params`` (its own, else the rule's)."""
+        return variant.torch_signature or self.torch_signature
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

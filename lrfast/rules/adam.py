@@ -57,7 +57,9 @@ RULE = Rule(
     name="adam",
     variants=(Variant("Adam", "Adam: L2 weight decay added to the gradient (AdamW decouples it)", "torch.optim.Adam"),
               Variant("AdamW", "AdamW: Adam with decoupled weight decay", "torch.optim.AdamW",
-                      defaults={"weight_decay": 1e-2}, fixed={"decoupled_weight_decay": True})),
+                      defaults={"weight_decay": 1e-2}, fixed={"decoupled_weight_decay": True},
+                      torch_signature=("lr, betas, eps, weight_decay, amsgrad, *, maximize, foreach, capturable, "
+                                       "differentiable, fused"))),
     lr=1e-3,
     hyper=(Hyper("betas", (0.9, 0.999), kind="pair", high=1.0, high_open=True, what="beta parameter"),
            Hyper("eps", 1e-8, what="epsilon value"),

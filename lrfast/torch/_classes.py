@@ -26,10 +26,10 @@ _SWITCH_DOC = {
 }
 
 
-def _names(rule):
-    """``rule.torch_signature`` as (name, keyword-only?) pairs, ``lr`` first."""
+def _names(rule, variant):
+    """``variant``'s torch signature (``Rule.torch_signature_of``) as (name, keyword-only?) pairs, ``lr`` first."""
     out, keyword_only = [], False
-    for name in (n.strip() for n in rule.torch_signature.split(",")):
+    for name in (n.strip() for n in rule.torch_signature_of(variant).split(",")):
         if name == "*":
             keyword_only = True
         elif name:
@@ -43,7 +43,7 @@ def signature(rule, variant) -> inspect.Signature:
     P = inspect.Parameter
     defaults = rule.defaults(variant)
     params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
-    for name, keyword_only in _names(rule):
+    for name, keyword_only in _names(rule, variant):
         if name in variant.fixed:
             continue
         default = defaults[name] if name in defaults else TORCH_SWITCHES[name]
