@@ -7,10 +7,11 @@ import pickle
 import numpy as np
 import pytest
 from tests.helpers import assert_close, grad_sequence, make_params, snapshot
-from tests.rule_cases import ALL_CASES, ALL_IDS, STATEFUL, STATEFUL_IDS, bad_number, spread, used_states
+from tests.rule_cases import (ALL_CASES, ALL_IDS, STATEFUL, STATEFUL_IDS, bad_number, rule_of, spread,
+                              used_states)
 
 import lrfast
-from lrfast.rules import VARIANTS
+from lrfast.rules import RULES, VARIANTS
 
 SHAPES = [(4, 5), (7,), (40_000,)]
 EVERY_FOURTH, EVERY_FOURTH_IDS = spread(0, 4)
@@ -98,6 +99,14 @@ def _other_class(cls):
     return next(name for name in VARIANTS if name != cls.__name__)
 
 
+def _foreign_key(cls):
+    """A state key of another rule that ``cls``'s rule does not have (a key of its own rule is accepted even
+    where the options do not use it: they may change between steps)."""
+    own = {s.key for s in rule_of(cls).states}
+    keys = [s.key for rule in RULES.values() for s in rule.states]
+    return next((k for k in keys if k not in own), "not_a_state")
+
+
 # (change of the state_dict of ``cls`` whose first state is ``key``, the error's regex)
 BAD_STATE = {
     "version": (lambda d, cls, key: d.update(version=99), lambda cls: "version"),
@@ -106,7 +115,7 @@ BAD_STATE = {
     "groups": (lambda d, cls, key: d["param_groups"].append(d["param_groups"][0]), lambda cls: "2 param groups"),
     "param count": (lambda d, cls, key: d["param_groups"][0]["params"].pop(), lambda cls: "has 2 params"),
     "shape": (lambda d, cls, key: d["state"][0].update({key: np.zeros(3)}), lambda cls: "has shape"),
-    "unknown state": (lambda d, cls, key: d["state"][0].update(not_a_state=np.zeros((4, 5))),
+    "unknown state": (lambda d, cls, key: d["state"][0].update({_foreign_key(cls): np.zeros((4, 5))}),
                       lambda cls: "unknown state"),
     "index": (lambda d, cls, key: d["state"].update({9: {}}), lambda cls: "param 9"),
     "bad hyper": (lambda d, cls, key: d["param_groups"][0].update([bad_number(cls)[:2]]),
