@@ -302,8 +302,9 @@ def test_roofline_kernel_moves_the_same_lists(lib):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_scalars_are_passed_as_the_rule_struct_in_the_params_dtype(case):
-    """A CuPy launch passes a Python float as a double: the scalars go as one structured numpy scalar whose
-    fields are the rule's scalar names in the params' dtype, then an int32 flags (<Name>Scalars<T>)."""
+    """A CuPy launch passes a Python float as a double: the scalars go as one size-one NumPy array (CuPy
+    passes those by value; a numpy.void it refuses) of a structured dtype whose fields are the rule's
+    scalar names in the params' dtype, then an int32 flags (<Name>Scalars<T>)."""
     rule, lr, hyper = _setup(case)
     for dtype in (np.float32, np.float64):
         tl = TensorList([np.zeros(3, dtype)])
@@ -311,7 +312,7 @@ def test_scalars_are_passed_as_the_rule_struct_in_the_params_dtype(case):
                                           first_step=True)
         assert name == rule.name and len(lists) == 2 + len(rule.states)
         (s,) = scalars
-        assert isinstance(s, np.void) and s.dtype.isalignedstruct
+        assert type(s) is np.ndarray and s.shape == () and s.dtype.isalignedstruct
         assert s.dtype.names == (*rule.scalar_names(), "flags")
         assert [s.dtype[n] for n in rule.scalar_names()] == [np.dtype(dtype)] * len(rule.scalar_names())
         assert s.dtype["flags"] == np.int32 and s["flags"] == rule.modes(hyper, True)
@@ -320,7 +321,7 @@ def test_scalars_are_passed_as_the_rule_struct_in_the_params_dtype(case):
         _, _, (lr_a, step_a, h, flags) = _cuda.capturable_call(rule, tl, tl, [tl] * len(rule.states),
                                                                lr=np.zeros(1), step=np.zeros(1, np.int64),
                                                                hyper=hyper)
-        assert isinstance(h, np.void) and h.dtype.names == tuple(rule.kernel_args(hyper))
+        assert type(h) is np.ndarray and h.shape == () and h.dtype.names == tuple(rule.kernel_args(hyper))
         assert list(h.tolist()) == list(rule.kernel_args(hyper).values())
         assert type(flags) is np.int32 and flags == rule.modes(hyper, False)
 

@@ -10,8 +10,9 @@ A step is one kernel call over every tensor of the list (the multi-tensor harnes
 addresses and a chunk table of (tensor, start, length) rows, built once per TensorList and cached on it, so
 a training loop that steps the same arrays uploads nothing per step. Nothing here is written per rule:
 ``call`` turns a rule of ``lrfast.rules`` (its states, ``step_scalars``, ``modes``) into the rule's kernel,
-its lists and its ``<Name>Scalars<T>`` struct (``src/lrfast_rules.cuh``), passed by value as a NumPy
-structured scalar whose fields are ``rule.scalar_names()`` in the params' dtype, then ``flags``.
+its lists and its ``<Name>Scalars<T>`` struct (``src/lrfast_rules.cuh``), passed by value as a 0-d NumPy
+array of a structured dtype whose fields are ``rule.scalar_names()`` in the params' dtype, then ``flags``
+(CuPy passes a size-one NumPy array argument by value: its "custom user structures").
 
 ``update_capturable`` reads the learning rate and the step count from one-element device arrays: the rule's
 prepare kernel turns them and the ``<Name>Hyper`` struct (``rule.kernel_args``, float64) into the scalars on
@@ -81,9 +82,12 @@ def hyper_dtype(rule) -> np.dtype:
 
 
 def _struct(dtype, values):
+    """A 0-d host array of the structured ``dtype`` holding ``values``: CuPy passes a size-one NumPy array
+    kernel argument by value, as the struct its bytes lay out ("custom user structures"; a numpy.void
+    scalar it would refuse)."""
     out = np.zeros((), dtype)
     out[()] = tuple(values)
-    return out[()]  # a numpy.void: CuPy passes it by value as the struct
+    return out
 
 
 def _lists(rule, params, grads, states, hyper):

@@ -59,19 +59,21 @@ _STRUCTS: dict = {}  # numpy structured dtype -> its ctypes Structure
 
 
 def ctypes_arg(a):
-    """One kernel argument as ctypes passes it to the host build: a host array as its address, a sized numpy
-    scalar as that C type, a numpy structured scalar (what _cuda passes for <Name>Scalars<T> / <Name>Hyper)
-    as a ctypes Structure by value. Anything else (a Python float, an unsized int) is refused, as a CuPy
-    launch would pass it with another size."""
-    if isinstance(a, np.ndarray):
-        return ctypes.c_void_p(a.ctypes.data)
-    if isinstance(a, np.void):
+    """One kernel argument as ctypes passes it to the host build, as a CuPy launch would: a host array of a
+    structured dtype (what _cuda passes for <Name>Scalars<T> / <Name>Hyper: CuPy passes a size-one NumPy
+    array by value) as a ctypes Structure by value, any other host array as its address, a sized numpy
+    scalar as that C type. Anything else (a Python float, an unsized int) is refused, as a CuPy launch
+    would pass it with another size."""
+    if isinstance(a, np.ndarray) and a.dtype.fields is not None:
+        assert a.size == 1, "CuPy passes only size-one NumPy arrays by value"
         struct = _STRUCTS.get(a.dtype)
         if struct is None:
             assert a.dtype.isalignedstruct, "a struct argument needs an aligned (C-layout) dtype"
             struct = _STRUCTS[a.dtype] = np.ctypeslib.as_ctypes_type(a.dtype)
             assert ctypes.sizeof(struct) == a.dtype.itemsize
         return struct.from_buffer_copy(a.tobytes())
+    if isinstance(a, np.ndarray):
+        return ctypes.c_void_p(a.ctypes.data)
     return _CTYPE[type(a)](a)
 
 

@@ -244,11 +244,26 @@ class FakeCupy:
     def host_of(a):
         return a.host
 
+    def check_arg(self, a):
+        """Refuse what CuPy's kernel launch refuses (cupy/cuda/function.pyx ``_pointer``): a host NumPy array
+        goes by value only when it has one element (a structured one is how a struct is passed), and a
+        scalar must be a plain numeric NumPy or Python scalar (a ``numpy.void`` is not one)."""
+        if isinstance(a, self.ndarray):
+            return
+        if isinstance(a, np.ndarray):
+            if a.size != 1:
+                raise TypeError(f"You are trying to pass a numpy.ndarray of shape {a.shape} as a kernel parameter")
+            return
+        if isinstance(a, np.generic) and a.dtype.kind not in "biufc":
+            raise TypeError(f"Unsupported type {type(a)}")
+
     def load(self, device):
         fake = self
 
         def get_function(name):
             def kernel(grid, block, args):
+                for a in args:
+                    fake.check_arg(a)
                 assert fake.current == device == args[0].device.id, "launched with another device current"
                 stream = fake.get_current_stream()
                 fake.launches.append((name, grid[0], block[0]))
