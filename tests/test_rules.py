@@ -152,10 +152,10 @@ def test_mode_bits_are_distinct_powers_of_two():
 
 # ---- the public classes ----------------------------------------------------------------------------
 
-def _torch_names(rule):
-    """(names, keyword-only names) of torch's signature of the rule, implementation switches left out."""
+def _torch_names(rule, variant):
+    """(names, keyword-only names) of torch's signature of the variant, implementation switches left out."""
     names, keyword_only, star = [], set(), False
-    for name in rule.torch_signature.replace(" ", "").split(","):
+    for name in rule.torch_signature_of(variant).replace(" ", "").split(","):
         if name == "*":
             star = True
         elif name not in TORCH_SWITCHES:
@@ -173,7 +173,7 @@ def test_class_signature_is_torchs_order(name):
     params = list(inspect.signature(getattr(lrfast, name)).parameters.values())
     assert [p.name for p in params[:2]] == ["params", "lr"]
     ours = [p for p in params if p.name not in OWN_OPTIONS]
-    names, keyword_only = _torch_names(rule)
+    names, keyword_only = _torch_names(rule, variant)
     names = [n for n in names if n not in variant.fixed]
     assert [p.name for p in ours[1:]] == names
     assert {p.name for p in ours if p.kind == p.KEYWORD_ONLY} == keyword_only - set(variant.fixed)
