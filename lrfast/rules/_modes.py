@@ -1,7 +1,8 @@
 """Mode bits of the ``flags`` argument of every compiled kernel (Numba and CUDA): the only Python copy.
 
-``src/lrfast_modes.cuh`` mirrors each as ``LRFAST_<NAME>``; tests/test_rules.py checks both agree. A rule
-sets only the bits it reads; the same bit means the same thing in every rule that reads it.
+``src/lrfast_modes.cuh`` mirrors each as ``LRFAST_<NAME>``; tests/test_rules.py and tests/test_cuda_host.py
+check both agree. A rule sets only the bits it reads; the same bit means the same thing in every rule that
+reads it.
 """
 
 MAXIMIZE = 1      # ascend: g = -grad

@@ -33,13 +33,16 @@ def states_for(rule, hyper, make):
 
 def sign_slack(rule, lr, dtype, steps_done):
     """The ``sign_slack`` of ``assert_close`` for the params after ``steps_done`` steps: (lr, the most the
-    flips can have moved one param, 2 lr per step) for float32 Lion, else None.
+    flips can have moved one param, 2 lr per step) for float32 params of a rule whose case table declares
+    ``SIGN_BASED`` (Lion), else None.
 
     Float32 Lion can legitimately differ from the float64 reference: where beta1 * m + (1 - beta1) * g
     is within float32 rounding of 0 it can take the other sign, which moves that param by lr or 2 lr.
     The comparison allows such elements (at most 1e-3 of them, each off by at most 2 lr per step so far)
     and leaves them out of the norm."""
-    if rule.name == "lion" and np.dtype(dtype) == np.float32:
+    from tests.rule_cases import TABLES
+
+    if getattr(TABLES[rule.name], "SIGN_BASED", False) and np.dtype(dtype) == np.float32:
         return (lr, 2 * lr * steps_done * 1.001)
     return None
 

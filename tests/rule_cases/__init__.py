@@ -131,6 +131,8 @@ def reference_kwargs(name: str, kw: dict) -> dict:
     kw = dict(kw)
     if name == "SGD":
         kw.setdefault("momentum", 0.0)
-    if VARIANTS[name][1].reference == "lion_pytorch.Lion" and kw.pop("maximize", False):
-        raise NotImplementedError("lion-pytorch has no maximize")
+    rule, variant = VARIANTS[name]
+    for option in getattr(TABLES[rule.name], "REFERENCE_LACKS", ()):  # options the reference class has not
+        if kw.pop(option, rule.defaults(variant)[option]) != rule.defaults(variant)[option]:
+            raise NotImplementedError(f"{variant.reference} has no {option}")
     return kw

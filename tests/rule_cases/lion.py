@@ -1,5 +1,8 @@
 """Case table of the lion rule (reference: the lion-pytorch package)."""
 
+#: options lion-pytorch's Lion does not take (tests compare those cases on negated grads instead)
+REFERENCE_LACKS = ("maximize",)
+
 VALID = [
     ("Lion", dict(lr=1e-3)),
     ("Lion", dict(lr=1e-3, weight_decay=0.1)),
