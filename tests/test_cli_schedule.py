@@ -54,7 +54,7 @@ def test_values_of_every_kind_parse(capsys):
 
 
 @pytest.mark.parametrize("spec, message", [
-    (["cosin", "peak=1"], "unknown schedule type 'cosin'"),
+    (["cosin", "peak=1"], "Invalid schedule type: 'cosin'; expected one of"),
     (["cosine", "peak=1", "steps=0"], "Invalid steps: 0; expected an integer >= 1"),
     (["cosine", "peak", "steps=3"], "key=value"),
     (["cosine", "peak=1"], "missing"),

@@ -634,7 +634,7 @@ BAD = [
     (lambda: S.warmup(C, -1), "steps", "-1"),
     (lambda: S.warmup(C, 5, start=-1.0), "start", "-1.0"),
     (lambda: S.scaled(C, 0.0), "factor", "0.0"),
-    (lambda: S.from_dict({"type": "nope"}), "unknown schedule type", "'nope'"),
+    (lambda: S.from_dict({"type": "nope"}), "Invalid schedule type", "'nope'"),
     (lambda: S.from_dict({"lr": 1.0}), "type", None),
     (lambda: S.from_dict({"type": "constant"}), "missing", "lr"),
     (lambda: S.from_dict({"type": "constant", "lr": 1.0, "x": 2}), "unknown argument", "x"),
@@ -662,6 +662,7 @@ def test_bad_parameters_raise_naming_the_argument(make, name, value):
     with pytest.raises(TypeError if (name, value) in WRONG_TYPES else ValueError) as info:
         make()
     message = str(info.value)
+    assert message.startswith("Invalid ") and "; expected " in message, message  # lrfast's one format
     assert name in message and (value is None or value in message), message
 
 
@@ -691,14 +692,14 @@ def test_plateau_load_validates_before_changing_anything():
     before = p.state_dict()
     for change in ({"num_bad_epochs": -1}, {"factor": 2.0}, {"scale": float("nan")}, {"mode": "up"},
                    {"fresh": "yes"}, {"best": float("nan")}, {"last_lr": -1.0}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="^Invalid "):
             p.load_state_dict({**before, **change})
         assert p.state_dict() == before
     bad = dict(before)
     del bad["scale"]
-    with pytest.raises(ValueError, match="scale"):
+    with pytest.raises(ValueError, match="^Invalid state: .*scale"):
         p.load_state_dict(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^Invalid state: "):
         p.load_state_dict([1, 2])
     assert p.state_dict() == before
 

@@ -151,6 +151,12 @@ def test_torch_find_lr_val_loader_accumulation_and_sweep():
         lt.find_lr(model, opt, train_loader=train)
     with pytest.raises(ValueError, match="eval_fn or val_loader"):
         lt.find_lr(model, opt, lambda: 1.0, val_loader=val, criterion=crit, eval_fn=lambda: 1.0)
+    with pytest.raises(TypeError, match=r"^Invalid optimizer: None; expected a torch.optim.Optimizer, got "):
+        lt.sweep(model, None, lambda: 1.0, lrs=[0.1, 0.2])
+    with pytest.raises(TypeError, match=r"^Invalid model: 3; expected a torch.nn.Module or None, got "):
+        lt.sweep(3, opt, lambda: 1.0, lrs=[0.1, 0.2])
+    with pytest.raises(TypeError, match=r"^Invalid eval_fn: 1; expected a callable or None$"):
+        lt.sweep(model, opt, lambda: 1.0, lrs=[0.1, 0.2], eval_fn=1)
 
     sw = lt.sweep(model, opt, lrs=[1e-3, res.suggestion, 30.0], train_loader=train, criterion=crit,
                   val_loader=val, steps=10)

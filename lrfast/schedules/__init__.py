@@ -25,7 +25,9 @@ The Schedule object
       codes ``CONSTANT = 0`` ... ``COSINE_RESTARTS = 8``, also in :data:`KINDS`).
 
     Every schedule is finite at any step (checked at 10**9 and 2**53); steps above 2**53 are rounded to
-    float64. Bad arguments raise ValueError naming the argument and its value at construction.
+    float64. Bad arguments are refused at construction in lrfast's one format, ``Invalid <name>:
+    <value!r>; expected <what>`` (``lrfast._validate``): ValueError for a bad value, TypeError for a
+    wrong type (an ``InvalidType``, which is a ValueError too).
 
 ``ReduceLROnPlateau`` is the one stateful piece: a multiplier ``plateau.scale`` driven by
 ``plateau.step(metric)``; the optimizer uses ``plateau.apply(schedule(step) * lr_scale)``.

@@ -87,29 +87,44 @@ class Schedule:
     __rmul__ = __mul__
 
 
+_STEP = "an integer >= 0"
+
+
 def _check_step(step) -> int:
+    """A step: an int (Python or NumPy, not a bool) >= 0; any other type, an integral float included, is
+    a TypeError."""
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
-        raise TypeError(f"step must be an int >= 0, got {step!r} ({type(step).__name__})")
-    step = int(step)
+        raise _checks.invalid("step", step, _STEP, TypeError)
     if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    return step
+        raise _checks.invalid("step", step, _STEP)
+    return int(step)
+
+
+def _first(a: np.ndarray, bad: np.ndarray):
+    """``steps[i]`` (``steps[i, j]``, ...) and the value of the first True of ``bad``, for the message."""
+    at = np.unravel_index(int(np.argmax(bad)), a.shape)
+    name = f"steps[{', '.join(map(str, at))}]" if at else "steps"
+    return name, a[at].item()
 
 
 def _check_steps(steps) -> np.ndarray:
+    """Steps as float64: integers >= 0 of an integer dtype, or integral floats (TypeError for other
+    floats, NaN and inf, and other dtypes; ValueError for a negative step)."""
     a = np.asarray(steps)
     if a.dtype.kind in "iu":
         if a.size and a.dtype.kind == "i" and a.min() < 0:
-            raise ValueError(f"steps must be >= 0, got {int(a.min())}")
+            raise _checks.invalid(*_first(a, a < 0), _STEP)
         return a.astype(np.float64)
     if a.dtype.kind == "f" or (a.dtype == object and a.size == 0):
         f = a.astype(np.float64)
-        if a.size and not (np.all(np.isfinite(f)) and np.all(f == np.floor(f))):
-            raise TypeError("steps must be integers; got non-integral or non-finite values")
-        if a.size and f.min() < 0:
-            raise ValueError(f"steps must be >= 0, got {f.min()!r}")
+        if a.size:
+            fraction = ~np.isfinite(f) | (f != np.floor(f))
+            if fraction.any():
+                raise _checks.invalid(*_first(a, fraction), _STEP, TypeError)
+            if f.min() < 0:
+                raise _checks.invalid(*_first(a, f < 0), _STEP)
         return f
-    raise TypeError(f"steps must be an array of integers, got dtype {a.dtype}")
+    raise _checks.invalid("steps", steps, f"an array of integers >= 0 (got dtype {a.dtype})", TypeError)
 
 
 # -- from_dict / repr --------------------------------------------------------------------------------
@@ -132,31 +147,33 @@ def from_dict(d: dict) -> Schedule:
     if isinstance(d, Schedule):
         return d
     if not isinstance(d, dict):
-        raise ValueError(f"a schedule spec must be a dict, got {d!r}")
+        raise _checks.invalid("schedule spec", d, "a dict {'type': name, **arguments}", TypeError)
     if "type" not in d:
-        raise ValueError(f"a schedule spec needs a 'type' key, got keys {sorted(d)}")
-    name = d["type"]
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown schedule type {name!r}; known: {', '.join(sorted(_FACTORIES))}")
+        raise _checks.invalid("schedule spec", d, "a dict with a 'type' key (the schedule's name)")
+    name = _checks.choice("schedule type", d["type"], sorted(_FACTORIES))
     kwargs = {k: v for k, v in d.items() if k != "type"}
     nested = _NESTED.get(name)
     if nested is not None and nested in kwargs:
         inner = kwargs[nested]
         if name == "join":
             if isinstance(inner, (str, bytes, dict)) or not hasattr(inner, "__iter__"):
-                raise ValueError(f"join: schedules must be a list of schedule specs, got {inner!r}")
+                raise _checks.invalid("schedules", inner, "a list of schedule specs (join)", TypeError)
             kwargs[nested] = [from_dict(x) for x in inner]
         else:
             kwargs[nested] = from_dict(inner)
     fn = _FACTORIES[name]
     sig = inspect.signature(fn)
-    unknown = set(kwargs) - set(sig.parameters)
+    takes = ", ".join(map(repr, sig.parameters))
+    unknown = sorted(set(kwargs) - set(sig.parameters))
+    if len(unknown) == 1:
+        raise _checks.invalid(f"{name} argument", unknown[0], f"one of {takes} (an unknown argument)")
     if unknown:
-        raise ValueError(f"{name}: unknown argument(s) {sorted(unknown)}; it takes {list(sig.parameters)}")
+        raise _checks.invalid(f"{name} arguments", unknown, f"each one of {takes} (unknown arguments)")
     missing = [p.name for p in sig.parameters.values()
                if p.default is inspect.Parameter.empty and p.name not in kwargs]
     if missing:
-        raise ValueError(f"{name}: missing argument(s) {missing}")
+        raise _checks.invalid(f"{name} spec", d, f"a value for {', '.join(map(repr, missing))} "
+                                                 f"(missing argument{'s' if len(missing) > 1 else ''})")
     return fn(**kwargs)
 
 
@@ -197,8 +214,7 @@ def scaled(schedule: Schedule, factor: float) -> Schedule:
         >>> print([s(k) for k in (0, 5, 10)])
         [0.0, 0.25, 0.5]
     """
-    if not isinstance(schedule, Schedule):
-        raise ValueError(f"schedule must be a Schedule, got {schedule!r}")
+    _checks.schedule("schedule", schedule)
     factor = _checks.number("factor", factor, low=0.0, low_open=True)
     spec = schedule.to_dict()
     if spec["type"] == "scaled":

@@ -127,8 +127,7 @@ def exponential(lr: float, gamma: float, every: int = 1, staircase: bool = False
     lr = c.lr("lr", lr)
     gamma = c.number("gamma", gamma, low=0.0, low_open=True)
     every = c.integer("every", every, low=1)
-    if not isinstance(staircase, bool):
-        raise ValueError(f"staircase must be True or False, got {staircase!r}")
+    staircase = c.boolean("staircase", staircase)
     if end is not None:
         end = c.lr("end", end)
     if gamma < 1.0:
@@ -137,10 +136,10 @@ def exponential(lr: float, gamma: float, every: int = 1, staircase: bool = False
             c.not_above("end", end, "lr", lr)
     elif gamma > 1.0:
         if end is None:
-            raise ValueError(f"gamma={gamma!r} > 1 grows without bound; pass end= (the largest lr) "
-                             "so the schedule stays finite")
+            raise c.invalid("end", end, f"the largest lr (a finite number >= lr) when gamma > 1 "
+                                        f"(gamma={gamma!r} grows without bound)")
         if lr <= 0.0:
-            raise ValueError(f"lr must be > 0 when gamma > 1, got {lr!r}")
+            raise c.invalid("lr", lr, f"a finite number > 0 when gamma > 1 (gamma={gamma!r})")
         c.not_above("lr", lr, "end", end)
         lo, hi = lr, end
     else:
@@ -204,7 +203,9 @@ def multistep(lr: float, milestones, gamma: float = 0.1) -> Schedule:
     except OverflowError:
         levels = [math.inf]
     if not math.isfinite(levels[-1]):
-        raise ValueError(f"gamma={gamma!r} over {len(milestones)} milestones overflows the lr")
+        n = len(milestones)
+        raise c.invalid("gamma", gamma, f"a factor that keeps the lr finite over {n} milestones "
+                                        f"(lr * gamma**{n} overflows)")
     rows = [row(CONSTANT, v, start=s) for v, s in zip(levels, [0, *milestones])]
     return make("multistep", {"lr": lr, "milestones": milestones, "gamma": gamma}, rows)
 
@@ -263,7 +264,7 @@ def inverse_sqrt(lr: float, warmup: int, timescale: int | None = None) -> Schedu
     warmup = c.integer("warmup", warmup, low=0)
     if timescale is None:
         if warmup == 0:
-            raise ValueError("timescale must be given (an int >= 1) when warmup=0")
+            raise c.invalid("timescale", timescale, "an integer >= 1 when warmup=0")
         timescale_used = warmup
     else:
         timescale = timescale_used = c.integer("timescale", timescale, low=1)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from .. import _validate as _v
-from .._validate import choice, invalid  # noqa: F401  (the factories call c.choice, c.invalid)
+from .._validate import choice, instance, invalid  # noqa: F401  (the factories call c.choice, c.invalid, ...)
 
 
 def number(name, value, *, low=None, high=None, low_open=False, high_open=False) -> float:
@@ -23,6 +23,20 @@ def lr(name, value) -> float:
 def integer(name, value, *, low=0) -> int:
     """``value`` as an int >= ``low`` (integral floats such as ``1e3`` are accepted)."""
     return _v.integer(name, value, low=low, integral_floats=True)
+
+
+def boolean(name, value) -> bool:
+    """``value`` if it is True or False; anything else, 0 and 1 included, is a TypeError (the spec keeps
+    the value as given)."""
+    if not isinstance(value, bool):
+        raise invalid(name, value, "True or False", TypeError)
+    return value
+
+
+def schedule(name, value):
+    """``value`` if it is a Schedule (TypeError otherwise)."""
+    from ._base import Schedule  # _base imports this module
+    return instance(name, value, Schedule, "a Schedule")
 
 
 def increasing(name, values, *, low=1) -> list[int]:

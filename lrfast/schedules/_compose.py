@@ -20,7 +20,8 @@ def _warmup_total(warmup, total):
     warmup = c.integer("warmup", warmup, low=0)
     total = c.integer("total", total, low=1)
     if warmup >= total:
-        raise ValueError(f"warmup={warmup} must be < total={total} (the decay needs at least one step)")
+        raise c.invalid("warmup", warmup,
+                        f"warmup < total (total={total}; the decay needs at least one step)")
     return warmup, total
 
 
@@ -153,20 +154,21 @@ def join(schedules, boundaries) -> Schedule:
         >>> print([round(s(k), 6) for k in (0, 9, 10, 60, 110)])
         [0.5, 0.5, 1.0, 0.5, 0.0]
     """
+    want = "a non-empty list of Schedules"
     if isinstance(schedules, (str, bytes, dict, Schedule)) or not hasattr(schedules, "__iter__"):
-        raise ValueError(f"schedules must be a list of Schedules, got {schedules!r}")
+        raise c.invalid("schedules", schedules, want, TypeError)
     schedules = list(schedules)
     if not schedules:
-        raise ValueError("schedules must not be empty")
+        raise c.invalid("schedules", schedules, want)
     for i, s in enumerate(schedules):
-        if not isinstance(s, Schedule):
-            raise ValueError(f"schedules[{i}] must be a Schedule, got {s!r}")
+        c.schedule(f"schedules[{i}]", s)
     if isinstance(boundaries, (str, bytes, dict)) or not hasattr(boundaries, "__iter__"):
-        raise ValueError(f"boundaries must be a list of steps, got {boundaries!r}")
+        raise c.invalid("boundaries", boundaries, "a list of steps", TypeError)
     boundaries = list(boundaries)
     if len(boundaries) != len(schedules) - 1:
-        raise ValueError(f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} entries, "
-                         f"got {boundaries!r}")
+        n = len(schedules) - 1
+        raise c.invalid("boundaries", boundaries,
+                        f"a list of len(schedules) - 1 = {n} steps (one between each two schedules)")
     if boundaries:
         boundaries = c.increasing("boundaries", boundaries, low=1)
     offsets = [0, *boundaries]
@@ -202,8 +204,7 @@ def warmup(schedule: Schedule, steps: int, start: float = 0.0) -> Schedule:
         >>> print([round(s(k), 6) for k in (0, 5, 10, 60, 110)])
         [0.0, 0.5, 1.0, 0.5, 0.0]
     """
-    if not isinstance(schedule, Schedule):
-        raise ValueError(f"schedule must be a Schedule, got {schedule!r}")
+    c.schedule("schedule", schedule)
     steps = c.integer("steps", steps, low=0)
     start = c.lr("start", start)
     table = np.array(schedule._table)

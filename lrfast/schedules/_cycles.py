@@ -124,8 +124,7 @@ def one_cycle(max_lr: float, total: int, pct_start: float = 0.3, div_factor: flo
     max_lr = c.lr("max_lr", max_lr)
     total = c.integer("total", total, low=1)
     anneal = c.choice("anneal", anneal, ONE_CYCLE_ANNEALS)
-    if not isinstance(three_phase, bool):
-        raise ValueError(f"three_phase must be True or False, got {three_phase!r}")
+    three_phase = c.boolean("three_phase", three_phase)
     pct_start = c.number("pct_start", pct_start, low=0.0, high=0.5 if three_phase else 1.0)
     div_factor = c.number("div_factor", div_factor, low=1.0)
     final_div_factor = c.number("final_div_factor", final_div_factor, low=1.0)

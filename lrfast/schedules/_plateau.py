@@ -11,6 +11,21 @@ _STATE_KEYS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "scal
 _HYPER_KEYS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps")
 
 
+def _best(value) -> float:
+    """The best metric so far: a number, +-inf allowed (the start), NaN not; anything ``float()`` takes,
+    as before the one message format."""
+    want = "a number (+-inf allowed, not NaN)"
+    try:
+        best = float(value)
+    except (TypeError, ValueError):
+        raise c.invalid("best", value, want, TypeError) from None
+    except OverflowError:  # an int beyond float64
+        raise c.invalid("best", value, want) from None
+    if math.isnan(best):
+        raise c.invalid("best", value, want)
+    return best
+
+
 class ReduceLROnPlateau:
     """Multiply the lr by ``factor`` when a metric has stopped improving (torch ReduceLROnPlateau).
 
@@ -126,21 +141,19 @@ class ReduceLROnPlateau:
 
     def load_state_dict(self, d: dict) -> None:
         """Restore from ``state_dict()``; everything is checked before anything changes."""
+        want = "a dict from ReduceLROnPlateau.state_dict()"
         if not isinstance(d, dict):
-            raise ValueError(f"a ReduceLROnPlateau state must be a dict, got {d!r}")
+            raise c.invalid("state", d, want, TypeError)
         missing = [k for k in (*_HYPER_KEYS, *_STATE_KEYS) if k not in d]
         if missing:
-            raise ValueError(f"ReduceLROnPlateau state is missing {missing}")
+            raise c.invalid("state", d, f"{want} (missing: {', '.join(map(repr, missing))})")
         fresh = ReduceLROnPlateau(**{k: d[k] for k in _HYPER_KEYS})  # validates the hyperparameters
-        best = float(d["best"])
-        if math.isnan(best):
-            raise ValueError(f"best must be a number, got {d['best']!r}")
+        best = _best(d["best"])
         counters = {k: c.integer(k, d[k], low=0)
                     for k in ("num_bad_epochs", "cooldown_counter", "last_epoch", "reductions")}
         scale = c.number("scale", d["scale"], low=0.0, high=1.0)
         last_lr = None if d["last_lr"] is None else c.lr("last_lr", d["last_lr"])
-        if not isinstance(d["fresh"], bool):
-            raise ValueError(f"fresh must be True or False, got {d['fresh']!r}")
+        c.boolean("fresh", d["fresh"])
         self.__dict__.update(fresh.__dict__)
         self.best, self.scale, self.last_lr, self.fresh = best, scale, last_lr, d["fresh"]
         self.__dict__.update(counters)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _validate as _v
 from .._sweep import SweepResult, candidates, check_budget, check_schedule, run_sweep
 from ._lrfinder import _Snapshot, loader_functions, lr_setter
 
@@ -26,12 +27,10 @@ def sweep(model, optimizer, step_fn=None, lrs=None, *, result=None, num=4, steps
     Returns:
         A ``SweepResult`` (``.best``, ``.ranking``, ``.rounds``, ``.plot()``).
     """
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if model is not None and not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
-    if eval_fn is not None and not callable(eval_fn):
-        raise TypeError(f"eval_fn must be callable or None, got {type(eval_fn).__name__}")
+    _v.instance("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
+    if model is not None:
+        _v.instance("model", model, torch.nn.Module, "a torch.nn.Module or None")
+    _v.callable_arg("eval_fn", eval_fn, optional=True)
     step_fn, eval_fn = loader_functions(model, optimizer, step_fn, eval_fn, train_loader, val_loader,
                                         criterion, accumulation_steps)
     cands = candidates(lrs, result, num)
