@@ -160,7 +160,7 @@ class Optimizer:
         self.lr_multiplier = 1.0
         self.plateau = None
         self._lr_written = [None] * len(self.param_groups)
-        self._checked = [None] * len(self.param_groups)
+        self._checked = [(None, None)] * len(self.param_groups)  # per group: (values checked, their hyper)
         self.current_lrs()
 
     def _bind(self, backend):
@@ -369,14 +369,16 @@ class Optimizer:
         """
         self._check_bound()
         grad_lists = self._grads_per_bucket(grads)
+        hypers = []
         for i, group in enumerate(self.param_groups):
             key = tuple(group[name] for name in self._hyper_names)
-            if key != self._checked[i]:  # a hyperparameter was changed since the last check
+            if key != self._checked[i][0]:  # a hyperparameter was changed since the last check
                 self._check_group(group, i)
-                self._checked[i] = tuple(group[name] for name in self._hyper_names)
+                self._checked[i] = (tuple(group[name] for name in self._hyper_names), self._hyper(group))
+            hypers.append(self._checked[i][1])
         arena = grad_lists is None
         if self.capturable:
-            self._step_on_device(grad_lists, arena)
+            self._step_on_device(grad_lists, arena, hypers)
             self._step_count += 1
             return True
         schedules = self._schedules()
@@ -392,8 +394,7 @@ class Optimizer:
         next_lrs = self._lrs_at(self._step_count + 1, schedules)  # a schedule that fails next fails now
         self._write_lrs(schedules, lrs)
         update = self._backend.update
-        for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
-            hyper = self._hyper(group)
+        for gi, (hyper, buckets) in enumerate(zip(hypers, self._buckets)):
             used = self._rule.used_states(hyper)
             for bi, bucket in enumerate(buckets):
                 fresh = not all(role in bucket.state for role in used)
@@ -481,13 +482,12 @@ class Optimizer:
                 cuda.upload(factors, out=device.factors)
                 device.host_factors = factors
 
-    def _step_on_device(self, grad_lists, arena):
+    def _step_on_device(self, grad_lists, arena, hypers):
         """A capturable step: per bucket, the lr from the device schedule, then the update reading it."""
         cuda = self._backend
         capturing = cuda.capturing()
         self.sync_device_lr(capturing=capturing)
-        for gi, (group, buckets) in enumerate(zip(self.param_groups, self._buckets)):
-            hyper = self._hyper(group)
+        for gi, (hyper, buckets) in enumerate(zip(hypers, self._buckets)):
             used = self._rule.used_states(hyper)
             for bi, bucket in enumerate(buckets):
                 params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],

@@ -221,17 +221,21 @@ def finite_number(name, value, *, low=None, high=None, high_open=False, low_open
     """``value`` as a float after checking it is finite and within [low, high] (open where asked).
 
     Anything ``float()`` takes is a number here (a NumPy or torch scalar, a 0-d array), as torch.optim
-    takes them; what it does not take is a TypeError."""
-    want = f"a finite number{bounds(low, high, low_open=low_open, high_open=high_open)}"
+    takes them; what it does not take is a TypeError. (Runs for every lr of every step: the message is
+    built only on failure.)"""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise invalid(name, value, want, TypeError) from None
+        raise invalid(name, value, _finite(low, high, low_open, high_open), TypeError) from None
     except OverflowError:
-        raise invalid(name, value, want) from None
+        raise invalid(name, value, _finite(low, high, low_open, high_open)) from None
     if not math.isfinite(v) or outside(v, low, high, low_open, high_open):
-        raise invalid(name, value, want)
+        raise invalid(name, value, _finite(low, high, low_open, high_open))
     return v
+
+
+def _finite(low, high, low_open, high_open) -> str:
+    return f"a finite number{bounds(low, high, low_open=low_open, high_open=high_open)}"
 
 
 def nonnegative(name, value):

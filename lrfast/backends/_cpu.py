@@ -49,14 +49,15 @@ def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=Fals
     reference's ``update``, with ``TensorList``s. The per-step scalars are the rule's (``Rule.step_scalars``,
     float64) rounded to the arrays' dtype: a float64 scalar would make a float32 loop float64."""
     launcher, optional = _launchers.get(rule.name) or _launcher(rule)
-    scalars = np.array(rule.step_scalars(hyper, lr, step), dtype=params.dtype)
+    values, flags = rule.step_args(hyper, lr, step, first_step)
+    scalars = np.array(values, dtype=params.dtype)
     use = 0
     for bit, i in enumerate(optional):
         if states[i] is not None:
             use |= 1 << bit
     tables = [t.ptrs if t is not None else params.ptrs for t in states]  # unused: the params' (never read)
     launcher(*_chunks(params), (params.ptrs, grads.ptrs, *tables, params.like, use, *scalars,
-                                rule.modes(hyper, first_step)))
+                                flags))
 
 
 _launchers = {}  # rule name -> (launcher, positions of the optional states)

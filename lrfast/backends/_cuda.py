@@ -113,7 +113,7 @@ def call(rule, params, grads, states, *, lr, hyper, step=None, first_step=False)
     the params' dtype, the flags ``rule.modes(hyper, first_step)``."""
     lists = _lists(rule, params, grads, states, hyper)
     dtype = scalars_dtype(rule, params.dtype)  # raises for an unsupported dtype below, in kernel_name
-    values = (*rule.step_scalars(hyper, lr, step), rule.modes(hyper, first_step))
+    values = (*rule.step_scalars(hyper, lr, step), rule.flags(hyper, first_step))
     return rule.name, lists, (_struct(dtype, values),)
 
 
@@ -126,7 +126,7 @@ def capturable_call(rule, params, grads, states, *, lr, step, hyper):
     _counters(lr, step)
     lists = _lists(rule, params, grads, states, hyper)
     h = _struct(hyper_dtype(rule), rule.kernel_args(hyper).values())
-    return rule.name, lists, (lr, step, h, np.int32(rule.modes(hyper, False)))
+    return rule.name, lists, (lr, step, h, np.int32(rule.flags(hyper, False)))
 
 
 def _counters(lr, step):

@@ -115,6 +115,9 @@ class Rule:
     element: Callable
     algorithm: str
     combination: Callable | None = None
+    #: hyperparameters (as items) -> (kernel_args, used states, {fresh: mode bits}): what a step derives
+    #: from them, computed once per setting (a step reads it in ~0.3 us instead of ~2.5 us)
+    _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         names = [h.name for h in self.hyper]
@@ -144,14 +147,34 @@ class Rule:
                 out[h.name] = variant.defaults.get(h.name, h.default)
         return out
 
+    def _derive(self, hyper: dict) -> tuple:
+        key = tuple(hyper.items())
+        entry = self._derived.get(key)
+        if entry is None:
+            if len(self._derived) >= 256:
+                self._derived.clear()
+            entry = self._derived[key] = (self.kernel_args(hyper),
+                                          tuple(s.key for s in self.states if s.exists(hyper)),
+                                          {fresh: self.modes(hyper, fresh) for fresh in (False, True)})
+        return entry
+
     def used_states(self, hyper: dict) -> tuple:
         """The states the update reads and writes for these (checked) hyperparameters, in kernel order."""
-        return tuple(s.key for s in self.states if s.exists(hyper))
+        return self._derive(hyper)[1]
+
+    def flags(self, hyper: dict, fresh: bool = False) -> int:
+        """``modes(hyper, fresh)``: the update's mode bits."""
+        return self._derive(hyper)[2][bool(fresh)]
 
     def step_scalars(self, hyper: dict, lr: float, t) -> tuple:
         """The update's per-step scalars (float64) for learning rate ``lr`` and step ``t`` (1-based;
         ignored by rules without a step counter)."""
-        return tuple(self.scalars(lr, t, **self.kernel_args(hyper)).values())
+        return tuple(self.scalars(lr, t, **self._derive(hyper)[0]).values())
+
+    def step_args(self, hyper: dict, lr: float, t, fresh: bool = False) -> tuple:
+        """(``step_scalars``, ``flags``) at once: what a backend launch takes."""
+        kernel_args, _, flags = self._derive(hyper)
+        return tuple(self.scalars(lr, t, **kernel_args).values()), flags[bool(fresh)]
 
     def scalar_names(self) -> tuple:
         """The names of the per-step scalars, in the kernels' order (evaluated at lr=1e-3, t=1)."""
