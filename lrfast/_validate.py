@@ -242,10 +242,6 @@ def nonnegative(name, value):
     return finite_number(name, value, low=0.0)
 
 
-def unit_interval(name, value):
-    """0 <= value < 1 (betas, alpha, momentum)."""
-    return finite_number(name, value, low=0.0, high=1.0, high_open=True)
-
 
 def flag(name, value):
     """A bool (or 0 / 1)."""

@@ -113,8 +113,8 @@ def call(rule, params, grads, states, *, lr, hyper, step=None, first_step=False)
     the params' dtype, the flags ``rule.modes(hyper, first_step)``."""
     lists = _lists(rule, params, grads, states, hyper)
     dtype = scalars_dtype(rule, params.dtype)  # raises for an unsupported dtype below, in kernel_name
-    values = (*rule.step_scalars(hyper, lr, step), rule.flags(hyper, first_step))
-    return rule.name, lists, (_struct(dtype, values),)
+    scalars, flags = rule.step_args(hyper, lr, step, first_step)
+    return rule.name, lists, (_struct(dtype, (*scalars, flags)),)
 
 
 def capturable_call(rule, params, grads, states, *, lr, step, hyper):
