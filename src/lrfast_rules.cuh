@@ -240,6 +240,58 @@ struct LionOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { lion_update(x[P], x[G], x[M], s); }
 };
 
+// ---- Adamax ------------------------------------------------------------------------------------
+
+template <class T>
+struct AdamaxScalars {
+  T step_size;  // lr / (1 - beta1^t)
+  T beta1, one_minus_beta1, beta2, eps;
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2)
+  int flags;
+};
+
+struct AdamaxHyper {
+  double beta1, beta2, eps, weight_decay;
+};
+
+// |x| as numpy.abs (NaN stays NaN; -0 gives -0, and |x| + eps is the same).
+template <class T>
+LRFAST_HD T abs_(T x) {
+  return x < T(0) ? -x : x;
+}
+
+// g = -grad if maximize else grad;  g += weight_decay * p
+// m = lerp(m, g, 1 - beta1) as torch computes it: m + (1 - beta1) (g - m) when 1 - beta1 < 0.5,
+//     else g - beta1 (g - m);  u = max(beta2 u, |g| + eps) (NaN propagates);  p -= lr / bc1 * m / u
+template <class T>
+LRFAST_HD void adamax_update(T& p, T grad, T& m, T& u, const AdamaxScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  const T m_new = s.one_minus_beta1 < T(0.5) ? m + s.one_minus_beta1 * (g - m) : g - s.beta1 * (g - m);
+  const T u_new = max_nan(s.beta2 * u, abs_(g) + s.eps);
+  m = m_new;
+  u = u_new;
+  p = p - s.step_size * m_new / u_new;
+}
+
+template <class T>
+LRFAST_HD AdamaxScalars<T> adamax_prepare(double lr, i64 t, const AdamaxHyper& h, int flags) {
+  const double bc1 = 1.0 - pow_(h.beta1, double(t));
+  const AdamaxScalars<T> s = {T(lr / bc1), T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(h.eps), T(h.weight_decay),
+                              flags};
+  return s;
+}
+
+template <class T>
+struct AdamaxOp {
+  enum { P, G, M, U, LISTS };
+  typedef AdamaxScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << M | 1u << U; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << M | 1u << U; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { adamax_update(x[P], x[G], x[M], x[U], s); }
+};
+
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
 // all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).
@@ -274,6 +326,6 @@ struct RooflineOp {
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
 // order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
 // names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3)
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4)
 
 #endif  // LRFAST_RULES_CUH

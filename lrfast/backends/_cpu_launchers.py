@@ -7,7 +7,7 @@ the params, grads and states (in the rule's order), a 1-element array of the dty
 optional states in use, the per-step scalars in the arrays' dtype and the mode bits.
 """
 
-SOURCE_HASH = "66bdc0fee58ebcbd"  # of the element functions and the harness
+SOURCE_HASH = "132810acfe5522ba"  # of the element functions and the harness
 
 from numba import njit, prange
 
@@ -137,3 +137,28 @@ def lion(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             lion_chunk(c, chunks, *args)
+
+# ---- adamax ------------------------------------------------------------------------------------------
+
+adamax_element = njit(inline="always", **_JIT)(_rules.adamax.RULE.element)
+
+
+@njit(**_JIT)
+def adamax_chunk(c, chunks, P, G, S0, S1, like, use, step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    m = _slice(S0, chunks, c, like)
+    u = _slice(S1, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], m[i], u[i] = adamax_element(pi, g[i], m[i], u[i], step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags)
+
+
+@njit(parallel=True, **_JIT)
+def adamax(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            adamax_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            adamax_chunk(c, chunks, *args)

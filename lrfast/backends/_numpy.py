@@ -123,6 +123,29 @@ def lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize):
         exp_avgs[i][...] = beta2 * m + (1 - beta2) * g
 
 
+def adamax(params, grads, exp_avgs, exp_infs, *, lr, betas, eps, weight_decay, maximize, step):
+    """Adamax (torch.optim.Adamax, its single-tensor algorithm); ``step`` counts from 1.
+
+    g = -grad if maximize else grad;  g += weight_decay * p
+    m = lerp(m, g, 1 - beta1) (torch's two branches);  u = max(beta2 * u, |g| + eps) (NaN propagates)
+    p -= lr / (1 - beta1^step) * m / u
+    """
+    beta1, beta2 = betas
+    clr = lr / (1 - beta1 ** step)
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if weight_decay != 0:
+            g = g + weight_decay * pf
+        m = _f64(exp_avgs[i])
+        w = 1 - beta1  # exp_avg.lerp_(g, w), as torch computes it
+        m = m + w * (g - m) if w < 0.5 else g - (g - m) * (1 - w)
+        u = np.maximum(beta2 * _f64(exp_infs[i]), np.abs(g) + eps)
+        exp_avgs[i][...] = m
+        exp_infs[i][...] = u
+        p[...] = pf - clr * m / u
+
+
 def all_finite(arrays):
     """True when no element of any array is NaN or infinite."""
     return all(bool(np.isfinite(a).all()) for a in arrays)
