@@ -19,7 +19,6 @@ Both start from the same weights and see the same batches, so their losses agree
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import sys
 import time
@@ -49,12 +48,8 @@ def make_model(hidden, dtype, seed=0):
 
 def reference_class(name):
     """The class lrfast.torch.``name`` is compared with (the registry's Variant.reference), or None."""
-    ref = VARIANTS[name][1].reference
-    if ref is None:
-        return None
-    module, _, attr = ref.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), attr)
+        return VARIANTS[name][1].reference_class()
     except ImportError:
         return None
 

@@ -22,7 +22,6 @@ import copy
 import json
 import os
 import sys
-import tempfile
 import time
 import traceback
 from datetime import timedelta
@@ -350,13 +349,10 @@ def case_fsdp2_bad_grads(rank, world):
 def _reference_class(name):
     """The registry's reference class of lrfast.torch.``name`` (torch.optim.X, lion_pytorch.Lion), or None
     when its package is not installed."""
-    import importlib
-
     from lrfast.rules import VARIANTS
 
-    module, _, attr = VARIANTS[name][1].reference.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), attr)
+        return VARIANTS[name][1].reference_class()
     except ImportError:
         return None
 

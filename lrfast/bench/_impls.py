@@ -205,7 +205,7 @@ def torch_peer(config):
     module, _, name = ref.rpartition(".")
     _torch()
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = config.variant.reference_class()
     except ImportError:
         package = _PACKAGES.get(module.split(".")[0], module.split(".")[0])
         raise Unavailable(f"{ref} needs {package} (pip install {package})") from None

@@ -8,6 +8,7 @@ A rule module (``adam.py``, ``lion.py``, ...) builds one ``Rule``. From it lrfas
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -70,6 +71,14 @@ class Variant:
     defaults: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)
     torch_signature: str | None = None
+
+    def reference_class(self):
+        """The class ``reference`` names, imported (None when the variant has only the NumPy reference).
+        Raises ImportError when its package is not installed, AttributeError when the module lacks it."""
+        if self.reference is None:
+            return None
+        module, _, attr = self.reference.rpartition(".")
+        return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)

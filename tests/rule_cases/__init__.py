@@ -116,12 +116,8 @@ def bad_number(cls):
 def reference_class(name: str):
     """The class a variant is compared with (``torch.optim.AdamW``, ``lion_pytorch.Lion``), or None when its
     package is not installed or it has only the NumPy reference."""
-    ref = VARIANTS[name][1].reference
-    if ref is None:
-        return None
-    module, _, attr = ref.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), attr)
+        return VARIANTS[name][1].reference_class()
     except ImportError:
         return None
 
