@@ -47,15 +47,20 @@ def signature(rule, variant) -> inspect.Signature:
     return inspect.Signature(params)
 
 
+def bind(sig, self, args, kwargs) -> tuple:
+    """(params, {name: value} of every other parameter, defaults filled in) of a constructor call."""
+    bound = sig.bind(self, *args, **kwargs)
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    values.pop("self")
+    return values.pop("params"), values
+
+
 def make_class(rule, variant) -> type:
     sig = signature(rule, variant)
 
     def __init__(self, *args, **kwargs):
-        bound = sig.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        values = dict(bound.arguments)
-        values.pop("self")
-        params = values.pop("params")
+        params, values = bind(sig, self, args, kwargs)
         own = {k: values.pop(k) for k in _OWN}
         Optimizer.__init__(self, params, values, **own)
 

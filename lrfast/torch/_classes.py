@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import textwrap
 
+from .._classes import bind
 from ..rules import RULES
 from ..rules._spec import TORCH_SWITCHES
 from . import _checks
@@ -86,11 +87,7 @@ def make_class(rule, variant) -> type:
                       if name not in ("self", "params", "lr")}
 
     def __init__(self, *args, **kwargs):
-        bound = sig.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        values = dict(bound.arguments)
-        values.pop("self")
-        params = values.pop("params")
+        params, values = bind(sig, self, args, kwargs)
         _checks.constructor_checks(rule, variant, values)
         for h in rule.hyper:
             if h.kind == "pair" and h.name in values:
