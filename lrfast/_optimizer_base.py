@@ -36,11 +36,14 @@ class _Bucket:
         self.state = {}  # role -> (per-param TensorList of views, TensorList of the flat buffer)
         self.device = None  # capturable steps: the _DeviceLR this bucket's kernels read
 
-    def state_lists(self, role, xp):
-        """The TensorLists of state ``role``, allocated (zeros, one flat buffer) on first use."""
+    def state_lists(self, role, xp, initial=0.0):
+        """The TensorLists of state ``role``, allocated (one flat buffer, every element ``initial``) on
+        first use."""
         if role not in self.state:
             starts, total = aligned_layout(self.params.sizes)  # the layout of a ParamBuffer
             flat = aligned_zeros(total, self.params.dtype, xp)
+            if initial != 0.0:
+                flat.fill(initial)
             views = split(flat, starts, [p.shape for p in self.params])
             self.state[role] = (TensorList(views, self.params.dtype), TensorList([flat]))
         return self.state[role]
@@ -152,6 +155,10 @@ class Optimizer:
         if self.capturable and self.backend != "cuda":
             raise ValueError(f"Invalid capturable: True; capturable steps need the cuda backend (CuPy arrays), "
                              f"this optimizer uses {self.backend!r}")
+        if self.capturable and self._rule.host_states:
+            raise ValueError(f"Invalid capturable: True; {type(self).__name__} advances its "
+                             f"{', '.join(h.key for h in self._rule.host_states)} on the host every step, so "
+                             "its step cannot be captured")
         if self.capturable and self.skip_nonfinite:
             raise ValueError("capturable=True cannot be combined with skip_nonfinite=True: deciding to skip "
                              "a step needs the gradients' check on the host")
@@ -161,6 +168,7 @@ class Optimizer:
         self.plateau = None
         self._lr_written = [None] * len(self.param_groups)
         self._checked = [(None, None)] * len(self.param_groups)  # per group: (values checked, their hyper)
+        self._host = [None] * len(self.param_groups)  # per group: the rule's host states (None: not begun)
         self.current_lrs()
 
     def _bind(self, backend):
@@ -394,13 +402,20 @@ class Optimizer:
         next_lrs = self._lrs_at(self._step_count + 1, schedules)  # a schedule that fails next fails now
         self._write_lrs(schedules, lrs)
         update = self._backend.update
+        rule = self._rule
         for gi, (hyper, buckets) in enumerate(zip(hypers, self._buckets)):
-            used = self._rule.used_states(hyper)
+            used = rule.used_states(hyper)
+            lr = lrs[gi][0]
+            host = None
+            if rule.host_states:
+                host = self._host[gi] if self._host[gi] is not None else rule.initial_host(hyper, lr)
             for bi, bucket in enumerate(buckets):
                 fresh = not all(role in bucket.state for role in used)
                 params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],
-                                                         arena)
-                update(self._rule, params, grads, state, lr=lrs[gi][0], hyper=hyper, **self._counter(fresh))
+                                                         arena, hyper, lr)
+                update(rule, params, grads, state, lr=lr, hyper=hyper, host=host, **self._counter(fresh))
+            if host is not None:
+                self._host[gi] = rule.advance_host(hyper, lr, self._step_count + 1, host)
         self._step_count += 1
         self._write_lrs(schedules, next_lrs)
         return True
@@ -418,10 +433,12 @@ class Optimizer:
                              "the arrays it was given in place; write new values into those arrays "
                              "(param[...] = new), or build a new optimizer for other arrays")
 
-    def _bucket_args(self, used, bucket, grad_list, arena):
-        """(params, grads, state lists in the rule's order) of one bucket's launch."""
+    def _bucket_args(self, used, bucket, grad_list, arena, hyper, lr):
+        """(params, grads, state lists in the rule's order) of one bucket's launch; a state made now starts
+        at the rule's initial value for ``hyper`` and ``lr``."""
         flat = 1 if arena else 0
-        state = [bucket.state_lists(s.key, self._xp)[flat] if s.key in used else None for s in self._rule.states]
+        state = [bucket.state_lists(s.key, self._xp, s.initial(hyper, lr))[flat] if s.key in used else None
+                 for s in self._rule.states]
         if arena:
             return bucket.flat_params, bucket.flat_grads, state
         return bucket.params, grad_list, state
@@ -491,7 +508,7 @@ class Optimizer:
             used = self._rule.used_states(hyper)
             for bi, bucket in enumerate(buckets):
                 params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],
-                                                         arena)
+                                                         arena, hyper, self.param_groups[gi]["lr"])
                 d = bucket.device
                 cuda.schedule_lr(d.table, d.step, d.factors, d.lr)
                 cuda.update_capturable(self._rule, params, grads, state, lr=d.lr, step=d.step, hyper=hyper)
@@ -544,6 +561,7 @@ class Optimizer:
             "plateau": self.plateau.state_dict() if self.plateau is not None else None,
             "state": state,
             "param_groups": groups,
+            "host_state": [None if h is None else {k: float(v) for k, v in h.items()} for h in self._host],
         }
 
     def load_state_dict(self, state_dict: dict):
@@ -579,6 +597,7 @@ class Optimizer:
                                      f"the param has shape {params[idx].shape}")
         if d.get("plateau") is not None and self.plateau is None:
             raise ValueError("state_dict holds a ReduceLROnPlateau state; attach() a plateau first")
+        host_state = self._host_state_from(d.get("host_state"))
         step_count = integer("state_dict's step_count", d.get("step_count"))
         skipped_steps = integer("state_dict's skipped_steps", d.get("skipped_steps", 0))
         lr_multiplier = finite_number("lr_multiplier", d.get("lr_multiplier", 1.0), low=0.0)
@@ -611,23 +630,50 @@ class Optimizer:
         present = {}  # bucket -> state names the dict holds for any of its params
         for idx, entry in d["state"].items():
             present.setdefault(id(flat_index[int(idx)][0]), set()).update(entry)
-        for b in (b for bs in self._buckets for b in bs):
-            # state the dict does not mention is freed (a fresh optimizer's dict restores a fresh one); kept,
-            # zeroed, once a captured graph reads it (zeros are what a capturable step starts from)
-            b.state = {role: lists for role, lists in b.state.items()
-                       if role in present.get(id(b), ()) or self._captured}
-            for views, _ in b.state.values():
-                for v in views:
-                    v.fill(0)
+        initial = {s.key: s for s in self._rule.states}
+        for group, buckets in zip(self.param_groups, self._buckets):
+            for b in buckets:
+                # state the dict does not mention is freed (a fresh optimizer's dict restores a fresh one);
+                # kept, reset to its initial value, once a captured graph reads it (what a capturable step
+                # starts from)
+                b.state = {role: lists for role, lists in b.state.items()
+                           if role in present.get(id(b), ()) or self._captured}
+                for role, (views, _) in b.state.items():
+                    value = initial[role].initial(self._hyper(group), group["lr"])
+                    for v in views:
+                        v.fill(value)
+        group_of = {id(b): g for g, bs in zip(self.param_groups, self._buckets) for b in bs}
         for (idx, role), arr in host_arrays.items():
             b, pos = flat_index[idx]
-            b.state_lists(role, xp)[0][b.positions.index(pos)][...] = xp.asarray(arr)
+            g = group_of[id(b)]
+            lists = b.state_lists(role, xp, initial[role].initial(self._hyper(g), g["lr"]))
+            lists[0][b.positions.index(pos)][...] = xp.asarray(arr)
+        self._host = host_state
         self.step_count = step_count
         self.skipped_steps = skipped_steps
         self.lr_multiplier = lr_multiplier
         if plateau is not None:
             self.plateau.__dict__.update(plateau.__dict__)
         self.current_lrs()
+
+    def _host_state_from(self, saved) -> list:
+        """The host states of a state_dict's ``host_state`` (one dict or None per group), checked."""
+        keys = [h.key for h in self._rule.host_states]
+        if saved is None:
+            return [None] * len(self.param_groups)
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self.param_groups):
+            raise ValueError(f"state_dict's host_state must hold one entry per param group "
+                             f"({len(self.param_groups)}), got {saved!r}")
+        out = []
+        for i, entry in enumerate(saved):
+            if entry is None:
+                out.append(None)
+                continue
+            if not isinstance(entry, dict) or sorted(entry) != sorted(keys):
+                raise ValueError(f"state_dict's host_state of param group {i} must hold {keys}, got {entry!r}")
+            out.append({k: np.float32(finite_number(f"host_state {k!r} (param group {i})", entry[k]))
+                        for k in keys})
+        return out
 
     # -- what the rule declares ------------------------------------------------------------------
 

@@ -292,6 +292,110 @@ struct AdamaxOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { adamax_update(x[P], x[G], x[M], x[U], s); }
 };
 
+// ---- Adagrad -----------------------------------------------------------------------------------
+
+template <class T>
+struct AdagradScalars {
+  T clr;  // lr / (1 + (t - 1) * lr_decay)
+  T eps;
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2)
+  int flags;
+};
+
+struct AdagradHyper {
+  double lr_decay, eps, weight_decay;
+};
+
+// g = -grad if maximize else grad;  g += weight_decay * p;  s += g^2;  p -= clr * g / (sqrt(s) + eps)
+template <class T>
+LRFAST_HD void adagrad_update(T& p, T grad, T& sum, const AdagradScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  const T sum_new = sum + g * g;
+  sum = sum_new;
+  p = p - s.clr * g / (sqrt_(sum_new) + s.eps);  // torch's addcdiv: p + (-clr * g) / std
+}
+
+template <class T>
+LRFAST_HD AdagradScalars<T> adagrad_prepare(double lr, i64 t, const AdagradHyper& h, int flags) {
+  const AdagradScalars<T> s = {T(lr / (1.0 + double(t - 1) * h.lr_decay)), T(h.eps), T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct AdagradOp {
+  enum { P, G, S, LISTS };
+  typedef AdagradScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << S; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << S; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { adagrad_update(x[P], x[G], x[S], s); }
+};
+
+// ---- NAdam -------------------------------------------------------------------------------------
+
+template <class T>
+struct NadamScalars {
+  T grad_coef, avg_coef;  // -lr (1 - mu_t) / (1 - mu_product), -lr mu_{t+1} / (1 - mu_product mu_{t+1})
+  T beta1, one_minus_beta1, beta2, one_minus_beta2;
+  T bc2;  // 1 - beta2^t
+  T eps;
+  T decay;  // 1 - lr * weight_decay (LRFAST_DECOUPLED)
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2)
+  int flags;
+};
+
+// The hyperparameters, then the host state's value before the step (mu_product: the host advances it).
+struct NadamHyper {
+  double beta1, beta2, eps, weight_decay, momentum_decay, mu_product;
+};
+
+// g = -grad if maximize else grad;  decoupled: p *= decay, else g += weight_decay * p
+// m = lerp(m, g, 1 - beta1) (torch's two branches);  v = beta2 v + (1 - beta2) g^2;  d = sqrt(v / bc2) + eps
+// p += grad_coef * g / d;  p += avg_coef * m / d
+template <class T>
+LRFAST_HD void nadam_update(T& p, T grad, T& m, T& v, const NadamScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  T pf = p;
+  if (s.flags & LRFAST_DECOUPLED) pf = pf * s.decay;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * pf;
+  const T m_new = s.one_minus_beta1 < T(0.5) ? m + s.one_minus_beta1 * (g - m) : g - s.beta1 * (g - m);
+  const T v_new = s.beta2 * v + s.one_minus_beta2 * g * g;
+  m = m_new;
+  v = v_new;
+  const T d = sqrt_(v_new / s.bc2) + s.eps;
+  pf = pf + s.grad_coef * g / d;  // torch's addcdiv: p + (value * g) / d
+  p = pf + s.avg_coef * m_new / d;
+}
+
+// mu_t = beta1 (1 - 0.5 * 0.96^(t momentum_decay)); the product is rounded as the host keeps it (float32:
+// torch's 0-d tensor, under its default dtype) before the coefficients use it.
+LRFAST_HD double nadam_mu(double beta1, double momentum_decay, double t) {
+  return beta1 * (1.0 - 0.5 * pow_(0.96, t * momentum_decay));
+}
+
+template <class T>
+LRFAST_HD NadamScalars<T> nadam_prepare(double lr, i64 t, const NadamHyper& h, int flags) {
+  const double mu = nadam_mu(h.beta1, h.momentum_decay, double(t));
+  const double mu_next = nadam_mu(h.beta1, h.momentum_decay, double(t + 1));
+  const double product = double(float(float(h.mu_product) * float(mu)));
+  const NadamScalars<T> s = {T(-lr * (1.0 - mu) / (1.0 - product)), T(-lr * mu_next / (1.0 - product * mu_next)),
+                             T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2),
+                             T(1.0 - pow_(h.beta2, double(t))), T(h.eps), T(1.0 - lr * h.weight_decay),
+                             T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct NadamOp {
+  enum { P, G, M, V, LISTS };
+  typedef NadamScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << M | 1u << V; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << M | 1u << V; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { nadam_update(x[P], x[G], x[M], x[V], s); }
+};
+
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
 // all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).
@@ -326,6 +430,6 @@ struct RooflineOp {
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
 // order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
 // names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4)
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4)
 
 #endif  // LRFAST_RULES_CUH

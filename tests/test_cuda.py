@@ -96,8 +96,8 @@ def _run(case, dtype, sizes, *, misalign=0, steps=4, seed=0):
     for step in range(steps):
         grads = [rng.standard_normal(s).astype(dtype) for s in sizes]
         _cuda.update(rule, dev_p, TensorList(_device_views(grads, misalign)), dev_s, lr=lr, hyper=hyper,
-                     **rs.counter(rule, step))
-        ref.update(rule, host_p, grads, host_s, lr=lr, hyper=hyper, **rs.counter(rule, step))
+                     **rs.counter(rule, step, hyper))
+        ref.update(rule, host_p, grads, host_s, lr=lr, hyper=hyper, **rs.counter(rule, step, hyper))
         what = f"{case[0].__name__} {case[1]} {np.dtype(dtype).name} step {step}"
         _assert_close(dev_p, host_p, dtype, what + " params", rs.sign_slack(rule, lr, dtype, step + 1))
         for d, h in zip(dev_s, host_s):
@@ -295,7 +295,7 @@ def test_capturable_step_matches_reference(case):
         lr[0] = lr_k
         _cuda.update_capturable(rule, p, TensorList([cp.asarray(g) for g in grads]), states, lr=lr, step=step,
                                 hyper=hyper)
-        ref.update(rule, host_p, grads, host_s, lr=lr_k, hyper=hyper, **rs.counter(rule, k))
+        ref.update(rule, host_p, grads, host_s, lr=lr_k, hyper=hyper, **rs.counter(rule, k, hyper))
     assert int(step[0]) == len(LRS)
     _assert_close(p, host_p, np.float32, f"capturable {case} params",
                   rs.sign_slack(rule, max(LRS), np.float32, len(LRS)))
@@ -317,7 +317,7 @@ def test_prepare_kernel_matches_the_rule_scalars(case, dtype):
         lr[0] = lr_k
         _cuda.update_capturable(rule, p, p, states, lr=lr, step=step, hyper=hyper)
         got = cp.asnumpy(launcher.scalars_buffer(p))[:layout.itemsize].view(layout)[0]
-        (want,) = _cuda.call(rule, p, p, states, lr=lr_k, hyper=hyper, **rs.counter(rule, k))[2]
+        (want,) = _cuda.call(rule, p, p, states, lr=lr_k, hyper=hyper, **rs.counter(rule, k, hyper))[2]
         for name in rule.scalar_names():
             np.testing.assert_allclose(got[name], want[name], rtol=4 * np.finfo(dtype).eps, err_msg=name)
         assert got["flags"] == rule.modes(hyper, k == 0)

@@ -90,12 +90,12 @@ def _arrays(sizes, dtype, rng, misalign=0, scale=1.0):
 def _step(rule, lr, hyper, lists, launcher, step):
     """One step of ``rule`` through _cuda's call builder and ``launcher``."""
     params, grads, *states = [TensorList(l) if l is not None else None for l in lists]
-    launcher.run(*_cuda.call(rule, params, grads, states, lr=lr, hyper=hyper, **_counter(rule, step)))
+    launcher.run(*_cuda.call(rule, params, grads, states, lr=lr, hyper=hyper, **_counter(rule, step, hyper)))
 
 
 def _ref_step(rule, lr, hyper, lists, step):
     params, grads, *states = lists
-    ref.update(rule, params, grads, states, lr=lr, hyper=hyper, **_counter(rule, step))
+    ref.update(rule, params, grads, states, lr=lr, hyper=hyper, **_counter(rule, step, hyper))
 
 
 _assert_close = rs.assert_close
@@ -192,9 +192,10 @@ def test_capturable_step_equals_host_scalars_step(lib, case, dtype):
             g = TensorList([grng.standard_normal(n).astype(dtype) for n in sizes])
             if capturable:
                 lr[0] = lr_k
-                launcher.run_capturable(*_cuda.capturable_call(rule, p, g, states, lr=lr, step=step, hyper=hyper))
+                launcher.run_capturable(*_cuda.capturable_call(rule, p, g, states, lr=lr, step=step, hyper=hyper,
+                                                               host=rs.host_before(rule, hyper, k)))
             else:
-                launcher.run(*_cuda.call(rule, p, g, states, lr=lr_k, hyper=hyper, **_counter(rule, k)))
+                launcher.run(*_cuda.call(rule, p, g, states, lr=lr_k, hyper=hyper, **_counter(rule, k, hyper)))
         if capturable:
             assert step[0] == len(LRS)
             assert [c[0] for c in launcher.calls] == [_cuda.kernel_name(f"{rule.name}_prepare", dtype),
@@ -219,9 +220,10 @@ def test_prepare_kernel_equals_the_rule_scalars(lib, case, dtype):
     lr, step = np.zeros(1, np.float64), np.zeros(1, np.int64)
     for k, lr_k in enumerate((0.1, 0.003, 1e-5, 0.0, 2.5, 0.01, 0.02)):
         lr[0] = lr_k
-        launcher.run_capturable(*_cuda.capturable_call(rule, p, p, states, lr=lr, step=step, hyper=hyper))
+        launcher.run_capturable(*_cuda.capturable_call(rule, p, p, states, lr=lr, step=step, hyper=hyper,
+                                                           host=rs.host_before(rule, hyper, k)))
         got = launcher.scalars_buffer(p)[:layout.itemsize].view(layout)[0]
-        (want,) = _cuda.call(rule, p, p, states, lr=lr_k, hyper=hyper, **_counter(rule, k))[2]
+        (want,) = _cuda.call(rule, p, p, states, lr=lr_k, hyper=hyper, **_counter(rule, k, hyper))[2]
         assert step[0] == k + 1
         for name in layout.names:
             assert got[name].tobytes() == want[name].tobytes(), (name, got[name], want[name], k)
@@ -309,20 +311,21 @@ def test_scalars_are_passed_as_the_rule_struct_in_the_params_dtype(case):
     for dtype in (np.float32, np.float64):
         tl = TensorList([np.zeros(3, dtype)])
         name, lists, scalars = _cuda.call(rule, tl, tl, [tl] * len(rule.states), lr=lr, hyper=hyper, step=3,
-                                          first_step=True)
+                                          first_step=True, host=rs.host_before(rule, hyper, 2))
         assert name == rule.name and len(lists) == 2 + len(rule.states)
         (s,) = scalars
         assert type(s) is np.ndarray and s.shape == () and s.dtype.isalignedstruct
         assert s.dtype.names == (*rule.scalar_names(), "flags")
         assert [s.dtype[n] for n in rule.scalar_names()] == [np.dtype(dtype)] * len(rule.scalar_names())
         assert s.dtype["flags"] == np.int32 and s["flags"] == rule.modes(hyper, True)
-        want = np.array(rule.step_scalars(hyper, lr, 3), dtype=dtype)
+        want = np.array(rule.step_scalars(hyper, lr, 3, rs.host_before(rule, hyper, 2)), dtype=dtype)
         assert [s[n] for n in rule.scalar_names()] == list(want)
         _, _, (lr_a, step_a, h, flags) = _cuda.capturable_call(rule, tl, tl, [tl] * len(rule.states),
                                                                lr=np.zeros(1), step=np.zeros(1, np.int64),
-                                                               hyper=hyper)
-        assert type(h) is np.ndarray and h.shape == () and h.dtype.names == tuple(rule.kernel_args(hyper))
-        assert list(h.tolist()) == list(rule.kernel_args(hyper).values())
+                                                               hyper=hyper, host=rs.host_before(rule, hyper, 0))
+        host = rs.host_before(rule, hyper, 0) or {}
+        assert type(h) is np.ndarray and h.shape == () and h.dtype.names == (*rule.kernel_args(hyper), *host)
+        assert list(h.tolist()) == [*rule.kernel_args(hyper).values(), *host.values()]
         assert type(flags) is np.int32 and flags == rule.modes(hyper, False)
 
 
@@ -412,7 +415,8 @@ def test_rule_list_names_every_registry_rule():
 
 def test_header_structs_match_the_registry():
     """<Name>Scalars<T>: exactly rule.scalar_names(), in order, type T, then int flags; <Name>Hyper: exactly
-    the rule's kernel_args keys, in order, double (what _cuda's structured dtypes lay out)."""
+    the rule's kernel_args keys, then its host states, in order, double (what _cuda's structured dtypes lay
+    out)."""
     text = _rules_header()
     scalars = _struct_fields(text, r"template <class T>\s*struct (\w+)Scalars \{(.*?)\};", "T")
     hypers = _struct_fields(text, r"\nstruct (\w+)Hyper \{(.*?)\};", "double")
@@ -420,8 +424,9 @@ def test_header_structs_match_the_registry():
         rule = RULES[name]
         hyper = rule.check_all(rule.defaults(rule.variants[0]), rule.variants[0])
         assert scalars[prefix] == [*rule.scalar_names(), ("int", "flags")], name
-        assert hypers[prefix] == list(rule.kernel_args(hyper)), name
-        assert _cuda.hyper_dtype(rule).names == tuple(rule.kernel_args(hyper))
+        fields = [*rule.kernel_args(hyper), *(h.key for h in rule.host_states)]
+        assert hypers[prefix] == fields, name
+        assert _cuda.hyper_dtype(rule).names == tuple(fields)
         for dtype in (np.float32, np.float64):
             assert _cuda.scalars_dtype(rule, dtype).itemsize <= _cuda.SCALARS_BYTES
         for fn in ("update", "prepare"):
@@ -512,8 +517,8 @@ def test_gpu_launcher_python_side(lib, rule):
     grads = [rng.standard_normal(n) for n in sizes]
     g = dev(grads)
     for k in range(3):
-        launcher.run(*_cuda.call(rule, p, g, states, lr=lr, hyper=hyper, **_counter(rule, k)))
-        ref.update(rule, ref_p, grads, ref_s, lr=lr, hyper=hyper, **_counter(rule, k))
+        launcher.run(*_cuda.call(rule, p, g, states, lr=lr, hyper=hyper, **_counter(rule, k, hyper)))
+        ref.update(rule, ref_p, grads, ref_s, lr=lr, hyper=hyper, **_counter(rule, k, hyper))
         assert fake.current == 0  # the device context was restored
     _assert_close(host_p, ref_p, np.float64, "params")
     for i, (mine, theirs) in enumerate(zip(host_s, ref_s)):
@@ -529,22 +534,24 @@ def test_gpu_launcher_python_side(lib, rule):
 
     before = [a.copy() for a in host_p]
     with pytest.raises(TypeError, match="NumPy"):
-        launcher.run(*_cuda.call(rule, p, TensorList(grads), states, lr=lr, hyper=hyper, step=4))
+        launcher.run(*_cuda.call(rule, p, TensorList(grads), states, lr=lr, hyper=hyper, **_counter(rule, 3, hyper)))
     with pytest.raises(ValueError, match="different GPUs"):
-        launcher.run(*_cuda.call(rule, p, dev(grads, device=2), states, lr=lr, hyper=hyper, step=4))
+        launcher.run(*_cuda.call(rule, p, dev(grads, device=2), states, lr=lr, hyper=hyper, **_counter(rule, 3, hyper)))
     with pytest.raises(ValueError, match="different GPUs"):
         mixed = TensorList([fake.ndarray(a, 2 if i == 1 else 1) for i, a in enumerate(grads)])
-        launcher.run(*_cuda.call(rule, p, mixed, states, lr=lr, hyper=hyper, step=4))
+        launcher.run(*_cuda.call(rule, p, mixed, states, lr=lr, hyper=hyper, **_counter(rule, 3, hyper)))
     assert all((a == b).all() for a, b in zip(host_p, before))
 
     lr_a, step = fake.asarray(np.array([lr])), fake.asarray(np.array([3], np.int64))
     with pytest.raises(TypeError, match="CuPy array on device 1"):
-        launcher.run_capturable(*_cuda.capturable_call(rule, p, g, states, lr=lr_a, step=step, hyper=hyper))
+        launcher.run_capturable(*_cuda.capturable_call(rule, p, g, states, lr=lr_a, step=step, hyper=hyper,
+                                                           host=rs.host_before(rule, hyper, 3)))
     assert fake.host_of(step)[0] == 3
     with fake.cuda.Device(1):
         lr_a, step = fake.asarray(np.array([lr])), fake.asarray(np.array([3], np.int64))
-    launcher.run_capturable(*_cuda.capturable_call(rule, p, g, states, lr=lr_a, step=step, hyper=hyper))
-    ref.update(rule, ref_p, [a.host for a in g], ref_s, lr=lr, hyper=hyper, **_counter(rule, 3))
+    launcher.run_capturable(*_cuda.capturable_call(rule, p, g, states, lr=lr_a, step=step, hyper=hyper,
+                                                           host=rs.host_before(rule, hyper, 3)))
+    ref.update(rule, ref_p, [a.host for a in g], ref_s, lr=lr, hyper=hyper, **_counter(rule, 3, hyper))
     assert fake.host_of(step)[0] == 4
     _assert_close(host_p, ref_p, np.float64, "params after a capturable step")
 

@@ -78,7 +78,8 @@ def test_every_rule_has_a_numpy_reference(name):
     keyword = [p.name for p in params if p.kind == p.KEYWORD_ONLY]
     assert len(positional) == 2 + len(rule.states)
     counter = {"step": ["step"], "fresh": ["first_step"], None: []}[rule.counter]
-    assert sorted(keyword) == sorted(["lr", *(h.name for h in rule.hyper), *counter])
+    host = [h.key for h in rule.host_states]  # their values before the step
+    assert sorted(keyword) == sorted(["lr", *(h.name for h in rule.hyper), *counter, *host])
 
 
 # ---- the generated cpu launchers ---------------------------------------------------------------------
@@ -103,7 +104,7 @@ def test_element_signature(name):
     expected = ["p", "g", *(s.short for s in rule.states), *rule.scalar_names(), "flags"]
     assert list(inspect.signature(rule.element).parameters) == expected
     hyper = rule.check_all(rule.defaults(rule.variants[0]), rule.variants[0])
-    scalars = rule.step_scalars(hyper, 1e-3, 1)
+    scalars = rule.step_scalars(hyper, 1e-3, 1, rule.initial_host(hyper, 1e-3))
     assert len(scalars) == len(rule.scalar_names())
     bits = list(_modes.FLAGS.values())
     for combo in itertools.product((0, 1), repeat=len(bits)):

@@ -353,9 +353,11 @@ def saved(obj):
 @pytest.mark.parametrize("direction", ["torch->lrfast", "lrfast->torch"])
 @pytest.mark.parametrize("name,kw", INTERCHANGE, ids=[c[0] for c in INTERCHANGE])
 def test_state_dict_interchange(digits, name, kw, direction):
-    """Train 30 steps with one library, checkpoint (torch.save), resume 30 with the other: same run as
-    30 + 30 steps with the reference alone (torch.optim.X; lion-pytorch's Lion, whose state is exp_avg
-    too). Part of the run leaves a param without grad, so per-param step counts differ in the checkpoint."""
+    """Train 30 steps with one library, checkpoint (torch.save), resume 30 with the other: same run as the
+    reference's own checkpoint and resume (torch.optim.X; lion-pytorch's Lion, whose state is exp_avg too).
+    Part of the run leaves a param without grad, so per-param step counts differ in the checkpoint. (The
+    reference resumes too: torch's load_state_dict casts every state but ``step`` to the param's dtype,
+    so NAdam's float32 ``mu_product`` and ASGD's ``eta``/``mu`` continue in float64 after a resume.)"""
     dtype = torch.float64
     data = batches(digits, dtype, 60)
 
@@ -364,23 +366,24 @@ def test_state_dict_interchange(digits, name, kw, direction):
             model[2].bias.grad = None
 
     ref_cls, ref_kw, _ = reference(name, kw)
-    ref, ref_opt = mlp(dtype), None
-    ref_opt = ref_cls(ref.parameters(), **ref_kw)
-    train(ref, ref_opt, data, hook=hook)
 
     def make(lib, params):
         return ref_cls(params, **ref_kw) if lib == "reference" else getattr(lt, name)(params, **kw)
 
-    first, second = ("reference", lt) if direction == "torch->lrfast" else (lt, "reference")
-    m1 = mlp(dtype)
-    o1 = make(first, m1.parameters())
-    train(m1, o1, data[:30], hook=hook)
-    checkpoint = saved({"model": m1.state_dict(), "optim": o1.state_dict()})
-    m2 = mlp(dtype, seed=9)
-    m2.load_state_dict(checkpoint["model"])
-    o2 = make(second, m2.parameters())
-    o2.load_state_dict(checkpoint["optim"])
-    train(m2, o2, data[30:])
+    def resumed(first, second):
+        m1 = mlp(dtype)
+        o1 = make(first, m1.parameters())
+        train(m1, o1, data[:30], hook=hook)
+        checkpoint = saved({"model": m1.state_dict(), "optim": o1.state_dict()})
+        m2 = mlp(dtype, seed=9)
+        m2.load_state_dict(checkpoint["model"])
+        o2 = make(second, m2.parameters())
+        o2.load_state_dict(checkpoint["optim"])
+        train(m2, o2, data[30:])
+        return m2, o2
+
+    ref, ref_opt = resumed("reference", "reference")
+    m2, o2 = resumed(*(("reference", lt) if direction == "torch->lrfast" else (lt, "reference")))
     assert_same_run(ref, ref_opt, m2, o2, dtype)
 
 

@@ -207,7 +207,7 @@ STATE_EDITS = {
     "step = 0": lambda opt, p: opt.state[p].__setitem__("step", torch.tensor(0.0)),
     "step fill_": lambda opt, p: opt.state[p]["step"].fill_(1.0),
     "new first state": lambda opt, p: opt.state[p].__setitem__(
-        next(k for k in ("exp_avg", "momentum_buffer", "square_avg") if k in opt.state[p]),
+        next(k for k, v in opt.state[p].items() if k != "step" and v.shape == p.shape),  # the first state tensor
         torch.full_like(p, 0.25)),
 }
 

@@ -45,7 +45,7 @@ def _make(opt, gi=0):
     lr, hyper = opt._hyper(group, gi)
     roles = opt._rule.used_states(hyper)
     detail = _plan.inspect(opt._rule, opt.state, group, gi, type(opt).__name__)
-    return _plan.build(opt._rule, opt.state, group, gi, roles, detail), lr, hyper, roles
+    return _plan.build(opt._rule, opt.state, group, gi, roles, detail, (lr, hyper)), lr, hyper, roles
 
 
 def _first_variant(rule):
@@ -107,7 +107,8 @@ def test_build_makes_torchs_state_layout(rule):
     opt = _first_variant(rule)(params, **_kwargs(rule))
     _grads(params)
     plan, lr, hyper, roles = _make(opt)
-    expected = (["step"] if rule.torch_step else []) + [k for k in rule.torch_order if k in roles]
+    host = {h.key for h in rule.host_states}
+    expected = (["step"] if rule.torch_step else []) + [k for k in rule.torch_order if k in roles or k in host]
     for p in params:
         assert list(opt.state[p]) == expected
         for key in roles:

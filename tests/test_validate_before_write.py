@@ -158,14 +158,15 @@ def test_inf_params_without_weight_decay_match_the_reference(case, dtype):
 
 # every class whose rule has an eps
 EPS_CLASSES = [name for name, (rule, _) in VARIANTS.items() if "eps" in [h.name for h in rule.hyper]]
-# the state keys of a mean of squared grads (Adam's v, RMSprop's): where a rule keeps one, it underflows
-SQUARED_GRAD_STATES = {"exp_avg_sq", "square_avg"}
+# the state keys of a mean or sum of squared grads (Adam's v, RMSprop's, Adagrad's sum): where a rule keeps
+# one, it underflows
+SQUARED_GRAD_STATES = {"exp_avg_sq", "square_avg", "sum"}
 
 
 @pytest.mark.parametrize("cls", [getattr(lrfast, name) for name in EPS_CLASSES], ids=EPS_CLASSES)
 def test_eps_zero_with_subnormal_grads_matches_the_reference(cls):
     """float64 subnormal grads with eps=0: the kernel's step is the reference's, inf where it is inf. A rule
-    that divides by the root of a mean of squared grads (Adam, RMSprop) has that mean underflow to 0, so
+    that divides by the root of a mean or sum of squared grads (Adam, RMSprop, Adagrad) has it underflow to 0, so
     its step is inf and later steps stay inf; one that divides by something else (a max of |g|) need not."""
     kw = dict(eps=0.0, weight_decay=0.0)
     grads = [np.array([1e-310, -3e-320, 5e-324, 0.0, 1e-300, 1.0])]

@@ -44,12 +44,12 @@ def _chunks(tensors):
     return tensors.chunks(chunk_size(tensors.total, numba.config.NUMBA_NUM_THREADS)), False
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False):
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
     """One kernel call of ``rule`` (a ``lrfast.rules`` Rule) over every chunk of ``params``: the numpy
     reference's ``update``, with ``TensorList``s. The per-step scalars are the rule's (``Rule.step_scalars``,
     float64) rounded to the arrays' dtype: a float64 scalar would make a float32 loop float64."""
     launcher, optional = _launchers.get(rule.name) or _launcher(rule)
-    values, flags = rule.step_args(hyper, lr, step, first_step)
+    values, flags = rule.step_args(hyper, lr, step, first_step, host)
     scalars = np.array(values, dtype=params.dtype)
     use = 0
     for bit, i in enumerate(optional):

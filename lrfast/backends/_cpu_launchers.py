@@ -7,7 +7,7 @@ the params, grads and states (in the rule's order), a 1-element array of the dty
 optional states in use, the per-step scalars in the arrays' dtype and the mode bits.
 """
 
-SOURCE_HASH = "132810acfe5522ba"  # of the element functions and the harness
+SOURCE_HASH = "1d3fbb6c5195c07e"  # of the element functions and the harness
 
 from numba import njit, prange
 
@@ -162,3 +162,52 @@ def adamax(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             adamax_chunk(c, chunks, *args)
+
+# ---- adagrad -----------------------------------------------------------------------------------------
+
+adagrad_element = njit(inline="always", **_JIT)(_rules.adagrad.RULE.element)
+
+
+@njit(**_JIT)
+def adagrad_chunk(c, chunks, P, G, S0, like, use, clr, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    s = _slice(S0, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], s[i] = adagrad_element(pi, g[i], s[i], clr, eps, weight_decay, flags)
+
+
+@njit(parallel=True, **_JIT)
+def adagrad(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            adagrad_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            adagrad_chunk(c, chunks, *args)
+
+# ---- nadam -------------------------------------------------------------------------------------------
+
+nadam_element = njit(inline="always", **_JIT)(_rules.nadam.RULE.element)
+
+
+@njit(**_JIT)
+def nadam_chunk(c, chunks, P, G, S0, S1, like, use, grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    m = _slice(S0, chunks, c, like)
+    v = _slice(S1, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], m[i], v[i] = nadam_element(pi, g[i], m[i], v[i], grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags)
+
+
+@njit(parallel=True, **_JIT)
+def nadam(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            nadam_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            nadam_chunk(c, chunks, *args)

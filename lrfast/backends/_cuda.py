@@ -57,9 +57,10 @@ _LAYOUTS: dict = {}  # (rule name, dtype or None) -> numpy structured dtype
 
 
 def _names(rule) -> tuple:
-    """(scalar names, kernel_args names) of ``rule``: the fields of its two structs, in order."""
+    """(scalar names, kernel_args names then host-state keys) of ``rule``: the fields of its two structs, in
+    order."""
     hyper = rule.check_all(rule.defaults(rule.variants[0]), rule.variants[0])
-    return rule.scalar_names(), tuple(rule.kernel_args(hyper))
+    return rule.scalar_names(), tuple(rule.kernel_args(hyper)) + tuple(h.key for h in rule.host_states)
 
 
 def scalars_dtype(rule, dtype) -> np.dtype:
@@ -73,7 +74,8 @@ def scalars_dtype(rule, dtype) -> np.dtype:
 
 
 def hyper_dtype(rule) -> np.dtype:
-    """The NumPy layout of ``<Name>Hyper``: ``rule.kernel_args`` keys as float64 fields, C-aligned."""
+    """The NumPy layout of ``<Name>Hyper``: ``rule.kernel_args`` keys, then the rule's host states, as
+    float64 fields, C-aligned."""
     key = (rule.name, None)
     out = _LAYOUTS.get(key)
     if out is None:
@@ -107,25 +109,29 @@ def _lists(rule, params, grads, states, hyper):
     return tuple(lists)
 
 
-def call(rule, params, grads, states, *, lr, hyper, step=None, first_step=False):
+def call(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
     """(kernel rule name, tensor lists, (scalars struct,)) of one step of ``rule`` (a ``lrfast.rules`` Rule):
     the arguments of ``backends._numpy.update``. The scalars are ``rule.step_scalars`` (float64) rounded to
     the params' dtype, the flags ``rule.modes(hyper, first_step)``."""
     lists = _lists(rule, params, grads, states, hyper)
     dtype = scalars_dtype(rule, params.dtype)  # raises for an unsupported dtype below, in kernel_name
-    scalars, flags = rule.step_args(hyper, lr, step, first_step)
+    scalars, flags = rule.step_args(hyper, lr, step, first_step, host)
     return rule.name, lists, (_struct(dtype, (*scalars, flags)),)
 
 
-def capturable_call(rule, params, grads, states, *, lr, step, hyper):
+def capturable_call(rule, params, grads, states, *, lr, step, hyper, host=None):
     """(kernel rule name, tensor lists, prepare-kernel arguments) of a capturable step: ``lr`` (float64,
     one element) and ``step`` (int64, one element: the steps completed; the prepare kernel adds one) are
     device arrays, so the launch arguments stay the same from step to step and a CUDA graph can replay it.
     The prepare arguments are (lr, step, ``<Name>Hyper`` struct of ``rule.kernel_args(hyper)``, flags);
-    SGD's first step is the prepare kernel's to find (step 0)."""
+    SGD's first step is the prepare kernel's to find (step 0). Rules with host states (NAdam's mu_product,
+    ASGD's eta and mu) take their values before the step as ``host``, in the Hyper struct: the host advances
+    them, so the optimizers offer no capturable step for those rules (a graph would replay frozen values)."""
+    if bool(rule.host_states) != (host is not None):
+        raise ValueError(f"{rule.name}: host states {[h.key for h in rule.host_states]} expected, got {host!r}")
     _counters(lr, step)
     lists = _lists(rule, params, grads, states, hyper)
-    h = _struct(hyper_dtype(rule), rule.kernel_args(hyper).values())
+    h = _struct(hyper_dtype(rule), (*rule.kernel_args(hyper).values(), *(host or {}).values()))
     return rule.name, lists, (lr, step, h, np.int32(rule.flags(hyper, False)))
 
 
@@ -144,15 +150,16 @@ def _gpu() -> GpuLauncher:
     return _cuda_launch.gpu()
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False):
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
     """Backend entry point: one launch of ``rule`` over ``params`` / ``grads`` / ``states`` (see ``call``)."""
-    _gpu().run(*call(rule, params, grads, states, lr=lr, hyper=hyper, step=step, first_step=first_step))
+    _gpu().run(*call(rule, params, grads, states, lr=lr, hyper=hyper, step=step, first_step=first_step,
+                     host=host))
 
 
-def update_capturable(rule, params, grads, states, *, lr, step, hyper):
+def update_capturable(rule, params, grads, states, *, lr, step, hyper, host=None):
     """``update`` reading ``lr`` and ``step`` (steps completed; incremented) from device arrays (see
     ``capturable_call``); graph-capturable once a first call has built and cached the tables."""
-    _gpu().run_capturable(*capturable_call(rule, params, grads, states, lr=lr, step=step, hyper=hyper))
+    _gpu().run_capturable(*capturable_call(rule, params, grads, states, lr=lr, step=step, hyper=hyper, host=host))
 
 
 def all_finite(tensors):

@@ -19,12 +19,13 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False):
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
     """Backend entry point: ``rule`` (a ``lrfast.rules`` Rule) over ``params`` / ``grads`` / ``states`` (the
-    rule's state lists in its order, None where unused) with the checked hyperparameters ``hyper``."""
+    rule's state lists in its order, None where unused) with the checked hyperparameters ``hyper``;
+    ``host``: the values of the rule's host states before this step (NumPy scalars of their dtype)."""
     counter = {"step": step} if rule.counter == "step" else {"first_step": first_step} if rule.counter else {}
     kwargs = {h.name: hyper[h.name] for h in rule.hyper}
-    globals()[rule.name](params, grads, *states, lr=lr, **kwargs, **counter)
+    globals()[rule.name](params, grads, *states, lr=lr, **kwargs, **counter, **(host or {}))
 
 
 def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize,
@@ -144,6 +145,62 @@ def adamax(params, grads, exp_avgs, exp_infs, *, lr, betas, eps, weight_decay, m
         exp_avgs[i][...] = m
         exp_infs[i][...] = u
         p[...] = pf - clr * m / u
+
+
+def adagrad(params, grads, state_sums, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize,
+            step):
+    """Adagrad (torch.optim.Adagrad, its single-tensor algorithm); ``step`` counts from 1; the sums start
+    at ``initial_accumulator_value`` (made by the caller).
+
+    g = -grad if maximize else grad;  g += weight_decay * p;  s += g^2
+    p -= lr / (1 + (step - 1) * lr_decay) * g / (sqrt(s) + eps)
+    """
+    clr = lr / (1 + (step - 1) * lr_decay)
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if weight_decay != 0:
+            g = g + weight_decay * pf
+        s = _f64(state_sums[i]) + g * g
+        state_sums[i][...] = s
+        p[...] = pf + (-clr) * g / (np.sqrt(s) + eps)  # torch's addcdiv: p + (value * g) / std
+
+
+def nadam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay, momentum_decay,
+          decoupled_weight_decay, maximize, step, mu_product):
+    """NAdam (torch.optim.NAdam, its single-tensor algorithm); ``step`` counts from 1; ``mu_product``: the
+    product of the momentum coefficients before this step (a NumPy scalar: torch's 0-d tensor, whose dtype
+    the product keeps), the same for every param here.
+
+    g = -grad if maximize else grad;  decoupled: p *= 1 - lr * weight_decay, else g += weight_decay * p
+    mu = beta1 * (1 - 0.5 * 0.96^(step * momentum_decay));  mu_next: the same at step + 1
+    mu_product *= mu;  m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g^2
+    d = sqrt(v / (1 - beta2^step)) + eps
+    p -= lr * (1 - mu) / (1 - mu_product) * g / d + lr * mu_next / (1 - mu_product * mu_next) * m / d
+    """
+    beta1, beta2 = betas
+    bc2 = 1 - beta2 ** step
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+    kind = type(mu_product)
+    product = float(kind(mu_product * kind(mu)))  # torch: mu_product *= mu, in the 0-d tensor's dtype
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                pf = pf * (1 - lr * weight_decay)
+            else:
+                g = g + weight_decay * pf
+        m = _f64(exp_avgs[i])
+        w = 1 - beta1  # exp_avg.lerp_(g, w), as torch computes it
+        m = m + w * (g - m) if w < 0.5 else g - (g - m) * (1 - w)
+        v = beta2 * _f64(exp_avg_sqs[i]) + (1 - beta2) * g * g
+        exp_avgs[i][...] = m
+        exp_avg_sqs[i][...] = v
+        d = np.sqrt(v / bc2) + eps
+        pf = pf + (-lr * (1.0 - mu) / (1.0 - product)) * g / d  # torch's addcdiv: p + (value * g) / d
+        p[...] = pf + ((-lr * mu_next) / (1.0 - product * mu_next)) * m / d
 
 
 def all_finite(arrays):

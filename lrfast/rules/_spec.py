@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 #: torch.optim's implementation switches and their defaults (lrfast.torch accepts them, see torch/_checks.py)
 TORCH_SWITCHES = {"foreach": None, "fused": None, "capturable": False, "differentiable": False}
 
@@ -44,15 +46,33 @@ class Hyper:
 
 @dataclass(frozen=True)
 class State:
-    """One state tensor per param: torch's key, the short name the element functions use, and when it
-    exists (a function of the checked hyperparameters; None: always)."""
+    """One state tensor per param: torch's key, the short name the element functions use, when it exists
+    (a function of the checked hyperparameters; None: always) and the value it starts at (``init``:
+    ``(checked hyper, lr) -> float``, the lr of the step that creates it; None: 0)."""
 
     key: str
     short: str
     when: Callable[[dict], bool] | None = None
+    init: Callable[[dict, float], float] | None = None
 
     def exists(self, hyper: dict) -> bool:
         return self.when is None or bool(self.when(hyper))
+
+    def initial(self, hyper: dict, lr: float) -> float:
+        """The value every element of a new state holds."""
+        return 0.0 if self.init is None else float(self.init(hyper, lr))
+
+
+@dataclass(frozen=True)
+class HostState:
+    """One scalar of state per param, kept and advanced on the host once per step (NAdam's
+    ``mu_product``, ASGD's ``eta`` and ``mu``): torch keeps it as a 0-d tensor of its scalar dtype
+    (float32, float64 under a float64 default dtype) under ``key``. ``init``: ``(checked hyper, lr) ->
+    float``, its value before a param's first step. The rule's ``scalars`` reads its value before the
+    step, ``advance`` returns the value after it, computed in the value's own dtype as torch does."""
+
+    key: str
+    init: Callable[[dict, float], float]
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,11 @@ class Rule:
     element     the math of one element for the Numba kernels: (p, g, *states, *scalars, flags) -> the
                 new (p, *states); plain Python, compiled by ``backends/_cpu_launchers.py``
     combination (checked hyper) -> None, raising ValueError for invalid combinations (nesterov)
+    host_states the per-param scalars the host advances (``HostState``; their keys are in ``torch_order``)
+    advance     (lr, t, values, **kernel_args) -> the host states' values after step t, each a NumPy
+                scalar of its value's dtype (``values``: the values before it, the same types)
+    torch_state_at_init  lrfast.torch creates each param's state when the optimizer is built, not at its
+                first step (torch's Adagrad does)
     algorithm   the update in pseudocode: the docstrings of lrfast.X and lrfast.torch.X
     torch_algorithm_note  what differs in lrfast.torch's wording (None: nothing)
     bytes_note  the bytes per element one step moves (docs, bench rooflines)
@@ -124,6 +149,9 @@ class Rule:
     element: Callable
     algorithm: str
     combination: Callable | None = None
+    host_states: tuple = ()
+    advance: Callable | None = None
+    torch_state_at_init: bool = False
     #: hyperparameters (as items) -> (kernel_args, used states, {fresh: mode bits}): what a step derives
     #: from them, computed once per setting (a step reads it in ~0.3 us instead of ~2.5 us)
     _derived: dict = field(default_factory=dict, compare=False, repr=False)
@@ -132,13 +160,15 @@ class Rule:
         names = [h.name for h in self.hyper]
         if len(set(names)) != len(names) or "lr" in names:
             raise ValueError(f"rule {self.name}: hyperparameter names must be unique and not 'lr'")
-        keys = {s.key for s in self.states}
+        keys = {s.key for s in self.states} | {h.key for h in self.host_states}
         if set(self.torch_order) != keys:
             raise ValueError(f"rule {self.name}: torch_order {self.torch_order} lists other keys than {keys}")
         for variant in self.variants:
             for name in self.torch_signature_of(variant).replace(" ", "").split(","):
                 if name not in ("*", "lr") and name not in names and name not in TORCH_SWITCHES:
                     raise ValueError(f"rule {self.name}: torch_signature names unknown {name!r}")
+        if bool(self.host_states) != (self.advance is not None):
+            raise ValueError(f"rule {self.name}: host_states and advance go together")
 
     # -- what the classes read --------------------------------------------------------------------
 
@@ -175,19 +205,28 @@ class Rule:
         """``modes(hyper, fresh)``: the update's mode bits."""
         return self._derive(hyper)[2][bool(fresh)]
 
-    def step_scalars(self, hyper: dict, lr: float, t) -> tuple:
+    def step_scalars(self, hyper: dict, lr: float, t, host: dict | None = None) -> tuple:
         """The update's per-step scalars (float64) for learning rate ``lr`` and step ``t`` (1-based;
-        ignored by rules without a step counter)."""
-        return tuple(self.scalars(lr, t, **self._derive(hyper)[0]).values())
+        ignored by rules without a step counter); ``host``: the host states' values before the step."""
+        return tuple(self.scalars(lr, t, **self._derive(hyper)[0], **(host or {})).values())
 
-    def step_args(self, hyper: dict, lr: float, t, fresh: bool = False) -> tuple:
+    def step_args(self, hyper: dict, lr: float, t, fresh: bool = False, host: dict | None = None) -> tuple:
         """(``step_scalars``, ``flags``) at once: what a backend launch takes."""
         kernel_args, _, flags = self._derive(hyper)
-        return tuple(self.scalars(lr, t, **kernel_args).values()), flags[bool(fresh)]
+        return tuple(self.scalars(lr, t, **kernel_args, **(host or {})).values()), flags[bool(fresh)]
 
     def scalar_names(self) -> tuple:
         """The names of the per-step scalars, in the kernels' order (evaluated at lr=1e-3, t=1)."""
-        return tuple(self.scalars(1e-3, 1, **self.kernel_args(self.check_all(self.defaults(self.variants[0])))))
+        hyper = self.check_all(self.defaults(self.variants[0]))
+        return tuple(self.scalars(1e-3, 1, **self.kernel_args(hyper), **self.initial_host(hyper, 1e-3)))
+
+    def initial_host(self, hyper: dict, lr: float, dtype=np.float32) -> dict:
+        """The host states' values before a param's first step, as ``dtype`` scalars."""
+        return {h.key: np.dtype(dtype).type(h.init(hyper, lr)) for h in self.host_states}
+
+    def advance_host(self, hyper: dict, lr: float, t, values: dict) -> dict:
+        """The host states' values after step ``t`` (``advance``), from those before it."""
+        return self.advance(lr, t, values, **self._derive(hyper)[0])
 
     def torch_signature_of(self, variant: Variant) -> str:
         """The parameters of ``variant``'s torch class after ``params`` (its own, else the rule's)."""

@@ -42,6 +42,11 @@ class _Optimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults):
         self._plans = []
         super().__init__(params, defaults)
+        if self._rule.torch_state_at_init:  # as torch's Adagrad: every param's state made now, from defaults
+            lr, hyper = self._check_group({**self.defaults, "params": []}, 0)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    _plan.initial_state(self._rule, self.state[p], p, hyper, lr, self._rule.used_states(hyper))
 
     # -- param groups --------------------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class _Optimizer(torch.optim.Optimizer):
         # 2. build what changed (state created as torch would, lazily), then launch
         for gi, hyper, roles, outcome, detail in todo:
             if outcome == _plan.REBUILD:
-                plans[gi] = _plan.build(rule, self.state, groups[gi], gi, roles, detail)
+                plans[gi] = _plan.build(rule, self.state, groups[gi], gi, roles, detail, hyper)
             elif outcome == _plan.GRADS:
                 plans[gi].set_grads(detail)
         for gi, hyper, *_ in todo:
@@ -157,6 +162,7 @@ class _Optimizer(torch.optim.Optimizer):
                 where[key] = (p, _checks.label(group, gi, pi))
         rule = self._rule
         keys = set(rule.torch_order) | ({"step"} if rule.torch_step else set())
+        host_keys = {h.key for h in rule.host_states}
         for key, entry in state_dict["state"].items():
             if key not in where:
                 continue
@@ -167,6 +173,8 @@ class _Optimizer(torch.optim.Optimizer):
                                      f"{', '.join(sorted(keys))}: is the checkpoint from another optimizer?")
                 if skey == "step":
                     _checks.step_value(value, label)
+                elif skey in host_keys:
+                    _checks.scalar_state(value, skey, label)
                 elif value is not None:
                     _checks.check_state_tensor(p, value, skey, label)
 

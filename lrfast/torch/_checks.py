@@ -148,6 +148,19 @@ def step_value(value, where):
     return step
 
 
+def scalar_state(value, key, where):
+    """A host state (NAdam's ``mu_product``, ASGD's ``eta`` / ``mu``: a 0-d tensor or a number) as a float;
+    TypeError when it is not one number, ValueError when it is not finite."""
+    try:
+        number = float(value.item() if isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"state {key!r} of {where} is {value!r}; expected a number or a 1-element "
+                        "tensor") from None
+    if not math.isfinite(number):
+        raise ValueError(f"state {key!r} of {where} is {number}; expected a finite number")
+    return number
+
+
 def check_disjoint(group, gi, tensors, positions):
     """No two params of a group share memory (one launch updates them all at once)."""
     if len(tensors) < 2:

@@ -54,11 +54,12 @@ def scalar_dtype():
 
 
 class _Launch:
-    """One backend call: the params of a group that share a dtype (and a step value / first-step flag)."""
+    """One backend call: the params of a group that share a dtype (and a step value and host-state values /
+    first-step flag)."""
 
-    __slots__ = ("members", "dtype", "params", "grads", "states", "step_slot", "first_step")
+    __slots__ = ("members", "dtype", "params", "grads", "states", "step_slot", "first_step", "slots")
 
-    def __init__(self, members, dtype, params, states, step_slot, first_step):
+    def __init__(self, members, dtype, params, states, step_slot, first_step, slots):
         self.members = members  # int64 array: positions of these params among the group's params with a grad
         self.dtype = dtype  # NumPy dtype
         self.params = params
@@ -66,13 +67,22 @@ class _Launch:
         self.states = states  # state key -> TensorList (the states the update uses)
         self.step_slot = step_slot  # position whose step counter this call reads (None: no counter)
         self.first_step = first_step
+        self.slots = slots  # int64 array: the group positions of these params (their host-state slots)
 
-    def call(self, backend, rule, steps_np, lr, hyper):
-        """The backend's ``update`` over this launch's lists (states in the rule's order, None if unused)."""
+    def call(self, backend, rule, steps_np, lr, hyper, host):
+        """The backend's ``update`` over this launch's lists (states in the rule's order, None if unused);
+        ``host``: key -> the group's buffer of that host state (NumPy), advanced here for these params."""
         states = self.states
         step = float(steps_np[self.step_slot]) if self.step_slot is not None else None
+        values = None
+        if host:
+            first = self.slots[0]
+            values = {key: buf[first] for key, buf in host.items()}
         backend.update(rule, self.params, self.grads, [states.get(s.key) for s in rule.states], lr=lr,
-                       hyper=hyper, step=step, first_step=self.first_step)
+                       hyper=hyper, step=step, first_step=self.first_step, host=values)
+        if host:
+            for key, value in rule.advance_host(hyper, lr, step, values).items():
+                host[key][self.slots] = value
 
 
 class _Plan:
@@ -89,7 +99,8 @@ class _Plan:
     __slots__ = ("group", "gi", "params", "n", "param_list", "state", "roles", "present", "present_idx",
                  "absent_idx", "all_present", "to_local", "placements", "param_ptrs", "dtypes", "shapes", "strides",
                  "present_layout", "grad_ptrs", "grad_layout", "state_dicts", "state_checks", "launches", "steps",
-                 "steps_np", "step_index", "steps_seen", "rebuild_after_run", "device", "cuda_grads")
+                 "steps_np", "step_index", "steps_seen", "rebuild_after_run", "device", "cuda_grads", "host",
+                 "host_seen")
 
     def check(self, group, roles, state):
         """(OK | GRADS | REBUILD, detail): is the plan still valid for this step's params and grads?"""
@@ -139,6 +150,8 @@ class _Plan:
                     current = list(map(self.to_local, current))
                 if list(map(_PTR, current)) != ptrs:
                     return False
+        if self.host is not None and not all(np.array_equal(self.host[k], self.host_seen[k]) for k in self.host):
+            return False
         return self.steps_np is None or np.array_equal(self.steps_np, self.steps_seen)
 
     def check_grads(self, detail, optimizer):
@@ -188,7 +201,8 @@ class _Plan:
             launch.grads = address_list(table[launch.members], launch.dtype, launch.params)
 
     def run(self, rule, lr, hyper):
-        """Count the step (the group's step buffer) and make the launches; then tell autograd."""
+        """Count the step (the group's step buffer) and make the launches (each advances its params' host
+        states); then tell autograd."""
         if self.steps_np is not None:
             if self.step_index is None:
                 self.steps_np += 1
@@ -200,11 +214,14 @@ class _Plan:
             with CudaStream(self.device):
                 self.cuda_grads.upload(backend)  # on the launch stream, before the launches read it
                 for launch in self.launches:
-                    launch.call(backend, rule, self.steps_np, lr, hyper)
+                    launch.call(backend, rule, self.steps_np, lr, hyper, self.host)
         else:
             backend = backends.get("cpu")
             for launch in self.launches:
-                launch.call(backend, rule, self.steps_np, lr, hyper)
+                launch.call(backend, rule, self.steps_np, lr, hyper, self.host)
+        if self.host is not None:
+            for key, buf in self.host.items():
+                self.host_seen[key][...] = buf
         increment_version(self.present)  # autograd: these tensors were modified in place
 
 
@@ -219,6 +236,7 @@ def inspect(rule, state, group, gi, name):
         _checks.check_grad(params[i], grads[i], _checks.label(group, gi, i), name)
     _checks.check_disjoint(group, gi, [local(params[i]) for i in present], present)
     keys = set(rule.torch_order)
+    host_keys = {h.key for h in rule.host_states}
     for i in present:
         s = state.get(params[i])
         if not s:
@@ -227,6 +245,8 @@ def inspect(rule, state, group, gi, name):
         for key, value in s.items():
             if key == "step" and rule.torch_step:
                 _checks.step_value(value, where)
+            elif key in host_keys:
+                _checks.scalar_state(value, key, where)
             elif key in keys and value is not None:
                 _checks.check_state_tensor(params[i], value, key, where)
         if rule.torch_step and "step" not in s:
@@ -235,10 +255,39 @@ def inspect(rule, state, group, gi, name):
     return grads, present
 
 
-def build(rule, state, group, gi, roles, detail):
+def initial_state(rule, s, p, hyper, lr, roles):
+    """Fill the state dict ``s`` of param ``p`` with what it lacks, as torch creates it (in torch's key
+    order, ``step`` first): the ``roles`` tensors at the rule's initial values, the step counter and the
+    host states as 0-d tensors of torch's scalar dtype (on the CPU, where lrfast keeps them)."""
+    if rule.torch_step and "step" not in s:
+        s["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+    for h in rule.host_states:
+        if h.key not in s:
+            s[h.key] = torch.tensor(float(h.init(hyper, lr)), dtype=scalar_dtype())
+    for st in rule.states:
+        if st.key in roles and s.get(st.key) is None:
+            value = st.initial(hyper, lr)
+            if value == 0.0:
+                s[st.key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            else:  # complex params: both parts (torch: complex(value, value))
+                s[st.key] = torch.full_like(p, complex(value, value) if p.is_complex() else value,
+                                            memory_format=torch.preserve_format)
+    for key in ("step", *rule.torch_order):
+        if key in s:
+            s[key] = s.pop(key)
+
+
+def _scalar_buffer(values, dtype, present, n):
+    """(one tensor of ``n`` slots, its NumPy view): the group's buffer of a per-param scalar."""
+    buf = torch.zeros(n, dtype=dtype)
+    buf.numpy()[present] = values
+    return buf, buf.numpy()
+
+
+def build(rule, state, group, gi, roles, detail, hyper):
     """A new plan for ``group``: creates missing state (as torch would, lazily: in torch's key order, the
     step first) and the launch lists. ``roles``: the states the update uses (``rule.used_states``);
-    ``detail``: what ``inspect`` returned."""
+    ``detail``: what ``inspect`` returned; ``hyper``: the group's (lr, hyperparameters), checked."""
     grads, present = detail
     params = group["params"]
     device = params[0].device if params else torch.device("cpu")
@@ -264,18 +313,19 @@ def build(rule, state, group, gi, roles, detail):
     plan.rebuild_after_run = False
 
     # state: create what is missing, conform what was loaded (dtype/device/layout of the param)
-    create = [k for k in rule.torch_order if k in roles]  # torch's key order
+    lr, values = hyper
     states, fresh = [], []
     for i in present:
         p = params[i]
         # torch's SGD without momentum keeps no state at all: do not even create an empty entry
         s = state[p] if (roles or rule.torch_step) else {}
         fresh.append(not any(s.get(k) is not None for k in roles))
-        for key in create:
-            value = s.get(key)
+        loaded = {k: s.get(k) for k in roles}
+        initial_state(rule, s, p, values, lr, roles)
+        for key, value in loaded.items():
             if value is None:
-                s[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            elif (value.dtype != p.dtype or value.device != p.device
+                continue
+            if (value.dtype != p.dtype or value.device != p.device
                   or (local(value).stride() != local(p).stride()
                       and _checks.layout(local(value)) != _checks.layout(local(p)))):
                 s[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(value)
@@ -301,15 +351,38 @@ def build(rule, state, group, gi, roles, detail):
         plan.steps, plan.steps_np, plan.steps_seen = steps, steps_np, steps_np.copy()
         plan.step_index = None if plan.all_present else np.array(present, dtype=np.int64)
 
+    # host states: one CPU buffer per key and group, state[key] a 0-d view of its slot (torch keeps a 0-d
+    # tensor per param; a loaded one on a device or of another dtype is read once, here)
+    plan.host = plan.host_seen = None
+    host_values = []
+    if rule.host_states and present:
+        plan.host, plan.host_seen = {}, {}
+        for h in rule.host_states:
+            old = [s[h.key] for s in states]
+            dtype = next((v.dtype for v in old if isinstance(v, torch.Tensor) and v.is_floating_point()
+                          and v.dtype in (torch.float32, torch.float64)), scalar_dtype())
+            numbers = [_checks.scalar_state(v, h.key, "") for v in old]
+            buf, buf_np = _scalar_buffer(numbers, dtype, present, len(params))
+            views = buf.unbind()
+            for i, s in zip(present, states):
+                s[h.key] = views[i]
+            plan.host[h.key], plan.host_seen[h.key] = buf_np, buf_np.copy()
+            host_values.append(buf_np[present])
+        for s in states:
+            for key in ("step", *rule.torch_order):
+                if key in s:
+                    s[key] = s.pop(key)
+
     # launches: by dtype, then by step value (counter "step") or by "state just created" (counter "fresh")
     by_step = rule.counter == "step" and step_values is not None
     by_fresh = rule.counter == "fresh" and bool(roles)
     buckets = {}
     for j, i in enumerate(present):
         sub = step_values[j] if by_step else (fresh[j] if by_fresh else None)
-        buckets.setdefault((params[i].dtype, sub), []).append(j)
+        host = tuple(float(v[j]) for v in host_values)
+        buckets.setdefault((params[i].dtype, sub, host), []).append(j)
     plan.launches = []
-    for (dtype, sub), members in buckets.items():
+    for (dtype, sub, _), members in buckets.items():
         index = [present[j] for j in members]
         np_dtype = DTYPES[dtype]
         tensors = [mem[i] for i in index]
@@ -325,16 +398,17 @@ def build(rule, state, group, gi, roles, detail):
             plan.rebuild_after_run = True  # after this step every state exists: one launch again
         step_slot = index[0] if by_step else None
         plan.launches.append(_Launch(np.array(members, dtype=np.int64), np_dtype, plist, slists, step_slot,
-                                     first_step))
+                                     first_step, np.array(index, dtype=np.int64)))
     # what the next step compares: the state dicts, the tensors in them and their addresses
-    keys = tuple(roles) + (("step",) if plan.steps is not None else ())
+    scalars = (("step",) if plan.steps is not None else ()) + tuple(plan.host or ())
+    keys = tuple(roles) + scalars
     if keys:
         plan.state_dicts = list(states)
         plan.state_checks = []
         for key in keys:
             tensors = [s[key] for s in states]
             # the step counters are views of the plan's own buffer: their identity is enough
-            ptrs = [local(t).data_ptr() for t in tensors] if key != "step" else None
+            ptrs = [local(t).data_ptr() for t in tensors] if key not in scalars else None
             plan.state_checks.append((operator.itemgetter(key), tensors, ptrs))
     else:
         plan.state_dicts = plan.state_checks = None

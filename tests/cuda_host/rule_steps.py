@@ -21,9 +21,23 @@ def setup(case):
     return rule, lr, rule.check_all(values, variant)
 
 
-def counter(rule, step):
-    """The step-count arguments of ``update`` / ``_cuda.call`` for the ``step``-th update (0-based)."""
-    return {"step": step + 1 if rule.counter == "step" else None, "first_step": step == 0}
+def counter(rule, step, hyper):
+    """The step-count arguments of ``update`` / ``_cuda.call`` for the ``step``-th update (0-based), with the
+    host states' values before it (``host_before``)."""
+    return {"step": step + 1 if rule.counter == "step" else None, "first_step": step == 0,
+            "host": host_before(rule, hyper, step)}
+
+
+def host_before(rule, hyper, step, lr=0.01):
+    """The values of ``rule``'s host states (NAdam's mu_product, ASGD's eta and mu) before its ``step``-th
+    update (0-based), advanced at a constant ``lr`` (None for rules without host states): the values any
+    launch path of a test takes, so the paths it compares get the same ones."""
+    if not rule.host_states:
+        return None
+    values = rule.initial_host(hyper, lr)
+    for t in range(1, step + 1):
+        values = rule.advance_host(hyper, lr, t, values)
+    return values
 
 
 def states_for(rule, hyper, make):
