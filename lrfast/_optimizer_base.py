@@ -17,6 +17,7 @@ import numpy as np
 
 from . import backends
 from ._arena import ParamBuffer, aligned_layout, aligned_zeros, split
+from ._dtypes import real_view
 from ._validate import check_disjoint, check_grads, check_hyper, check_params, finite_number, nonnegative
 from .backends._tensorlist import TensorList
 from .schedules._checks import integer
@@ -25,15 +26,20 @@ STATE_DICT_VERSION = 1
 
 
 class _Bucket:
-    """The params of one group that share a dtype, with their state; updated by one kernel call."""
+    """The params of one group that share a dtype, with their state; updated by one kernel call.
+
+    The kernels see real arrays: complex params (and their grads and state) as their (real, imaginary)
+    parts (``real_view``); ``state`` also keeps views of the param's own dtype and shape for users."""
 
     def __init__(self, positions, params, arena=None):
         self.positions = positions  # indices into the group's params
-        self.params = TensorList(params)
+        self.dtype = params[0].dtype  # the params' own dtype (complex ones stay complex for users)
+        self.params = TensorList([real_view(p) for p in params])
         self.arena = arena
         self.flat_params = TensorList([arena.flat_params]) if arena is not None else None
         self.flat_grads = TensorList([arena.flat_grads]) if arena is not None else None
-        self.state = {}  # role -> (per-param TensorList of views, TensorList of the flat buffer)
+        self.state = {}  # role -> (per-param TensorList of real views, TensorList of the flat buffer,
+        #                          the per-param views in the params' dtype and shapes)
         self.device = None  # capturable steps: the _DeviceLR this bucket's kernels read
 
     def state_lists(self, role, xp, initial=0.0):
@@ -45,7 +51,8 @@ class _Bucket:
             if initial != 0.0:
                 flat.fill(initial)
             views = split(flat, starts, [p.shape for p in self.params])
-            self.state[role] = (TensorList(views, self.params.dtype), TensorList([flat]))
+            public = views if self.dtype == self.params.dtype else [v.view(self.dtype) for v in views]
+            self.state[role] = (TensorList(views, self.params.dtype), TensorList([flat]), public)
         return self.state[role]
 
 
@@ -358,7 +365,8 @@ class Optimizer:
             for group, buckets in zip(self.param_groups, self._buckets):
                 mine = grads[start:start + len(group["params"])]
                 start += len(group["params"])
-                lists.append([TensorList([mine[i] for i in b.positions], b.params.dtype) for b in buckets])
+                lists.append([TensorList([real_view(mine[i]) for i in b.positions], b.params.dtype)
+                              for b in buckets])
             if self.backend == "cuda" and self._grad_lists is not None:
                 # the device address tables of the last grads, rewritten in place: no allocation, and a
                 # captured graph reads the new grads (all checked before any table is written)
@@ -532,7 +540,7 @@ class Optimizer:
         for group, buckets in zip(self.param_groups, self._buckets):
             per = [dict() for _ in group["params"]]
             for b in buckets:
-                for role, (views, _) in b.state.items():
+                for role, (_, _, views) in b.state.items():
                     for pos, view in zip(b.positions, views):
                         per[pos][role] = view
             out.extend(per)
@@ -638,7 +646,7 @@ class Optimizer:
                 # starts from)
                 b.state = {role: lists for role, lists in b.state.items()
                            if role in present.get(id(b), ()) or self._captured}
-                for role, (views, _) in b.state.items():
+                for role, (views, *_) in b.state.items():
                     value = initial[role].initial(self._hyper(group), group["lr"])
                     for v in views:
                         v.fill(value)
@@ -647,7 +655,7 @@ class Optimizer:
             b, pos = flat_index[idx]
             g = group_of[id(b)]
             lists = b.state_lists(role, xp, initial[role].initial(self._hyper(g), g["lr"]))
-            lists[0][b.positions.index(pos)][...] = xp.asarray(arr)
+            lists[2][b.positions.index(pos)][...] = xp.asarray(arr)
         self._host = host_state
         self.step_count = step_count
         self.skipped_steps = skipped_steps

@@ -163,7 +163,7 @@ def _extent(arrays):
 def check_params(params):
     """Every param: a supported dtype, C-contiguous, writeable, sharing memory with no other param."""
     for i, p in enumerate(params):
-        check_supported(p.dtype, f"param {i}")
+        check_supported(p.dtype, f"param {i}", complex_ok=True)
         if not p.flags.c_contiguous:
             raise ValueError(f"param {i} (shape {p.shape}) is not C-contiguous; pass np.ascontiguousarray(p)"
                              " and use the returned array as the parameter")

@@ -271,7 +271,8 @@ def _torch_cuda_plan(fake, sizes_by_dtype):
         members = np.arange(start, start + len(sizes), dtype=np.int64)
         start += len(sizes)
         plan.launches.append(_Launch(members, np.dtype(dtype), TensorList([fake.ndarray(a, 0) for a in arrays]),
-                                     {}, None, False))
+                                     {}, None, False, members))
+    plan.host = None
     return plan, hosts
 
 

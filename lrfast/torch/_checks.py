@@ -49,9 +49,6 @@ def dense(t) -> bool:
 def check_param(p, where):
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{where} is a {type(p).__name__}, not a tensor")
-    if p.is_complex():
-        raise TypeError(f"{where} is complex ({p.dtype}); lrfast's kernels update real tensors "
-                        f"({SUPPORTED_NAMES}): optimize complex params with torch.optim")
     if p.dtype not in DTYPES:
         raise TypeError(f"{where} has dtype {p.dtype}; lrfast's kernels support {SUPPORTED_NAMES}")
     if p.layout != torch.strided:
@@ -132,7 +129,7 @@ def check_state_tensor(p, value, key, where):
     if value.shape != p.shape:
         raise ValueError(f"state {key!r} of {where} has shape {tuple(value.shape)}, the param has shape "
                          f"{tuple(p.shape)}")
-    if not value.is_floating_point():
+    if not (value.is_floating_point() or value.is_complex()):
         raise TypeError(f"state {key!r} of {where} has dtype {value.dtype}; expected a float tensor")
 
 

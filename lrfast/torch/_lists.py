@@ -20,12 +20,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._dtypes import SUPPORTED
+from .._dtypes import COMPLEX, SUPPORTED, real_view
 from ..backends._tensorlist import TensorList
 
-#: torch dtype -> NumPy dtype, for every dtype in lrfast's one table (``lrfast/_dtypes.py``).
+#: torch dtype -> the NumPy dtype the kernels see, for every dtype in lrfast's one table
+#: (``lrfast/_dtypes.py``): complex tensors are updated as their (real, imaginary) parts (torch.optim's
+#: ``view_as_real``), each part an element
 DTYPES = {getattr(torch, name): np_dtype for np_dtype, name in SUPPORTED.items()}
-SUPPORTED_NAMES = ", ".join(SUPPORTED.values())
+DTYPES.update({getattr(torch, str(c)): r for c, r in COMPLEX.items()})
+SUPPORTED_NAMES = ", ".join([*SUPPORTED.values(), *map(str, COMPLEX)])
 
 _PTR = torch.Tensor.data_ptr
 
@@ -35,7 +38,7 @@ def host_list(tensors, dtype, shape_of: TensorList | None = None) -> TensorList:
     block. ``shape_of``: a list over tensors of the same sizes, whose size and chunk tables are shared."""
     tensors = tuple(tensors)
     ptrs = np.fromiter(map(_PTR, tensors), dtype=np.int64, count=len(tensors))
-    sizes = None if shape_of is not None else [t.numel() for t in tensors]
+    sizes = None if shape_of is not None else [t.numel() * (2 if t.is_complex() else 1) for t in tensors]
     return TensorList.from_addresses(ptrs, dtype, sizes=sizes, same_shape_as=shape_of, keep=tensors)
 
 
@@ -45,10 +48,11 @@ def address_list(ptrs, dtype, shape_of: TensorList) -> TensorList:
 
 
 def cuda_views(tensors):
-    """CuPy views (DLPack, zero-copy) of CUDA tensors, made on the current torch stream."""
+    """CuPy views (DLPack, zero-copy) of CUDA tensors, made on the current torch stream; complex ones as their
+    real parts (``real_view``)."""
     import cupy
 
-    return [cupy.from_dlpack(t.detach()) for t in tensors]
+    return [real_view(cupy.from_dlpack(t.detach())) for t in tensors]
 
 
 def cuda_list(tensors, dtype) -> TensorList:

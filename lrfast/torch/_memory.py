@@ -52,6 +52,9 @@ def check_visible(t, label):
                         "supported); optimize it with torch.optim")
     if t.is_meta:
         raise ValueError(f"{label} is on the meta device: it has no memory to update")
+    if t.is_conj() or t.is_neg():
+        raise ValueError(f"{label} is a lazily conjugated or negated view: its memory holds other values than "
+                         "it shows; pass t.resolve_conj() / t.resolve_neg()")
     if t.numel() and not t.data_ptr():
         raise ValueError(f"{label} has {t.numel()} elements but no memory address (data_ptr() is 0): lrfast "
                          "updates tensors with storage only")

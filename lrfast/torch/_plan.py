@@ -100,7 +100,7 @@ class _Plan:
                  "absent_idx", "all_present", "to_local", "placements", "param_ptrs", "dtypes", "shapes", "strides",
                  "present_layout", "grad_ptrs", "grad_layout", "state_dicts", "state_checks", "launches", "steps",
                  "steps_np", "step_index", "steps_seen", "rebuild_after_run", "device", "cuda_grads", "host",
-                 "host_seen")
+                 "host_seen", "has_complex")
 
     def check(self, group, roles, state):
         """(OK | GRADS | REBUILD, detail): is the plan still valid for this step's params and grads?"""
@@ -167,13 +167,14 @@ class _Plan:
         if (dtypes == pdtypes and shapes == pshapes and strides == pstrides
                 and all(map(_ON_CUDA if cuda else _ON_CPU, gmem))
                 and (not cuda or all(g.device == self.device for g in gmem))
-                and (self.to_local is None or self._distributed_like_params(pgrads))):
+                and (self.to_local is None or self._distributed_like_params(pgrads))
+                and not (self.has_complex and any(g.is_conj() or g.is_neg() for g in gmem))):
             return
         for j, g in enumerate(pgrads):
             on_device = gmem[j].is_cuda if cuda else gmem[j].is_cpu
             if (dtypes[j] is not pdtypes[j] or not on_device or shapes[j] != pshapes[j]
                     or strides[j] != pstrides[j] or (cuda and gmem[j].device != self.device)
-                    or self.to_local is not None):
+                    or self.to_local is not None or gmem[j].is_conj() or gmem[j].is_neg()):
                 i = self.present_idx[j]
                 _checks.check_grad(self.params[i], g, _checks.label(self.group, self.gi, i), optimizer)
 
@@ -307,6 +308,7 @@ def build(rule, state, group, gi, roles, detail, hyper):
     plan.param_ptrs = list(map(_PTR, pmem))
     plan.gi = gi
     plan.dtypes = list(map(_DTYPE, mem))
+    plan.has_complex = any(d.is_complex for d in plan.dtypes)
     plan.shapes = list(map(_SHAPE, mem))
     plan.strides = list(map(_STRIDE, mem))
     plan.present_layout = (list(map(_SHAPE, pmem)), list(map(_STRIDE, pmem)), list(map(_DTYPE, pmem)))
