@@ -8,7 +8,7 @@ import inspect
 
 import numpy as np
 import pytest
-from tests.cases import CASES, IDS
+from tests.cases import ALL_CASES, ALL_IDS, CASES
 from tests.helpers import grad_sequence, make_params
 from tests.rule_cases import reference_class, reference_kwargs
 
@@ -36,8 +36,9 @@ def _reference(cls, kw):
     return ref, ref_kw, negate
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=ALL_IDS)
 def test_reference_matches_torch(case):
+    """Every configuration of the case tables, torch's own (optim_db's) included."""
     cls, kw = case
     ref, ref_kw, negate = _reference(cls, kw)
     params = make_params(SHAPES, np.float64)
