@@ -396,6 +396,48 @@ struct NadamOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { nadam_update(x[P], x[G], x[M], x[V], s); }
 };
 
+// ---- Adadelta ----------------------------------------------------------------------------------
+
+template <class T>
+struct AdadeltaScalars {
+  T lr, rho, one_minus_rho, eps;
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2)
+  int flags;
+};
+
+struct AdadeltaHyper {
+  double rho, eps, weight_decay;
+};
+
+// g = -grad if maximize else grad;  g += weight_decay * p;  s = s rho + (1 - rho) g^2
+// delta = sqrt(d + eps) / sqrt(s + eps) * g;  d = d rho + (1 - rho) delta^2;  p -= lr delta
+template <class T>
+LRFAST_HD void adadelta_update(T& p, T grad, T& sq, T& acc, const AdadeltaScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  const T sq_new = sq * s.rho + s.one_minus_rho * g * g;  // square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
+  const T delta = sqrt_(acc + s.eps) / sqrt_(sq_new + s.eps) * g;
+  sq = sq_new;
+  acc = acc * s.rho + s.one_minus_rho * delta * delta;
+  p = p - s.lr * delta;
+}
+
+template <class T>
+LRFAST_HD AdadeltaScalars<T> adadelta_prepare(double lr, i64, const AdadeltaHyper& h, int flags) {
+  const AdadeltaScalars<T> s = {T(lr), T(h.rho), T(1.0 - h.rho), T(h.eps), T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct AdadeltaOp {
+  enum { P, G, S, D, LISTS };
+  typedef AdadeltaScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << S | 1u << D; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << S | 1u << D; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { adadelta_update(x[P], x[G], x[S], x[D], s); }
+};
+
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
 // all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).
@@ -430,6 +472,6 @@ struct RooflineOp {
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
 // order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
 // names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4)
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(adadelta, Adadelta, 4)
 
 #endif  // LRFAST_RULES_CUH

@@ -7,7 +7,7 @@ the params, grads and states (in the rule's order), a 1-element array of the dty
 optional states in use, the per-step scalars in the arrays' dtype and the mode bits.
 """
 
-SOURCE_HASH = "1d3fbb6c5195c07e"  # of the element functions and the harness
+SOURCE_HASH = "43333899a3183866"  # of the element functions and the harness
 
 from numba import njit, prange
 
@@ -211,3 +211,28 @@ def nadam(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             nadam_chunk(c, chunks, *args)
+
+# ---- adadelta ----------------------------------------------------------------------------------------
+
+adadelta_element = njit(inline="always", **_JIT)(_rules.adadelta.RULE.element)
+
+
+@njit(**_JIT)
+def adadelta_chunk(c, chunks, P, G, S0, S1, like, use, lr, rho, one_minus_rho, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    s = _slice(S0, chunks, c, like)
+    d = _slice(S1, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], s[i], d[i] = adadelta_element(pi, g[i], s[i], d[i], lr, rho, one_minus_rho, eps, weight_decay, flags)
+
+
+@njit(parallel=True, **_JIT)
+def adadelta(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            adadelta_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            adadelta_chunk(c, chunks, *args)

@@ -203,6 +203,26 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay,
         p[...] = pf + ((-lr * mu_next) / (1.0 - product * mu_next)) * m / d
 
 
+def adadelta(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weight_decay, maximize):
+    """Adadelta (torch.optim.Adadelta, its single-tensor algorithm).
+
+    g = -grad if maximize else grad;  g += weight_decay * p;  s = s * rho + (1 - rho) * g^2
+    delta = sqrt(d + eps) / sqrt(s + eps) * g;  d = d * rho + (1 - rho) * delta^2;  p -= lr * delta
+    """
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if weight_decay != 0:
+            g = g + weight_decay * pf
+        s = _f64(square_avgs[i]) * rho + (1 - rho) * g * g  # square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
+        std = np.sqrt(s + eps)
+        delta = np.sqrt(_f64(acc_deltas[i]) + eps) / std * g
+        d = _f64(acc_deltas[i]) * rho + (1 - rho) * delta * delta
+        square_avgs[i][...] = s
+        acc_deltas[i][...] = d
+        p[...] = pf + (-lr) * delta
+
+
 def all_finite(arrays):
     """True when no element of any array is NaN or infinite."""
     return all(bool(np.isfinite(a).all()) for a in arrays)
