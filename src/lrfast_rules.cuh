@@ -438,6 +438,63 @@ struct AdadeltaOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { adadelta_update(x[P], x[G], x[S], x[D], s); }
 };
 
+// ---- Rprop -------------------------------------------------------------------------------------
+
+template <class T>
+struct RpropScalars {
+  T etaminus, etaplus, step_size_min, step_size_max;
+  int flags;
+};
+
+struct RpropHyper {
+  double etaminus, etaplus, step_size_min, step_size_max;
+};
+
+// g = -grad if maximize else grad;  s = sign(g * prev) (torch's: 0 for NaN);  f = etaplus where s > 0,
+// etaminus where s < 0, then 1 where s == 0 (torch's masks one after the other, in T: an etaminus that
+// rounds to 0 is 1, one that rounds to 1 zeroes g where s was 0 too);  step_size = clamp(step_size * f)
+// (NaN stays, max wins over min);  g = 0 where f == etaminus;  p += -sign(g) * step_size;  prev = g
+template <class T>
+LRFAST_HD void rprop_update(T& p, T grad, T& prev, T& step_size, const RpropScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  const T prod = g * prev;
+  T ss;
+  bool keep;
+  if (prod > T(0)) {
+    ss = step_size * s.etaplus;
+    keep = s.etaplus != s.etaminus;
+  } else if (prod < T(0) && s.etaminus != T(0)) {
+    ss = step_size * s.etaminus;
+    keep = false;
+  } else {  // 0 or NaN
+    ss = step_size;
+    keep = s.etaminus != T(1);
+  }
+  if (ss < s.step_size_min) ss = s.step_size_min;
+  if (ss > s.step_size_max) ss = s.step_size_max;
+  if (!keep) g = T(0);
+  const T sign = g > T(0) ? T(1) : g < T(0) ? T(-1) : T(0);  // torch.sign: 0 for 0, -0 and NaN
+  step_size = ss;
+  prev = g;
+  p = p + (-sign) * ss;  // p.addcmul_(sign(g), step_size, value=-1)
+}
+
+template <class T>
+LRFAST_HD RpropScalars<T> rprop_prepare(double, i64, const RpropHyper& h, int flags) {
+  const RpropScalars<T> s = {T(h.etaminus), T(h.etaplus), T(h.step_size_min), T(h.step_size_max), flags};
+  return s;
+}
+
+template <class T>
+struct RpropOp {
+  enum { P, G, PREV, STEP_SIZE, LISTS };
+  typedef RpropScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << PREV | 1u << STEP_SIZE; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << PREV | 1u << STEP_SIZE; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { rprop_update(x[P], x[G], x[PREV], x[STEP_SIZE], s); }
+};
+
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
 // all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).
@@ -472,6 +529,6 @@ struct RooflineOp {
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
 // order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
 // names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(adadelta, Adadelta, 4)
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4)
 
 #endif  // LRFAST_RULES_CUH

@@ -102,18 +102,20 @@ def test_check_sees_each_change(rule):
 @pytest.mark.parametrize("rule", list(RULES.values()), ids=list(RULES))
 def test_build_makes_torchs_state_layout(rule):
     """State created lazily in torch's key order (``step`` first where the rule keeps it), each a tensor
-    like its param; the step counters are 0-d views of one buffer of the plan."""
+    like its param at the state's initial value (0, or its ``State.init``: Rprop's step size starts at lr);
+    the step counters are 0-d views of one buffer of the plan."""
     params = _params()
     opt = _first_variant(rule)(params, **_kwargs(rule))
     _grads(params)
     plan, lr, hyper, roles = _make(opt)
     host = {h.key for h in rule.host_states}
+    initial = {s.key: s.initial(hyper, lr) for s in rule.states}
     expected = (["step"] if rule.torch_step else []) + [k for k in rule.torch_order if k in roles or k in host]
     for p in params:
         assert list(opt.state[p]) == expected
         for key in roles:
             t = opt.state[p][key]
-            assert t.shape == p.shape and t.dtype == p.dtype and not t.any()
+            assert t.shape == p.shape and t.dtype == p.dtype and bool((t == initial[key]).all())
     if rule.torch_step:
         assert plan.steps is not None and plan.steps.dtype == torch.float32
         for i, p in enumerate(params):

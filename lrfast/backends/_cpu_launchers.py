@@ -7,7 +7,7 @@ the params, grads and states (in the rule's order), a 1-element array of the dty
 optional states in use, the per-step scalars in the arrays' dtype and the mode bits.
 """
 
-SOURCE_HASH = "43333899a3183866"  # of the element functions and the harness
+SOURCE_HASH = "2cdad637312f800e"  # of the element functions and the harness
 
 from numba import njit, prange
 
@@ -236,3 +236,28 @@ def adadelta(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             adadelta_chunk(c, chunks, *args)
+
+# ---- rprop -------------------------------------------------------------------------------------------
+
+rprop_element = njit(inline="always", **_JIT)(_rules.rprop.RULE.element)
+
+
+@njit(**_JIT)
+def rprop_chunk(c, chunks, P, G, S0, S1, like, use, etaminus, etaplus, step_size_min, step_size_max, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    prev = _slice(S0, chunks, c, like)
+    step_size = _slice(S1, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], prev[i], step_size[i] = rprop_element(pi, g[i], prev[i], step_size[i], etaminus, etaplus, step_size_min, step_size_max, flags)
+
+
+@njit(parallel=True, **_JIT)
+def rprop(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            rprop_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            rprop_chunk(c, chunks, *args)

@@ -223,6 +223,34 @@ def adadelta(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weight_dec
         p[...] = pf + (-lr) * delta
 
 
+def rprop(params, grads, prevs, step_size_states, *, lr, etas, step_sizes, maximize):
+    """Rprop (torch.optim.Rprop, its single-tensor algorithm); ``step_size_states``: the per-element step sizes
+    (torch's ``step_size``, made by the caller at the lr of the step that creates them); ``lr`` is not read.
+
+    g = -grad if maximize else grad;  s = sign(g * prev) (torch's sign: 0 for NaN)
+    s = etaplus where s > 0, etaminus where s < 0, then 1 where s == 0 (one mask after the other)
+    step_size = clamp(step_size * s, *step_sizes);  g = 0 where s == etaminus
+    p -= sign(g) * step_size;  prev = g
+    """
+    etaminus, etaplus = etas
+    step_size_min, step_size_max = step_sizes
+
+    def sign(x):  # torch.sign: 0 for 0, -0 and NaN
+        return np.where(x > 0, 1.0, np.where(x < 0, -1.0, 0.0))
+
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        s = sign(g * _f64(prevs[i]))
+        s = np.where(s > 0, etaplus, s)
+        s = np.where(s < 0, etaminus, s)
+        s = np.where(s == 0, 1.0, s)
+        size = np.minimum(np.maximum(_f64(step_size_states[i]) * s, step_size_min), step_size_max)  # NaN stays
+        g = np.where(s == etaminus, 0.0, g)
+        step_size_states[i][...] = size
+        prevs[i][...] = g
+        p[...] = _f64(p) + (-1.0 * sign(g)) * size  # p.addcmul_(g.sign(), step_size, value=-1)
+
+
 def all_finite(arrays):
     """True when no element of any array is NaN or infinite."""
     return all(bool(np.isfinite(a).all()) for a in arrays)

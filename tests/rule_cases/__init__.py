@@ -103,13 +103,15 @@ def spread(start: int, step: int):
 
 def bad_number(cls):
     """(name, value, exception, regex): a bad value of one numeric hyperparameter of ``cls`` from its
-    table's INVALID (not lr), for tests that set it on a param group."""
+    table's INVALID (not lr), for tests that set it on a param group; a bad pair where the rule has no
+    number but lr (Rprop's etas)."""
     rule = rule_of(cls)
-    for c, kw, exc, msg in INVALID:
-        if c is cls and len(kw) == 1 and exc is ValueError:
-            (name, value), = kw.items()
-            if name != "lr" and rule.hyperparameter(name).kind == "number":
-                return name, value, exc, msg
+    for kind in ("number", "pair"):
+        for c, kw, exc, msg in INVALID:
+            if c is cls and len(kw) == 1 and exc is ValueError:
+                (name, value), = kw.items()
+                if name != "lr" and rule.hyperparameter(name).kind == kind:
+                    return name, value, exc, msg
     raise LookupError(f"{cls.__name__}: its case table has no bad number (INVALID) of one hyperparameter")
 
 
