@@ -495,6 +495,76 @@ struct RpropOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { rprop_update(x[P], x[G], x[PREV], x[STEP_SIZE], s); }
 };
 
+// ---- RAdam -------------------------------------------------------------------------------------
+
+template <class T>
+struct RadamScalars {
+  T lr;
+  T bc1;  // 1 - beta1^t
+  T sqrt_bc2;  // sqrt(1 - beta2^t)
+  T rect;  // the rectification term (0 when not rectified)
+  T rectified;  // 1: rho_t > 5 (decided on the host, once per step), 0: not
+  T beta1, one_minus_beta1, beta2, one_minus_beta2;
+  T eps;
+  T decay;  // 1 - lr * weight_decay (LRFAST_DECOUPLED)
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2)
+  int flags;
+};
+
+struct RadamHyper {
+  double beta1, beta2, eps, weight_decay;
+};
+
+// g = -grad if maximize else grad;  decoupled: p *= decay, else g += weight_decay * p
+// m = lerp(m, g, 1 - beta1) (torch's two branches);  v = beta2 v + (1 - beta2) g^2;  a = m / bc1
+// rectified: p -= a * lr * (1 / (sqrt(v) + eps) * sqrt_bc2) * rect (torch's reciprocal, then the product);
+// else: p -= a * lr
+template <class T>
+LRFAST_HD void radam_update(T& p, T grad, T& m, T& v, const RadamScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  T pf = p;
+  if (s.flags & LRFAST_DECOUPLED) pf = pf * s.decay;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * pf;
+  const T m_new = s.one_minus_beta1 < T(0.5) ? m + s.one_minus_beta1 * (g - m) : g - s.beta1 * (g - m);
+  const T v_new = s.beta2 * v + s.one_minus_beta2 * g * g;
+  m = m_new;
+  v = v_new;
+  const T avg = m_new / s.bc1;
+  if (s.rectified != T(0)) {
+    const T adaptive = T(1) / (sqrt_(v_new) + s.eps) * s.sqrt_bc2;
+    p = pf - avg * s.lr * adaptive * s.rect;
+  } else {
+    p = pf - avg * s.lr;
+  }
+}
+
+// rho_inf = 2 / (1 - beta2) - 1;  rho_t = rho_inf - 2 t beta2^t / bc2;  rectified when rho_t > 5, and then
+// rect = ((rho_t - 4) (rho_t - 2) rho_inf / ((rho_inf - 4) (rho_inf - 2) rho_t))^0.5 (torch's ** 0.5: pow)
+template <class T>
+LRFAST_HD RadamScalars<T> radam_prepare(double lr, i64 t, const RadamHyper& h, int flags) {
+  const double bc1 = 1.0 - pow_(h.beta1, double(t)), bc2 = 1.0 - pow_(h.beta2, double(t));
+  const double rho_inf = 2.0 / (1.0 - h.beta2) - 1.0;
+  const double rho_t = rho_inf - 2.0 * double(t) * pow_(h.beta2, double(t)) / bc2;
+  const bool rectified = rho_t > 5.0;
+  const double rect =
+      rectified ? pow_((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t), 0.5)
+                : 0.0;
+  const RadamScalars<T> s = {T(lr), T(bc1), T(pow_(bc2, 0.5)), T(rect), T(rectified ? 1.0 : 0.0), T(h.beta1),
+                             T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2), T(h.eps), T(1.0 - lr * h.weight_decay),
+                             T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct RadamOp {
+  enum { P, G, M, V, LISTS };
+  typedef RadamScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << M | 1u << V; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << M | 1u << V; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { radam_update(x[P], x[G], x[M], x[V], s); }
+};
+
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
 // all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).
@@ -529,6 +599,6 @@ struct RooflineOp {
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
 // order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
 // names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4)
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4) X(radam, Radam, 4)
 
 #endif  // LRFAST_RULES_CUH

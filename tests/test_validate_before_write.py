@@ -168,14 +168,15 @@ def test_eps_zero_with_subnormal_grads_matches_the_reference(cls):
     """float64 subnormal grads with eps=0: the kernel's step is the reference's, inf where it is inf. A rule
     that divides by the root of a mean or sum of squared grads (Adam, RMSprop, Adagrad) has it underflow to 0, so
     its step is inf (NaN where the numerator is a root that is 0 too: Adadelta's 0 / 0) and later steps stay
-    non-finite; one that divides by something else (a max of |g|) need not."""
+    non-finite; one that divides by something else (a max of |g|) need not. 8 steps: a rule may divide by it
+    only from a later step on (RAdam's rectified steps, from step 6 with its default betas)."""
     kw = dict(eps=0.0, weight_decay=0.0)
     grads = [np.array([1e-310, -3e-320, 5e-324, 0.0, 1e-300, 1.0])]
     results = {}
     for backend in ("numpy", "cpu"):
         params = [np.ones(6)]
         opt = cls(params, lr=0.1, backend=backend, **kw)
-        for _ in range(3):
+        for _ in range(8):
             opt.step([g.copy() for g in grads])
         results[backend] = params[0], opt.state[0]
     (p_ref, s_ref), (p_cpu, s_cpu) = results["numpy"], results["cpu"]

@@ -7,7 +7,7 @@ the params, grads and states (in the rule's order), a 1-element array of the dty
 optional states in use, the per-step scalars in the arrays' dtype and the mode bits.
 """
 
-SOURCE_HASH = "2cdad637312f800e"  # of the element functions and the harness
+SOURCE_HASH = "22d5e4a684976c7d"  # of the element functions and the harness
 
 from numba import njit, prange
 
@@ -261,3 +261,28 @@ def rprop(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             rprop_chunk(c, chunks, *args)
+
+# ---- radam -------------------------------------------------------------------------------------------
+
+radam_element = njit(inline="always", **_JIT)(_rules.radam.RULE.element)
+
+
+@njit(**_JIT)
+def radam_chunk(c, chunks, P, G, S0, S1, like, use, lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    m = _slice(S0, chunks, c, like)
+    v = _slice(S1, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], m[i], v[i] = radam_element(pi, g[i], m[i], v[i], lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
+
+
+@njit(parallel=True, **_JIT)
+def radam(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            radam_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            radam_chunk(c, chunks, *args)

@@ -251,6 +251,44 @@ def rprop(params, grads, prevs, step_size_states, *, lr, etas, step_sizes, maxim
         p[...] = _f64(p) + (-1.0 * sign(g)) * size  # p.addcmul_(g.sign(), step_size, value=-1)
 
 
+def radam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay, decoupled_weight_decay,
+          maximize, step):
+    """RAdam (torch.optim.RAdam, its single-tensor algorithm); ``step`` counts from 1.
+
+    g = -grad if maximize else grad;  decoupled: p *= 1 - lr * weight_decay, else g += weight_decay * p
+    m = lerp(m, g, 1 - beta1) (torch's two branches);  v = beta2 * v + (1 - beta2) * g^2
+    rho_inf = 2 / (1 - beta2) - 1;  rho_t = rho_inf - 2 * step * beta2^step / (1 - beta2^step)
+    rho_t > 5: p -= m / bc1 * lr * sqrt(bc2) / (sqrt(v) + eps) * rect;  else: p -= m / bc1 * lr
+    """
+    beta1, beta2 = betas
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                pf = pf * (1 - lr * weight_decay)
+            else:
+                g = g + weight_decay * pf
+        m = _f64(exp_avgs[i])
+        w = 1 - beta1  # exp_avg.lerp_(g, w), as torch computes it
+        m = m + w * (g - m) if w < 0.5 else g - (g - m) * (1 - w)
+        v = beta2 * _f64(exp_avg_sqs[i]) + (1 - beta2) * g * g
+        exp_avgs[i][...] = m
+        exp_avg_sqs[i][...] = v
+        bias_corrected_exp_avg = m / bias_correction1
+        if rho_t > 5.0:
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            # torch's (bc2 ** 0.5) / t is Tensor.__rtruediv__: t.reciprocal() * bc2 ** 0.5
+            adaptive_lr = (1.0 / (np.sqrt(v) + eps)) * bias_correction2 ** 0.5
+            p[...] = pf - bias_corrected_exp_avg * lr * adaptive_lr * rect
+        else:
+            p[...] = pf - bias_corrected_exp_avg * lr
+
+
 def all_finite(arrays):
     """True when no element of any array is NaN or infinite."""
     return all(bool(np.isfinite(a).all()) for a in arrays)
