@@ -495,6 +495,53 @@ struct RpropOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { rprop_update(x[P], x[G], x[PREV], x[STEP_SIZE], s); }
 };
 
+// ---- ASGD --------------------------------------------------------------------------------------
+
+template <class T>
+struct AsgdScalars {
+  T decay;  // 1 - lambd * eta
+  T neg_eta;  // -eta
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2)
+  T mu;  // the averaging weight
+  T copy_ax;  // 1: mu == 1, ax = p (torch copies); 0: ax += (p - ax) * mu
+  int flags;
+};
+
+// The hyperparameters, then the host states' values before the step (eta, mu: the host advances them).
+struct AsgdHyper {
+  double lambd, alpha, t0, weight_decay, eta, mu;
+};
+
+// g = -grad if maximize else grad;  g += weight_decay * p;  p = p * decay;  p = p + neg_eta * g
+// ax = p if copy_ax else ax + (p - ax) * mu
+template <class T>
+LRFAST_HD void asgd_update(T& p, T grad, T& ax, const AsgdScalars<T>& s) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  T pf = p * s.decay;
+  pf = pf + s.neg_eta * g;  // torch's param.add_(grad, alpha=-eta)
+  p = pf;
+  ax = s.copy_ax != T(0) ? pf : ax + (pf - ax) * s.mu;
+}
+
+// The scalars read the host states as they are (already rounded to their dtype by the host).
+template <class T>
+LRFAST_HD AsgdScalars<T> asgd_prepare(double lr, i64 t, const AsgdHyper& h, int flags) {
+  const AsgdScalars<T> s = {T(1.0 - h.lambd * h.eta), T(-h.eta), T(h.weight_decay), T(h.mu),
+                            T(h.mu == 1.0 ? 1.0 : 0.0), flags};
+  return s;
+}
+
+template <class T>
+struct AsgdOp {
+  enum { P, G, AX, LISTS };
+  typedef AsgdScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << AX; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << AX; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { asgd_update(x[P], x[G], x[AX], s); }
+};
+
 // ---- RAdam -------------------------------------------------------------------------------------
 
 template <class T>
@@ -599,6 +646,6 @@ struct RooflineOp {
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
 // order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
 // names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4) X(radam, Radam, 4)
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(asgd, Asgd, 3) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4) X(radam, Radam, 4)
 
 #endif  // LRFAST_RULES_CUH

@@ -9,7 +9,7 @@ import copy
 import numpy as np
 import pytest
 from tests.helpers import make_params, snapshot
-from tests.rule_cases import ALL_CASES, ALL_IDS, STATEFUL, STATEFUL_IDS, checked, used_states
+from tests.rule_cases import ALL_CASES, ALL_IDS, STATEFUL, STATEFUL_IDS, checked, param_states, used_states
 
 import lrfast
 from lrfast import schedules as S
@@ -153,7 +153,8 @@ def test_inf_params_without_weight_decay_match_the_reference(case, dtype):
         for key in sb:
             np.testing.assert_allclose(sa[key], sb[key], rtol=rtol)
     for key, value in s_cpu[0].items():
-        assert np.isfinite(value[[0, 1, 2, 4]]).all(), f"state {key} poisoned by an inf param"
+        if key not in param_states(cls):  # a state that follows the params (ASGD's ax) is inf where they are
+            assert np.isfinite(value[[0, 1, 2, 4]]).all(), f"state {key} poisoned by an inf param"
 
 
 # every class whose rule has an eps

@@ -7,7 +7,7 @@ the params, grads and states (in the rule's order), a 1-element array of the dty
 optional states in use, the per-step scalars in the arrays' dtype and the mode bits.
 """
 
-SOURCE_HASH = "22d5e4a684976c7d"  # of the element functions and the harness
+SOURCE_HASH = "2a5bd71aca2750a3"  # of the element functions and the harness
 
 from numba import njit, prange
 
@@ -211,6 +211,30 @@ def nadam(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             nadam_chunk(c, chunks, *args)
+
+# ---- asgd --------------------------------------------------------------------------------------------
+
+asgd_element = njit(inline="always", **_JIT)(_rules.asgd.RULE.element)
+
+
+@njit(**_JIT)
+def asgd_chunk(c, chunks, P, G, S0, like, use, decay, neg_eta, weight_decay, mu, copy_ax, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    ax = _slice(S0, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], ax[i] = asgd_element(pi, g[i], ax[i], decay, neg_eta, weight_decay, mu, copy_ax, flags)
+
+
+@njit(parallel=True, **_JIT)
+def asgd(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            asgd_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            asgd_chunk(c, chunks, *args)
 
 # ---- adadelta ----------------------------------------------------------------------------------------
 

@@ -251,6 +251,30 @@ def rprop(params, grads, prevs, step_size_states, *, lr, etas, step_sizes, maxim
         p[...] = _f64(p) + (-1.0 * sign(g)) * size  # p.addcmul_(g.sign(), step_size, value=-1)
 
 
+def asgd(params, grads, axs, *, lr, lambd, alpha, t0, weight_decay, maximize, step, eta, mu):
+    """ASGD (torch.optim.ASGD, its single-tensor algorithm); ``step`` counts from 1; ``eta`` and ``mu``: the
+    step size and averaging weight before this step (NumPy scalars: torch's 0-d tensors), the same for every
+    param here; the caller advances them (eta = lr / (1 + lambd * lr * step)^alpha, mu = 1 / max(1, step - t0)).
+
+    g = -grad if maximize else grad;  g += weight_decay * p
+    p *= 1 - lambd * eta;  p -= eta * g
+    ax += (p - ax) * mu if mu != 1 else ax = p
+    """
+    eta_value, mu_value = float(eta), float(mu)  # torch: eta.item(), mu.item()
+    for i, (p, grad) in enumerate(zip(params, grads)):
+        g = -_f64(grad) if maximize else _f64(grad)
+        pf = _f64(p)
+        if weight_decay != 0:
+            g = g + weight_decay * pf
+        pf = pf * (1 - lambd * eta_value)
+        pf = pf + (-eta_value) * g  # torch's param.add_(grad, alpha=-eta)
+        p[...] = pf
+        if mu_value != 1:
+            axs[i][...] = _f64(axs[i]) + (_f64(p) - _f64(axs[i])) * mu_value
+        else:
+            axs[i][...] = p
+
+
 def radam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay, decoupled_weight_decay,
           maximize, step):
     """RAdam (torch.optim.RAdam, its single-tensor algorithm); ``step`` counts from 1.

@@ -10,7 +10,9 @@ Each module holds
                torch's ``optim_error_inputs_func`` ones among them;
   ``SIGN_BASED`` (optional, default False): the update takes the sign of a computed value (Lion), so a
                float32 kernel and the float64 reference may disagree on elements where that value rounds
-               to the other sign (``helpers.assert_params_close``).
+               to the other sign (``helpers.assert_params_close``);
+  ``PARAM_STATES`` (optional, default ()): the state keys that follow the params themselves (ASGD's average
+               ``ax``), so a non-finite param makes them non-finite too.
 The reference each class is compared with is its registry declaration (``Variant.reference``). Every parity,
 bad-input, state_dict, host-CUDA, GPU, torch-adapter and property test is parametrised from the lists below,
 so a new rule is tested everywhere by adding its table; a rule without one fails at import.
@@ -69,6 +71,11 @@ def table_of(cls):
 def sign_based(cls) -> bool:
     """Whether ``cls``'s rule declares ``SIGN_BASED`` in its case table."""
     return bool(getattr(table_of(cls), "SIGN_BASED", False))
+
+
+def param_states(cls) -> tuple:
+    """The state keys ``cls``'s rule declares in ``PARAM_STATES`` in its case table."""
+    return tuple(getattr(table_of(cls), "PARAM_STATES", ()))
 
 
 def checked(cls, kw) -> dict:
