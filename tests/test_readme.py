@@ -14,3 +14,10 @@ def test_readme_examples_run():
         if "import torch" in block and importlib.util.find_spec("torch") is None:
             continue  # the PyTorch tour needs torch (an optional dependency)
         exec(compile(block, str(README), "exec"), {})
+
+
+def test_readme_table_of_rules_is_the_registrys():
+    """The README's table of rules is ``lrfast.rules.table.markdown()`` (python -m lrfast.rules.table)."""
+    from lrfast.rules import table
+
+    assert table.markdown() in README.read_text(), "README's table of rules is stale: python -m lrfast.rules.table"
