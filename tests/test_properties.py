@@ -29,9 +29,12 @@ BY_NAME = {
 # (rule, name): conditioning of one rule. Centered RMSprop computes sqrt(s - a^2), a difference float32
 # cancels to noise when alpha is near 0 or eps tiny: ill-conditioned in torch as well, so alpha is drawn from
 # [0.5, 0.99] and eps is 1e-3.
+# Rprop's etas must satisfy 0 < etaminus < 1 < etaplus (two independent draws from [0, 0.99] never do).
 BY_RULE = {
     ("rmsprop", "alpha"): st.floats(0.5, 0.99),
     ("rmsprop", "eps"): st.just(1e-3),
+    ("rprop", "etas"): st.tuples(st.floats(0.05, 0.95), st.floats(1.05, 2.0)),
+    ("rprop", "step_sizes"): st.tuples(st.floats(0.0, 1e-3), st.floats(1e-2, 50.0)),
 }
 
 

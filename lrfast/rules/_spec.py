@@ -125,8 +125,9 @@ class Rule:
                 new (p, *states); plain Python, compiled by ``backends/_cpu_launchers.py``
     combination (checked hyper) -> None, raising ValueError for invalid combinations (nesterov)
     host_states the per-param scalars the host advances (``HostState``; their keys are in ``torch_order``)
-    advance     (lr, t, values, **kernel_args) -> the host states' values after step t, each a NumPy
-                scalar of its value's dtype (``values``: the values before it, the same types)
+    advance     (lr, t, values, scalar_dtype, **kernel_args) -> the host states' values after step t, each
+                a NumPy scalar of its value's dtype (``values``: the values before it, the same types;
+                ``scalar_dtype``: torch's default dtype as a NumPy type, see ``advance_host``)
     torch_state_at_init  lrfast.torch creates each param's state when the optimizer is built, not at its
                 first step (torch's Adagrad does)
     algorithm   the update in pseudocode: the docstrings of lrfast.X and lrfast.torch.X
@@ -224,9 +225,11 @@ class Rule:
         """The host states' values before a param's first step, as ``dtype`` scalars."""
         return {h.key: np.dtype(dtype).type(h.init(hyper, lr)) for h in self.host_states}
 
-    def advance_host(self, hyper: dict, lr: float, t, values: dict) -> dict:
-        """The host states' values after step ``t`` (``advance``), from those before it."""
-        return self.advance(lr, t, values, **self._derive(hyper)[0])
+    def advance_host(self, hyper: dict, lr: float, t, values: dict, scalar_dtype=np.float32) -> dict:
+        """The host states' values after step ``t`` (``advance``), from those before it. ``scalar_dtype``:
+        the dtype torch makes a tensor of a Python float in (``torch.as_tensor``: its default dtype, float32
+        unless set to float64); a rule that stores a Python-float result the way torch does rounds to it."""
+        return self.advance(lr, t, values, scalar_dtype=np.dtype(scalar_dtype).type, **self._derive(hyper)[0])
 
     def torch_signature_of(self, variant: Variant) -> str:
         """The parameters of ``variant``'s torch class after ``params`` (its own, else the rule's)."""

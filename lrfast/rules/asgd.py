@@ -3,7 +3,6 @@ eta_t = lr / (1 + lambd * lr * t)^alpha, each param shrunk by 1 - lambd * eta, a
 of the params that starts averaging after step t0. Its ``eta`` and ``mu`` are host states: advanced once per
 step on the host, in their own dtype, as torch's 0-d tensors hold them."""
 
-import sys
 
 import numpy as np
 
@@ -34,22 +33,13 @@ def scalars(lr, t, *, lambd, alpha, t0, weight_decay, eta, mu):
             "copy_ax": 1.0 if mu == 1.0 else 0.0}
 
 
-def _as_tensor_type():
-    """The NumPy type of ``torch.as_tensor(<Python float>)``: torch's default dtype, float64 when it is set so,
-    else float32 (torch's own default; read from torch only when torch is already imported: lrfast does not
-    import it)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_default_dtype() == torch.float64:
-        return np.float64
-    return np.float32
-
-
-def advance(lr, t, values, *, lambd, alpha, t0, weight_decay):
+def advance(lr, t, values, *, lambd, alpha, t0, weight_decay, scalar_dtype):
     """torch: eta.copy_(as_tensor(lr / (1 + lambd * lr * t) ** alpha)), mu.copy_(as_tensor(1 / max(1, t - t0))):
-    Python floats, made a tensor of torch's default dtype, copied into each 0-d tensor's own dtype (after
-    torch's load_state_dict casts them to a float64 param's dtype, the values stay float32-rounded)."""
+    Python floats, made a tensor of torch's default dtype (``scalar_dtype``), copied into each 0-d tensor's
+    own dtype (after torch's load_state_dict casts them to a float64 param's dtype, the values stay
+    float32-rounded)."""
     t = float(t)
-    rounded = _as_tensor_type()
+    rounded = scalar_dtype
     new_eta = lr / ((1 + lambd * lr * t) ** alpha)
     if isinstance(new_eta, complex):  # a negative base (lambd < 0, which torch accepts): copy_ keeps the real part
         new_eta = new_eta.real

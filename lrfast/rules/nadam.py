@@ -47,7 +47,7 @@ def scalars(lr, t, *, beta1, beta2, eps, weight_decay, momentum_decay, mu_produc
             "weight_decay": weight_decay}
 
 
-def advance(lr, t, values, *, beta1, beta2, eps, weight_decay, momentum_decay):
+def advance(lr, t, values, *, beta1, beta2, eps, weight_decay, momentum_decay, scalar_dtype):
     return {"mu_product": _product(values["mu_product"], _mu(beta1, momentum_decay, t))}
 
 

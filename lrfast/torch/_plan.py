@@ -44,6 +44,8 @@ _STRIDE = torch.Tensor.stride
 _PLACEMENTS = operator.attrgetter("placements")
 _MESH = operator.attrgetter("device_mesh")
 
+_NP_SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
+
 # outcome of a plan's per-step check
 OK, GRADS, REBUILD = 0, 1, 2
 
@@ -81,7 +83,7 @@ class _Launch:
         backend.update(rule, self.params, self.grads, [states.get(s.key) for s in rule.states], lr=lr,
                        hyper=hyper, step=step, first_step=self.first_step, host=values)
         if host:
-            for key, value in rule.advance_host(hyper, lr, step, values).items():
+            for key, value in rule.advance_host(hyper, lr, step, values, _NP_SCALAR[scalar_dtype()]).items():
                 host[key][self.slots] = value
 
 
