@@ -19,6 +19,21 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def _decay(pf, g, lr, weight_decay, decoupled):
+    """(p, g) after weight decay: decoupled p * (1 - lr * weight_decay) (AdamW's), else L2
+    g + weight_decay * p; nothing at weight_decay 0."""
+    if weight_decay == 0:
+        return pf, g
+    if decoupled:
+        return pf * (1 - lr * weight_decay), g
+    return pf, g + weight_decay * pf
+
+
+def _lerp(start, end, weight):
+    """torch's ``start.lerp_(end, weight)`` as its kernel computes it, both of its branches."""
+    return start + weight * (end - start) if weight < 0.5 else end - (end - start) * (1 - weight)
+
+
 def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
     """Backend entry point: ``rule`` (a ``lrfast.rules`` Rule) over ``params`` / ``grads`` / ``states`` (the
     rule's state lists in its order, None where unused) with the checked hyperparameters ``hyper``;
@@ -64,11 +79,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, betas, ep
     bc2_sqrt = np.sqrt(1 - beta2 ** step)
     for i, (p, grad) in enumerate(zip(params, grads)):
         g = -_f64(grad) if maximize else _f64(grad)
-        pf = _f64(p)
-        if decoupled_weight_decay:
-            pf = pf * (1 - lr * weight_decay)
-        elif weight_decay != 0:
-            g = g + weight_decay * pf
+        pf, g = _decay(_f64(p), g, lr, weight_decay, decoupled_weight_decay)
         m = beta1 * _f64(exp_avgs[i]) + (1 - beta1) * g
         v = beta2 * _f64(exp_avg_sqs[i]) + (1 - beta2) * g * g
         exp_avgs[i][...] = m
@@ -135,12 +146,8 @@ def adamax(params, grads, exp_avgs, exp_infs, *, lr, betas, eps, weight_decay, m
     clr = lr / (1 - beta1 ** step)
     for i, (p, grad) in enumerate(zip(params, grads)):
         g = -_f64(grad) if maximize else _f64(grad)
-        pf = _f64(p)
-        if weight_decay != 0:
-            g = g + weight_decay * pf
-        m = _f64(exp_avgs[i])
-        w = 1 - beta1  # exp_avg.lerp_(g, w), as torch computes it
-        m = m + w * (g - m) if w < 0.5 else g - (g - m) * (1 - w)
+        pf, g = _decay(_f64(p), g, lr, weight_decay, False)
+        m = _lerp(_f64(exp_avgs[i]), g, 1 - beta1)
         u = np.maximum(beta2 * _f64(exp_infs[i]), np.abs(g) + eps)
         exp_avgs[i][...] = m
         exp_infs[i][...] = u
@@ -186,15 +193,8 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay,
     product = float(kind(mu_product * kind(mu)))  # torch: mu_product *= mu, in the 0-d tensor's dtype
     for i, (p, grad) in enumerate(zip(params, grads)):
         g = -_f64(grad) if maximize else _f64(grad)
-        pf = _f64(p)
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                pf = pf * (1 - lr * weight_decay)
-            else:
-                g = g + weight_decay * pf
-        m = _f64(exp_avgs[i])
-        w = 1 - beta1  # exp_avg.lerp_(g, w), as torch computes it
-        m = m + w * (g - m) if w < 0.5 else g - (g - m) * (1 - w)
+        pf, g = _decay(_f64(p), g, lr, weight_decay, decoupled_weight_decay)
+        m = _lerp(_f64(exp_avgs[i]), g, 1 - beta1)
         v = beta2 * _f64(exp_avg_sqs[i]) + (1 - beta2) * g * g
         exp_avgs[i][...] = m
         exp_avg_sqs[i][...] = v
@@ -291,15 +291,8 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay,
     rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
     for i, (p, grad) in enumerate(zip(params, grads)):
         g = -_f64(grad) if maximize else _f64(grad)
-        pf = _f64(p)
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                pf = pf * (1 - lr * weight_decay)
-            else:
-                g = g + weight_decay * pf
-        m = _f64(exp_avgs[i])
-        w = 1 - beta1  # exp_avg.lerp_(g, w), as torch computes it
-        m = m + w * (g - m) if w < 0.5 else g - (g - m) * (1 - w)
+        pf, g = _decay(_f64(p), g, lr, weight_decay, decoupled_weight_decay)
+        m = _lerp(_f64(exp_avgs[i]), g, 1 - beta1)
         v = beta2 * _f64(exp_avg_sqs[i]) + (1 - beta2) * g * g
         exp_avgs[i][...] = m
         exp_avg_sqs[i][...] = v
