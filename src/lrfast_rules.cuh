@@ -240,6 +240,13 @@ struct LionOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { lion_update(x[P], x[G], x[M], s); }
 };
 
+// torch's lerp(m, g, w) as its kernels compute it, both branches: m + w (g - m) when w < 0.5, else
+// g - (1 - w) (g - m) (Adamax, NAdam, RAdam: w = 1 - beta1, one_minus_w = beta1).
+template <class T>
+LRFAST_HD T torch_lerp(T m, T g, T w, T one_minus_w) {
+  return w < T(0.5) ? m + w * (g - m) : g - one_minus_w * (g - m);
+}
+
 // ---- Adamax ------------------------------------------------------------------------------------
 
 template <class T>
@@ -267,7 +274,7 @@ template <class T>
 LRFAST_HD void adamax_update(T& p, T grad, T& m, T& u, const AdamaxScalars<T>& s) {
   T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
   if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
-  const T m_new = s.one_minus_beta1 < T(0.5) ? m + s.one_minus_beta1 * (g - m) : g - s.beta1 * (g - m);
+  const T m_new = torch_lerp(m, g, s.one_minus_beta1, s.beta1);
   const T u_new = max_nan(s.beta2 * u, abs_(g) + s.eps);
   m = m_new;
   u = u_new;
@@ -359,7 +366,7 @@ LRFAST_HD void nadam_update(T& p, T grad, T& m, T& v, const NadamScalars<T>& s) 
   T pf = p;
   if (s.flags & LRFAST_DECOUPLED) pf = pf * s.decay;
   if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * pf;
-  const T m_new = s.one_minus_beta1 < T(0.5) ? m + s.one_minus_beta1 * (g - m) : g - s.beta1 * (g - m);
+  const T m_new = torch_lerp(m, g, s.one_minus_beta1, s.beta1);
   const T v_new = s.beta2 * v + s.one_minus_beta2 * g * g;
   m = m_new;
   v = v_new;
@@ -572,7 +579,7 @@ LRFAST_HD void radam_update(T& p, T grad, T& m, T& v, const RadamScalars<T>& s) 
   T pf = p;
   if (s.flags & LRFAST_DECOUPLED) pf = pf * s.decay;
   if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * pf;
-  const T m_new = s.one_minus_beta1 < T(0.5) ? m + s.one_minus_beta1 * (g - m) : g - s.beta1 * (g - m);
+  const T m_new = torch_lerp(m, g, s.one_minus_beta1, s.beta1);
   const T v_new = s.beta2 * v + s.one_minus_beta2 * g * g;
   m = m_new;
   v = v_new;
