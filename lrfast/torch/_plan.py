@@ -281,7 +281,8 @@ def initial_state(rule, s, p, hyper, lr, roles):
 
 
 def _scalar_buffer(values, dtype, present, n):
-    """(one tensor of ``n`` slots, its NumPy view): the group's buffer of a per-param scalar."""
+    """(one tensor of ``n`` slots, its NumPy view): the group's buffer of a per-param scalar (step counters,
+    host states), ``values`` at the ``present`` positions."""
     buf = torch.zeros(n, dtype=dtype)
     buf.numpy()[present] = values
     return buf, buf.numpy()
@@ -343,15 +344,11 @@ def build(rule, state, group, gi, roles, detail, hyper):
         dtype = next((v.dtype for v in old if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
         if dtype is None:
             dtype = scalar_dtype()
-        steps = torch.zeros(len(params), dtype=dtype)
-        steps_np = steps.numpy()
-        step_values = [0.0 if v is None else _checks.step_value(v, "") for v in old]
-        steps_np[present] = step_values
+        step_values = [_checks.step_value(v, "") for v in old]  # initial_state made every missing one
+        steps, steps_np = _scalar_buffer(step_values, dtype, present, len(params))
         views = steps.unbind()
         for i, s in zip(present, states):
-            s["step"] = views[i]
-            for key in [k for k in s if k != "step"]:  # torch's key order: step first
-                s[key] = s.pop(key)
+            s["step"] = views[i]  # an existing key: torch's key order (initial_state's) stays
         plan.steps, plan.steps_np, plan.steps_seen = steps, steps_np, steps_np.copy()
         plan.step_index = None if plan.all_present else np.array(present, dtype=np.int64)
 
@@ -372,10 +369,6 @@ def build(rule, state, group, gi, roles, detail, hyper):
                 s[h.key] = views[i]
             plan.host[h.key], plan.host_seen[h.key] = buf_np, buf_np.copy()
             host_values.append(buf_np[present])
-        for s in states:
-            for key in ("step", *rule.torch_order):
-                if key in s:
-                    s[key] = s.pop(key)
 
     # launches: by dtype, then by step value (counter "step") or by "state just created" (counter "fresh")
     by_step = rule.counter == "step" and step_values is not None
