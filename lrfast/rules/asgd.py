@@ -3,7 +3,6 @@ eta_t = lr / (1 + lambd * lr * t)^alpha, each param shrunk by 1 - lambd * eta, a
 of the params that starts averaging after step t0. Its ``eta`` and ``mu`` are host states: advanced once per
 step on the host, in their own dtype, as torch's 0-d tensors hold them."""
 
-
 import numpy as np
 
 from ._modes import MAXIMIZE, WEIGHT_DECAY, bits
@@ -39,12 +38,11 @@ def advance(lr, t, values, *, lambd, alpha, t0, weight_decay, scalar_dtype):
     own dtype (after torch's load_state_dict casts them to a float64 param's dtype, the values stay
     float32-rounded)."""
     t = float(t)
-    rounded = scalar_dtype
     new_eta = lr / ((1 + lambd * lr * t) ** alpha)
     if isinstance(new_eta, complex):  # a negative base (lambd < 0, which torch accepts): copy_ keeps the real part
         new_eta = new_eta.real
     eta, mu = values["eta"], values["mu"]
-    return {"eta": type(eta)(rounded(new_eta)), "mu": type(mu)(rounded(1 / max(1, t - t0)))}
+    return {"eta": type(eta)(scalar_dtype(new_eta)), "mu": type(mu)(scalar_dtype(1 / max(1, t - t0)))}
 
 
 def modes(h, fresh):
