@@ -19,11 +19,16 @@ Args:
 {hyper}
     backend: "auto" (by array type), "cpu", "numpy" (reference) or "cuda".
     skip_nonfinite: skip (do not apply) a step whose gradients hold NaN/Inf.
+    max_grad_norm: clip the gradients' global norm to this (None: no clipping), as
+        ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm, norm_type)`` before the step: the grads
+        are scaled by min(max_grad_norm / (norm + 1e-6), 1) inside the update (the grad arrays are not
+        rewritten); the norm costs one read of the grads (one reduction pass) and is ``last_grad_norm``.
+    norm_type: 2 or inf, the norm of ``max_grad_norm``.
     capturable: (cuda backend) the lr schedule and the step count live on the GPU, so a step can be
         captured in a CUDA graph and replayed with no host round trip (see ``Optimizer``).
 """
 
-_OWN = {"backend": "auto", "skip_nonfinite": False, "capturable": False}
+_OWN = {"backend": "auto", "skip_nonfinite": False, "capturable": False, "max_grad_norm": None, "norm_type": 2.0}
 
 
 def _describe(h) -> str:
@@ -71,10 +76,23 @@ def make_class(rule, variant) -> type:
            + "\n".join("    " + line if line else "" for line in rule.algorithm.splitlines())
            + fixed + "\n\n" + "\n".join("    " + line if line else "" for line in
                                          _OPTIONS_DOC.format(hyper=hyper).splitlines()))
+    attrs = {} if rule.switch is None else {"train": _train, "eval": _eval}
     return type(variant.name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": "lrfast",
                                              "_rule": rule, "_variant": variant,
                                              "_hyper_names": tuple(h.name for h in rule.hyper
-                                                                   if h.name not in variant.fixed)})
+                                                                   if h.name not in variant.fixed), **attrs})
+
+
+def _train(self):
+    """Train mode (``Rule.switch``: the params move to the point steps update, schedule-free's y); the
+    optimizer starts in it. Returns self."""
+    return self._switch(True)
+
+
+def _eval(self):
+    """Eval mode (``Rule.switch``: the params move to the point to evaluate and save, schedule-free's x,
+    the average); step() raises until ``train()``. Returns self."""
+    return self._switch(False)
 
 
 _CLASSES = {v.name: make_class(r, v) for r in RULES.values() for v in r.variants}

@@ -18,8 +18,10 @@ import numpy as np
 from . import backends
 from ._arena import ParamBuffer, aligned_layout, aligned_zeros, split
 from ._dtypes import real_view
-from ._validate import check_disjoint, check_grads, check_hyper, check_params, finite_number, nonnegative
+from ._validate import (check_disjoint, check_grads, check_hyper, check_params, clipping, finite_number,
+                        nonnegative)
 from .backends._tensorlist import TensorList
+from .rules._reductions import clip_gate, grad_norm, grad_reduction, nonfinite
 from .schedules._checks import integer
 
 STATE_DICT_VERSION = 1
@@ -42,15 +44,18 @@ class _Bucket:
         #                          the per-param views in the params' dtype and shapes)
         self.device = None  # capturable steps: the _DeviceLR this bucket's kernels read
 
-    def state_lists(self, role, xp, initial=0.0):
-        """The TensorLists of state ``role``, allocated (one flat buffer, every element ``initial``) on
-        first use."""
+    def state_lists(self, role, xp, initial=0.0, from_params=False):
+        """The TensorLists of state ``role``, allocated (one flat buffer, every element ``initial``, or a
+        copy of the params: ``from_params``) on first use."""
         if role not in self.state:
             starts, total = aligned_layout(self.params.sizes)  # the layout of a ParamBuffer
             flat = aligned_zeros(total, self.params.dtype, xp)
             if initial != 0.0:
                 flat.fill(initial)
             views = split(flat, starts, [p.shape for p in self.params])
+            if from_params:
+                for view, p in zip(views, self.params):
+                    view[...] = p
             public = views if self.dtype == self.params.dtype else [v.view(self.dtype) for v in views]
             self.state[role] = (TensorList(views, self.params.dtype), TensorList([flat]), public)
         return self.state[role]
@@ -138,9 +143,12 @@ class Optimizer:
     changing the optimizer. Tables are uploaded once and synchronously, so any stream may launch a step.
     """
 
-    def __init__(self, params, defaults, *, backend="auto", skip_nonfinite=False, capturable=False):
+    def __init__(self, params, defaults, *, backend="auto", skip_nonfinite=False, capturable=False,
+                 max_grad_norm=None, norm_type=2.0):
         self.defaults = dict(defaults)
         self.skip_nonfinite = bool(skip_nonfinite)
+        self.max_grad_norm, self.norm_type = clipping(max_grad_norm, norm_type)
+        self._last_norm = None
         self.capturable = bool(capturable)
         self._captured = False  # a capturable step ran while a stream captured a CUDA graph
         self.param_groups = []
@@ -158,17 +166,23 @@ class Optimizer:
             self._arenas.append(arena)
         for i, group in enumerate(self.param_groups):
             self._check_group(group, i)
+        if self._rule.switch is not None:  # train()/eval(): the groups start in train mode
+            for group in self.param_groups:
+                group[self._rule.switch.key] = True
         self._bind(backend)
         if self.capturable and self.backend != "cuda":
             raise ValueError(f"Invalid capturable: True; capturable steps need the cuda backend (CuPy arrays), "
                              f"this optimizer uses {self.backend!r}")
-        if self.capturable and self._rule.host_states:
+        if self.capturable and self._rule.host_keys:
             raise ValueError(f"Invalid capturable: True; {type(self).__name__} advances its "
-                             f"{', '.join(h.key for h in self._rule.host_states)} on the host every step, so "
+                             f"{', '.join(self._rule.host_keys)} on the host every step, so "
                              "its step cannot be captured")
         if self.capturable and self.skip_nonfinite:
             raise ValueError("capturable=True cannot be combined with skip_nonfinite=True: deciding to skip "
                              "a step needs the gradients' check on the host")
+        if self.capturable and self.max_grad_norm is not None:
+            raise ValueError("capturable=True cannot be combined with max_grad_norm: the clipped step is not "
+                             "graph-capturable yet")
         self._step_count = 0
         self.skipped_steps = 0
         self.lr_multiplier = 1.0
@@ -384,6 +398,8 @@ class Optimizer:
         state and ``step_count`` untouched; ``skipped_steps`` counts these).
         """
         self._check_bound()
+        if self._rule.switch is not None:
+            self._check_train_mode()
         grad_lists = self._grads_per_bucket(grads)
         hypers = []
         for i, group in enumerate(self.param_groups):
@@ -399,14 +415,16 @@ class Optimizer:
             return True
         schedules = self._schedules()
         lrs = self._lrs_at(self._step_count, schedules)
-        if self.skip_nonfinite:
-            finite = self._backend.all_finite
-            lists = ([b.flat_grads for bs in self._buckets for b in bs] if arena
-                     else [tl for gl in grad_lists for tl in gl])
-            if not all(finite(tl) for tl in lists):
+        gates = {}  # params dtype -> the update's gate (clipping)
+        if self.skip_nonfinite or self.max_grad_norm is not None:
+            norm, sentinel = self._grad_norm(arena, grad_lists)
+            if self.skip_nonfinite and sentinel != 0:
                 self._write_lrs(schedules, lrs)
                 self.skipped_steps += 1
                 return False
+            if self.max_grad_norm is not None:
+                for dtype in {b.params.dtype for bs in self._buckets for b in bs}:
+                    gates[dtype] = clip_gate(norm, sentinel, self.max_grad_norm, dtype, False, self._xp)
         next_lrs = self._lrs_at(self._step_count + 1, schedules)  # a schedule that fails next fails now
         self._write_lrs(schedules, lrs)
         update = self._backend.update
@@ -415,18 +433,38 @@ class Optimizer:
             used = rule.used_states(hyper)
             lr = lrs[gi][0]
             host = None
-            if rule.host_states:
+            if rule.host_keys:
                 host = self._host[gi] if self._host[gi] is not None else rule.initial_host(hyper, lr)
             for bi, bucket in enumerate(buckets):
                 fresh = not all(role in bucket.state for role in used)
                 params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],
                                                          arena, hyper, lr)
-                update(rule, params, grads, state, lr=lr, hyper=hyper, host=host, **self._counter(fresh))
+                update(rule, params, grads, state, lr=lr, hyper=hyper, host=host, gate=gates.get(params.dtype),
+                       **self._counter(fresh))
             if host is not None:
                 self._host[gi] = rule.advance_host(hyper, lr, self._step_count + 1, host)
         self._step_count += 1
         self._write_lrs(schedules, next_lrs)
         return True
+
+    def _grad_norm(self, arena, grad_lists):
+        """(norm, non-finite sentinel) of all this step's grads, as 0-d float64 arrays of the backend: one
+        reduction pass per bucket (``lrfast.rules._reductions``); the norm is kept for ``last_grad_norm``."""
+        reduction = grad_reduction(self.norm_type)
+        xp = self._xp
+        lists = ([b.flat_grads for bs in self._buckets for b in bs] if arena
+                 else [tl for gl in grad_lists for tl in gl])
+        parts = [self._backend.reduce(reduction, [tl]) for tl in lists]
+        totals = parts[0] if len(parts) == 1 else reduction.total(xp.stack(parts), xp)
+        norm = self._last_norm = grad_norm(totals, self.norm_type, xp)
+        return norm, nonfinite(totals)
+
+    @property
+    def last_grad_norm(self):
+        """The global norm (``norm_type``) of the grads of the last step, as ``torch.nn.utils.clip_grad_norm_``
+        returns it (float; NaN/inf when a grad was not finite); None until a step computed it (with
+        ``max_grad_norm`` or ``skip_nonfinite``). Reading it on the GPU waits for that step."""
+        return None if self._last_norm is None else float(self._last_norm)
 
     def _check_bound(self):
         """Each group still lists the arrays this optimizer was built with (it updates those, in place)."""
@@ -445,8 +483,8 @@ class Optimizer:
         """(params, grads, state lists in the rule's order) of one bucket's launch; a state made now starts
         at the rule's initial value for ``hyper`` and ``lr``."""
         flat = 1 if arena else 0
-        state = [bucket.state_lists(s.key, self._xp, s.initial(hyper, lr))[flat] if s.key in used else None
-                 for s in self._rule.states]
+        state = [bucket.state_lists(s.key, self._xp, s.initial(hyper, lr), s.from_param)[flat]
+                 if s.key in used else None for s in self._rule.states]
         if arena:
             return bucket.flat_params, bucket.flat_grads, state
         return bucket.params, grad_list, state
@@ -666,7 +704,8 @@ class Optimizer:
 
     def _host_state_from(self, saved) -> list:
         """The host states of a state_dict's ``host_state`` (one dict or None per group), checked."""
-        keys = [h.key for h in self._rule.host_states]
+        keys = list(self._rule.host_keys)
+        group_keys = {g.key for g in self._rule.group_states}  # Python floats, not torch's float32 scalars
         if saved is None:
             return [None] * len(self.param_groups)
         if not isinstance(saved, (list, tuple)) or len(saved) != len(self.param_groups):
@@ -679,9 +718,39 @@ class Optimizer:
                 continue
             if not isinstance(entry, dict) or sorted(entry) != sorted(keys):
                 raise ValueError(f"state_dict's host_state of param group {i} must hold {keys}, got {entry!r}")
-            out.append({k: np.float32(finite_number(f"host_state {k!r} (param group {i})", entry[k]))
-                        for k in keys})
+            out.append({k: (float if k in group_keys else np.float32)(
+                finite_number(f"host_state {k!r} (param group {i})", entry[k])) for k in keys})
         return out
+
+    # -- train() / eval() (rules with a Switch) ------------------------------------------------------
+
+    def _check_train_mode(self):
+        key = self._rule.switch.key
+        for gi, group in enumerate(self.param_groups):
+            if not group[key]:
+                raise RuntimeError(f"{type(self).__name__}.step() in eval mode (param group {gi}): the params "
+                                   "hold the evaluation point x; call optimizer.train() before training steps "
+                                   "(and optimizer.eval() before evaluating or saving)")
+
+    def _switch(self, train: bool):
+        """Move every group not in the mode ``train`` to it: one launch per bucket whose state exists (the
+        params of a bucket that has not stepped stay as they are, as the reference's without ``z``)."""
+        sw = self._rule.switch
+        self._refuse_during_capture("train() / eval()")
+        todo = []
+        for gi, group in enumerate(self.param_groups):
+            if bool(group[sw.key]) != train:
+                self._check_group(group, gi)
+                todo.append(gi)
+        for gi in todo:
+            hyper, flat = self._hyper(self.param_groups[gi]), 1 if self._arenas[gi] is not None else 0
+            for b in self._buckets[gi]:
+                if all(key in b.state for key in sw.states):
+                    params = b.flat_params if flat else b.params
+                    self._backend.switch(self._rule, params, [b.state[key][flat] for key in sw.states],
+                                         hyper=hyper, train=train)
+            self.param_groups[gi][sw.key] = train
+        return self
 
     # -- what the rule declares ------------------------------------------------------------------
 

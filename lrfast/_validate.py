@@ -234,6 +234,20 @@ def finite_number(name, value, *, low=None, high=None, high_open=False, low_open
     return v
 
 
+def clipping(max_grad_norm, norm_type):
+    """(max_grad_norm, norm_type) checked: None or a finite number > 0, and 2 or inf (anything
+    ``float()`` takes, "inf" included)."""
+    if max_grad_norm is not None:
+        max_grad_norm = finite_number("max_grad_norm", max_grad_norm, low=0.0, low_open=True)
+    try:
+        norm = float(norm_type)
+    except (TypeError, ValueError):
+        raise invalid("norm_type", norm_type, "2 or inf", TypeError) from None
+    if norm not in (2.0, math.inf):
+        raise invalid("norm_type", norm_type, "2 or inf")
+    return max_grad_norm, norm
+
+
 def _finite(low, high, low_open, high_open) -> str:
     return f"a finite number{bounds(low, high, low_open=low_open, high_open=high_open)}"
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RULE_NAMES = list(RULES)
 VARIANT_NAMES = list(VARIANTS)
 #: lrfast's own keyword-only options after a class's hyperparameters
-OWN_OPTIONS = ("backend", "skip_nonfinite", "capturable")
+OWN_OPTIONS = ("backend", "skip_nonfinite", "capturable", "max_grad_norm", "norm_type")
 
 
 # ---- every rule has a case table, a reference, and the tables are sound ---------------------------------
@@ -78,7 +78,7 @@ def test_every_rule_has_a_numpy_reference(name):
     keyword = [p.name for p in params if p.kind == p.KEYWORD_ONLY]
     assert len(positional) == 2 + len(rule.states)
     counter = {"step": ["step"], "fresh": ["first_step"], None: []}[rule.counter]
-    host = [h.key for h in rule.host_states]  # their values before the step
+    host = list(rule.host_keys)  # their values before the step (host and group states)
     assert sorted(keyword) == sorted(["lr", *(h.name for h in rule.hyper), *counter, *host])
 
 

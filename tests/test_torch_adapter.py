@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 lt = pytest.importorskip("lrfast.torch")
 import inspect  # noqa: E402
 
+from lrfast.torch import _classes as torch_classes  # noqa: E402
 from lrfast import schedules  # noqa: E402
 from lrfast.rules import VARIANTS  # noqa: E402
 from tests.rule_cases import CASES as RULE_CASES  # noqa: E402
@@ -881,7 +882,10 @@ def test_signature_is_the_references(name):
     if ref is None:
         pytest.skip(f"{VARIANTS[name][1].reference} is not installed")
     P = inspect.Parameter
-    ours = inspect.signature(getattr(lt, name)).parameters
+    params = inspect.signature(getattr(lt, name)).parameters
+    own = list(torch_classes._OWN)  # lrfast's own options (clipping): keyword-only, last
+    assert list(params)[-len(own):] == own and all(params[k].kind == P.KEYWORD_ONLY for k in own)
+    ours = {k: p for k, p in params.items() if k not in own}
     theirs = {k: v for k, v in inspect.signature(ref).parameters.items() if k != "self"}
 
     def positional(ps):

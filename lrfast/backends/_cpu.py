@@ -44,10 +44,16 @@ def _chunks(tensors):
     return tensors.chunks(chunk_size(tensors.total, numba.config.NUMBA_NUM_THREADS)), False
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None):
     """One kernel call of ``rule`` (a ``lrfast.rules`` Rule) over every chunk of ``params``: the numpy
     reference's ``update``, with ``TensorList``s. The per-step scalars are the rule's (``Rule.step_scalars``,
-    float64) rounded to the arrays' dtype: a float64 scalar would make a float32 loop float64."""
+    float64) rounded to the arrays' dtype: a float64 scalar would make a float32 loop float64. ``gate``:
+    [grad scale, skip] (``lrfast.rules._reductions.clip_gate``), read here on the host."""
+    gscale = 1.0
+    if gate is not None:
+        if gate[1] != 0:
+            return
+        gscale = gate[0]
     launcher, optional = _launchers.get(rule.name) or _launcher(rule)
     values, flags = rule.step_args(hyper, lr, step, first_step, host)
     scalars = np.array(values, dtype=params.dtype)
@@ -56,8 +62,17 @@ def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=Fals
         if states[i] is not None:
             use |= 1 << bit
     tables = [t.ptrs if t is not None else params.ptrs for t in states]  # unused: the params' (never read)
-    launcher(*_chunks(params), (params.ptrs, grads.ptrs, *tables, params.like, use, *scalars,
-                                flags))
+    launcher(*_chunks(params), (params.ptrs, grads.ptrs, *tables, params.like, use, params.like.dtype.type(gscale),
+                                *scalars, flags))
+
+
+def switch(rule, params, states, *, hyper, train):
+    """``train()`` / ``eval()`` of ``rule`` (``rule.switch``) over ``params`` and its state TensorLists (in
+    ``rule.switch.states`` order): one launch of the generated ``<rule>_switch``, its scalars in the
+    arrays' dtype."""
+    scalars = np.array(rule.switch.scalars(rule, hyper, train), dtype=params.dtype)
+    getattr(_cpu_launchers, rule.name + "_switch")(*_chunks(params), (params.ptrs, *(t.ptrs for t in states),
+                                                                      params.like, *scalars))
 
 
 _launchers = {}  # rule name -> (launcher, positions of the optional states)
@@ -67,6 +82,22 @@ def _launcher(rule):
     entry = _launchers[rule.name] = (getattr(_cpu_launchers, rule.name),
                                      tuple(i for i, s in enumerate(rule.states) if s.when is not None))
     return entry
+
+
+def reduce(reduction, lists, per_tensor=False):
+    """The totals (float64) of ``reduction`` (a ``lrfast.rules._reductions`` Reduction) over the
+    TensorLists ``lists`` (its inputs, in order): one kernel call writing each chunk's totals, combined
+    here globally (shape (outputs,)) or per tensor (shape (tensors, outputs))."""
+    first = lists[0]
+    chunks, serial = _chunks(first)
+    out = np.empty((chunks.shape[0], len(reduction.outputs)))
+    getattr(_cpu_launchers, reduction.name + "_reduce")(chunks, serial, (*(t.ptrs for t in lists), first.like, out))
+    if not per_tensor:
+        return reduction.total(out)
+    totals = np.tile(reduction.start(), (len(first.sizes), 1))
+    for j, how in enumerate(reduction.combine):
+        (np.add if how == "sum" else np.maximum).at(totals[:, j], chunks[:, 0], out[:, j])
+    return totals
 
 
 def all_finite(tensors):

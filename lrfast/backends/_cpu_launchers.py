@@ -4,14 +4,18 @@
 ``<rule>(chunks, serial, args)`` runs ``<rule>_chunk(c, chunks, *args)`` for every row of the chunk table,
 in parallel or serially; args = (P, G, S0.., like, use, *scalars, flags): the base-address tables of
 the params, grads and states (in the rule's order), a 1-element array of the dtype, the bit mask of the
-optional states in use, the per-step scalars in the arrays' dtype and the mode bits.
+optional states in use, the grads' scale (the gate's, in the arrays' dtype), the per-step scalars in
+the arrays' dtype and the mode bits. ``<reduction>_reduce(chunks, serial, (X0.., like, out))`` writes
+each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).
 """
 
-SOURCE_HASH = "2a5bd71aca2750a3"  # of the element functions and the harness
+SOURCE_HASH = "bcc3d1a84a9751ab"  # of the element functions and the harness
 
+import numpy as np
 from numba import njit, prange
 
 from .. import rules as _rules
+from ..rules import _reductions
 from ._cpu_kernels import _JIT, _slice
 
 
@@ -21,18 +25,18 @@ sgd_element = njit(inline="always", **_JIT)(_rules.sgd.RULE.element)
 
 
 @njit(**_JIT)
-def sgd_chunk(c, chunks, P, G, S0, like, use, lr, weight_decay, momentum, one_minus_dampening, flags):
+def sgd_chunk(c, chunks, P, G, S0, like, use, gscale, lr, weight_decay, momentum, one_minus_dampening, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     buf = _slice(S0, chunks, c, like)
     if use == 0:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], _ = sgd_element(pi, g[i], pi, lr, weight_decay, momentum, one_minus_dampening, flags)
+            p[i], _ = sgd_element(pi, g[i] * gscale, pi, lr, weight_decay, momentum, one_minus_dampening, flags)
     else:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], buf[i] = sgd_element(pi, g[i], buf[i], lr, weight_decay, momentum, one_minus_dampening, flags)
+            p[i], buf[i] = sgd_element(pi, g[i] * gscale, buf[i], lr, weight_decay, momentum, one_minus_dampening, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -50,7 +54,7 @@ adam_element = njit(inline="always", **_JIT)(_rules.adam.RULE.element)
 
 
 @njit(**_JIT)
-def adam_chunk(c, chunks, P, G, S0, S1, S2, like, use, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags):
+def adam_chunk(c, chunks, P, G, S0, S1, S2, like, use, gscale, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     m = _slice(S0, chunks, c, like)
@@ -59,11 +63,11 @@ def adam_chunk(c, chunks, P, G, S0, S1, S2, like, use, step_size, beta1, one_min
     if use == 0:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], m[i], v[i], _ = adam_element(pi, g[i], m[i], v[i], pi, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
+            p[i], m[i], v[i], _ = adam_element(pi, g[i] * gscale, m[i], v[i], pi, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
     else:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], m[i], v[i], vmax[i] = adam_element(pi, g[i], m[i], v[i], vmax[i], step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
+            p[i], m[i], v[i], vmax[i] = adam_element(pi, g[i] * gscale, m[i], v[i], vmax[i], step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -81,7 +85,7 @@ rmsprop_element = njit(inline="always", **_JIT)(_rules.rmsprop.RULE.element)
 
 
 @njit(**_JIT)
-def rmsprop_chunk(c, chunks, P, G, S0, S1, S2, like, use, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags):
+def rmsprop_chunk(c, chunks, P, G, S0, S1, S2, like, use, gscale, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     sq = _slice(S0, chunks, c, like)
@@ -90,19 +94,19 @@ def rmsprop_chunk(c, chunks, P, G, S0, S1, S2, like, use, lr, alpha, one_minus_a
     if use == 0:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], sq[i], _, _ = rmsprop_element(pi, g[i], sq[i], pi, pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i], sq[i], _, _ = rmsprop_element(pi, g[i] * gscale, sq[i], pi, pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
     elif use == 2:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], sq[i], _, buf[i] = rmsprop_element(pi, g[i], sq[i], pi, buf[i], lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i], sq[i], _, buf[i] = rmsprop_element(pi, g[i] * gscale, sq[i], pi, buf[i], lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
     elif use == 1:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], sq[i], ga[i], _ = rmsprop_element(pi, g[i], sq[i], ga[i], pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i], sq[i], ga[i], _ = rmsprop_element(pi, g[i] * gscale, sq[i], ga[i], pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
     else:
         for i in range(p.shape[0]):
             pi = p[i]
-            p[i], sq[i], ga[i], buf[i] = rmsprop_element(pi, g[i], sq[i], ga[i], buf[i], lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i], sq[i], ga[i], buf[i] = rmsprop_element(pi, g[i] * gscale, sq[i], ga[i], buf[i], lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -120,13 +124,13 @@ lion_element = njit(inline="always", **_JIT)(_rules.lion.RULE.element)
 
 
 @njit(**_JIT)
-def lion_chunk(c, chunks, P, G, S0, like, use, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags):
+def lion_chunk(c, chunks, P, G, S0, like, use, gscale, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     m = _slice(S0, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], m[i] = lion_element(pi, g[i], m[i], lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags)
+        p[i], m[i] = lion_element(pi, g[i] * gscale, m[i], lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -144,14 +148,14 @@ adamax_element = njit(inline="always", **_JIT)(_rules.adamax.RULE.element)
 
 
 @njit(**_JIT)
-def adamax_chunk(c, chunks, P, G, S0, S1, like, use, step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags):
+def adamax_chunk(c, chunks, P, G, S0, S1, like, use, gscale, step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     m = _slice(S0, chunks, c, like)
     u = _slice(S1, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], m[i], u[i] = adamax_element(pi, g[i], m[i], u[i], step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags)
+        p[i], m[i], u[i] = adamax_element(pi, g[i] * gscale, m[i], u[i], step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -169,13 +173,13 @@ adagrad_element = njit(inline="always", **_JIT)(_rules.adagrad.RULE.element)
 
 
 @njit(**_JIT)
-def adagrad_chunk(c, chunks, P, G, S0, like, use, clr, eps, weight_decay, flags):
+def adagrad_chunk(c, chunks, P, G, S0, like, use, gscale, clr, eps, weight_decay, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     s = _slice(S0, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], s[i] = adagrad_element(pi, g[i], s[i], clr, eps, weight_decay, flags)
+        p[i], s[i] = adagrad_element(pi, g[i] * gscale, s[i], clr, eps, weight_decay, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -193,14 +197,14 @@ nadam_element = njit(inline="always", **_JIT)(_rules.nadam.RULE.element)
 
 
 @njit(**_JIT)
-def nadam_chunk(c, chunks, P, G, S0, S1, like, use, grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags):
+def nadam_chunk(c, chunks, P, G, S0, S1, like, use, gscale, grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     m = _slice(S0, chunks, c, like)
     v = _slice(S1, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], m[i], v[i] = nadam_element(pi, g[i], m[i], v[i], grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags)
+        p[i], m[i], v[i] = nadam_element(pi, g[i] * gscale, m[i], v[i], grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -218,13 +222,13 @@ asgd_element = njit(inline="always", **_JIT)(_rules.asgd.RULE.element)
 
 
 @njit(**_JIT)
-def asgd_chunk(c, chunks, P, G, S0, like, use, decay, neg_eta, weight_decay, mu, copy_ax, flags):
+def asgd_chunk(c, chunks, P, G, S0, like, use, gscale, decay, neg_eta, weight_decay, mu, copy_ax, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     ax = _slice(S0, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], ax[i] = asgd_element(pi, g[i], ax[i], decay, neg_eta, weight_decay, mu, copy_ax, flags)
+        p[i], ax[i] = asgd_element(pi, g[i] * gscale, ax[i], decay, neg_eta, weight_decay, mu, copy_ax, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -242,14 +246,14 @@ adadelta_element = njit(inline="always", **_JIT)(_rules.adadelta.RULE.element)
 
 
 @njit(**_JIT)
-def adadelta_chunk(c, chunks, P, G, S0, S1, like, use, lr, rho, one_minus_rho, eps, weight_decay, flags):
+def adadelta_chunk(c, chunks, P, G, S0, S1, like, use, gscale, lr, rho, one_minus_rho, eps, weight_decay, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     s = _slice(S0, chunks, c, like)
     d = _slice(S1, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], s[i], d[i] = adadelta_element(pi, g[i], s[i], d[i], lr, rho, one_minus_rho, eps, weight_decay, flags)
+        p[i], s[i], d[i] = adadelta_element(pi, g[i] * gscale, s[i], d[i], lr, rho, one_minus_rho, eps, weight_decay, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -267,14 +271,14 @@ rprop_element = njit(inline="always", **_JIT)(_rules.rprop.RULE.element)
 
 
 @njit(**_JIT)
-def rprop_chunk(c, chunks, P, G, S0, S1, like, use, etaminus, etaplus, step_size_min, step_size_max, flags):
+def rprop_chunk(c, chunks, P, G, S0, S1, like, use, gscale, etaminus, etaplus, step_size_min, step_size_max, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     prev = _slice(S0, chunks, c, like)
     step_size = _slice(S1, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], prev[i], step_size[i] = rprop_element(pi, g[i], prev[i], step_size[i], etaminus, etaplus, step_size_min, step_size_max, flags)
+        p[i], prev[i], step_size[i] = rprop_element(pi, g[i] * gscale, prev[i], step_size[i], etaminus, etaplus, step_size_min, step_size_max, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -292,14 +296,14 @@ radam_element = njit(inline="always", **_JIT)(_rules.radam.RULE.element)
 
 
 @njit(**_JIT)
-def radam_chunk(c, chunks, P, G, S0, S1, like, use, lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags):
+def radam_chunk(c, chunks, P, G, S0, S1, like, use, gscale, lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags):
     p = _slice(P, chunks, c, like)
     g = _slice(G, chunks, c, like)
     m = _slice(S0, chunks, c, like)
     v = _slice(S1, chunks, c, like)
     for i in range(p.shape[0]):
         pi = p[i]
-        p[i], m[i], v[i] = radam_element(pi, g[i], m[i], v[i], lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
+        p[i], m[i], v[i] = radam_element(pi, g[i] * gscale, m[i], v[i], lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
 
 
 @njit(parallel=True, **_JIT)
@@ -310,3 +314,60 @@ def radam(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             radam_chunk(c, chunks, *args)
+
+# ---- reduction grad_norm2 ----------------------------------------------------------------------------
+
+grad_norm2_element = njit(inline="always", **_JIT)(_reductions.REDUCTIONS["grad_norm2"].element)
+
+
+@njit(fastmath={"reassoc"}, **_JIT)
+def grad_norm2_reduce_chunk(c, chunks, X0, like, out):
+    x0 = _slice(X0, chunks, c, like)
+    a0 = 0.0
+    a1 = 0.0
+    for i in range(x0.shape[0]):
+        v0, v1, = grad_norm2_element(np.float64(x0[i]))
+        a0 += v0
+        a1 += v1
+    out[c, 0] = a0
+    out[c, 1] = a1
+
+
+@njit(parallel=True, **_JIT)
+def grad_norm2_reduce(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            grad_norm2_reduce_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            grad_norm2_reduce_chunk(c, chunks, *args)
+
+# ---- reduction grad_norm_inf -------------------------------------------------------------------------
+
+grad_norm_inf_element = njit(inline="always", **_JIT)(_reductions.REDUCTIONS["grad_norm_inf"].element)
+
+
+@njit(fastmath={"reassoc"}, **_JIT)
+def grad_norm_inf_reduce_chunk(c, chunks, X0, like, out):
+    x0 = _slice(X0, chunks, c, like)
+    a0 = -np.inf
+    a1 = 0.0
+    a2 = 0.0
+    for i in range(x0.shape[0]):
+        v0, v1, v2, = grad_norm_inf_element(np.float64(x0[i]))
+        a0 = v0 if v0 > a0 else a0
+        a1 += v1
+        a2 += v2
+    out[c, 0] = a0
+    out[c, 1] = a1
+    out[c, 2] = a2
+
+
+@njit(parallel=True, **_JIT)
+def grad_norm_inf_reduce(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            grad_norm_inf_reduce_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            grad_norm_inf_reduce_chunk(c, chunks, *args)

@@ -34,10 +34,16 @@ def _lerp(start, end, weight):
     return start + weight * (end - start) if weight < 0.5 else end - (end - start) * (1 - weight)
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None):
     """Backend entry point: ``rule`` (a ``lrfast.rules`` Rule) over ``params`` / ``grads`` / ``states`` (the
     rule's state lists in its order, None where unused) with the checked hyperparameters ``hyper``;
-    ``host``: the values of the rule's host states before this step (NumPy scalars of their dtype)."""
+    ``host``: the values of the rule's host states before this step (NumPy scalars of their dtype);
+    ``gate``: [grad scale, skip]: nothing is written when skip != 0, else the rule sees each grad times the
+    scale, multiplied in the grad's dtype (as ``torch.nn.utils.clip_grad_norm_`` rewrites the grads)."""
+    if gate is not None:
+        if gate[1] != 0:
+            return
+        grads = [g * g.dtype.type(gate[0]) for g in grads]
     counter = {"step": step} if rule.counter == "step" else {"first_step": first_step} if rule.counter else {}
     kwargs = {h.name: hyper[h.name] for h in rule.hyper}
     globals()[rule.name](params, grads, *states, lr=lr, **kwargs, **counter, **(host or {}))
@@ -304,6 +310,109 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay,
             p[...] = pf - bias_corrected_exp_avg * lr * adaptive_lr * rect
         else:
             p[...] = pf - bias_corrected_exp_avg * lr
+
+
+def reduce(reduction, lists, per_tensor=False):
+    """The totals (float64) of ``reduction`` (a ``lrfast.rules._reductions`` Reduction) over the tensor
+    lists ``lists`` (its inputs, in order): per tensor, the element values summed or maxed (a max skips
+    NaN, as the kernels' ``v > a`` does: reductions that care count NaNs in another output); then over the
+    tensors (shape (outputs,)), or per tensor (shape (tensors, outputs))."""
+    rows = []
+    for arrays in zip(*lists):
+        with np.errstate(invalid="ignore", over="ignore"):
+            values = reduction.element(*(_f64(a).ravel() for a in arrays))
+        rows.append([np.sum(v) if how == "sum" else np.fmax.reduce(v, initial=-np.inf)  # a max skips NaN
+                     for v, how in zip(values, reduction.combine)])
+    totals = np.array(rows, dtype=np.float64).reshape(len(rows), len(reduction.outputs))
+    return totals if per_tensor else reduction.total(totals)
+
+
+def _schedule_free_group(lr, k, warmup_steps, r, weight_lr_power, lr_max, weight_sum):
+    """schedulefree's per-group lines of a step (AdamWScheduleFree / SGDScheduleFree.step): (lr, ckp1)."""
+    if k < warmup_steps:
+        sched = (k + 1) / warmup_steps
+    else:
+        sched = 1.0
+    lr = lr * sched
+    lr_max = max(lr, lr_max)
+    weight = ((k + 1) ** r) * (lr_max ** weight_lr_power)
+    weight_sum = weight_sum + weight
+    try:
+        ckp1 = weight / weight_sum
+    except ZeroDivisionError:
+        ckp1 = 0
+    return lr, ckp1
+
+
+def _torch_lerp(start, end, weight):
+    """torch's ``start.lerp_(end, weight)`` with a scalar weight, as its kernel picks the branch: by |weight|."""
+    return start + weight * (end - start) if abs(weight) < 0.5 else end - (end - start) * (1 - weight)
+
+
+def sfadamw(params, grads, zs, exp_avg_sqs, *, lr, betas, eps, weight_decay, warmup_steps, r, weight_lr_power,
+            k, weight_sum, lr_max, scheduled_lr):
+    """Schedule-free AdamW (schedulefree.AdamWScheduleFree.step, its for-loop branch); ``k``, ``weight_sum``,
+    ``lr_max``: the group's values before the step (``scheduled_lr`` is only written by the step)."""
+    beta1, beta2 = betas
+    bias_correction2 = 1 - beta2 ** (k + 1)
+    lr, ckp1 = _schedule_free_group(lr, k, warmup_steps, r, weight_lr_power, lr_max, weight_sum)
+    for p, grad, z, exp_avg_sq in zip(params, grads, zs, exp_avg_sqs):
+        y, g, zf = _f64(p), _f64(grad), _f64(z)
+        v = _f64(exp_avg_sq) * beta2 + (1 - beta2) * g * g
+        denom = np.sqrt(v / bias_correction2) + eps
+        grad_normalized = g / denom
+        if weight_decay != 0:
+            grad_normalized = grad_normalized + weight_decay * y
+        y = _torch_lerp(y, zf, ckp1)
+        y = y + lr * (beta1 * (1 - ckp1) - 1) * grad_normalized
+        z[...] = zf - lr * grad_normalized
+        exp_avg_sq[...] = v
+        p[...] = y
+
+
+def sfsgd(params, grads, zs, *, lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, k, weight_sum,
+          lr_max, scheduled_lr):
+    """Schedule-free SGD (schedulefree.SGDScheduleFree.step, its for-loop branch); the group's values as in
+    ``sfadamw``."""
+    lr, ckp1 = _schedule_free_group(lr, k, warmup_steps, r, weight_lr_power, lr_max, weight_sum)
+    for p, grad, z in zip(params, grads, zs):
+        y, g, zf = _f64(p), _f64(grad), _f64(z)
+        if weight_decay != 0:
+            g = g + weight_decay * y
+        y = _torch_lerp(y, zf, ckp1)
+        y = y + lr * (momentum * (1 - ckp1) - 1) * g
+        z[...] = zf - lr * g
+        p[...] = y
+
+
+def sfadamw_eval(params, zs, *, betas, **_):
+    """AdamWScheduleFree.eval(): p = lerp(p, z, 1 - 1/beta1), the average x."""
+    for p, z in zip(params, zs):
+        p[...] = _torch_lerp(_f64(p), _f64(z), 1 - 1 / betas[0])
+
+
+def sfadamw_train(params, zs, *, betas, **_):
+    """AdamWScheduleFree.train(): p = lerp(p, z, 1 - beta1), back to y."""
+    for p, z in zip(params, zs):
+        p[...] = _torch_lerp(_f64(p), _f64(z), 1 - betas[0])
+
+
+def sfsgd_eval(params, zs, *, momentum, **_):
+    """SGDScheduleFree.eval(): p = lerp(p, z, 1 - 1/momentum)."""
+    for p, z in zip(params, zs):
+        p[...] = _torch_lerp(_f64(p), _f64(z), 1 - 1 / momentum)
+
+
+def sfsgd_train(params, zs, *, momentum, **_):
+    """SGDScheduleFree.train(): p = lerp(p, z, 1 - momentum)."""
+    for p, z in zip(params, zs):
+        p[...] = _torch_lerp(_f64(p), _f64(z), 1 - momentum)
+
+
+def switch(rule, params, states, *, hyper, train):
+    """Backend entry point of ``train()`` / ``eval()`` (``rule.switch``): ``<rule>_train`` or ``<rule>_eval``
+    over ``params`` and the switch's state lists (in ``rule.switch.states`` order)."""
+    globals()[f"{rule.name}_{'train' if train else 'eval'}"](params, *states, **hyper)
 
 
 def all_finite(arrays):

@@ -54,6 +54,8 @@ class State:
     short: str
     when: Callable[[dict], bool] | None = None
     init: Callable[[dict, float], float] | None = None
+    #: the state starts as a copy of its param (schedule-free's z = clone(p)), not at ``init``
+    from_param: bool = False
 
     def exists(self, hyper: dict) -> bool:
         return self.when is None or bool(self.when(hyper))
@@ -73,6 +75,45 @@ class HostState:
 
     key: str
     init: Callable[[dict, float], float]
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """One scalar of state per param GROUP, kept and advanced on the host once per step of the group
+    (schedule-free's ``k``, ``lr_max``, ``weight_sum``): the reference keeps it as a Python number in its
+    param group under ``key``, so ``lrfast.torch`` does too (``lrfast.X`` keeps it with the host states,
+    ``state_dict()["host_state"]``). ``init``: its value in a new group (a Python number: an int stays an
+    int). The rule's ``scalars`` reads its value before the step and ``advance`` returns the value after it,
+    with the host states'; a group's step advances it even when none of its params has a grad."""
+
+    key: str
+    init: Any
+
+
+@dataclass(frozen=True)
+class Switch:
+    """``train()`` / ``eval()``: the params hold one of two points computed from the state (schedule-free:
+    y while training, x for evaluation), and switching rewrites every param that has the state, in place,
+    with one fused launch per (group, dtype). ``key``: the param group's flag (True: train mode; a step in
+    eval mode raises); ``states``: the state keys the element reads; ``element``: ``(p, *states, *scalars)
+    -> p``, plain Python (compiled by the generated cpu launchers; the NumPy reference is
+    ``backends._numpy.<rule>_train`` / ``<rule>_eval``); ``to_train`` / ``to_eval``: ``(**kernel_args) ->
+    {name: float}``, the element's scalars, in float64."""
+
+    key: str
+    states: tuple
+    element: Callable
+    to_train: Callable
+    to_eval: Callable
+
+    def scalars(self, rule, hyper: dict, train: bool) -> tuple:
+        """The element's scalars (float64) of ``train()`` (``train``) or ``eval()``."""
+        fn = self.to_train if train else self.to_eval
+        return tuple(fn(**rule._derive(hyper)[0]).values())
+
+    def scalar_names(self, rule) -> tuple:
+        hyper = rule.check_all(rule.defaults(rule.variants[0]))
+        return tuple(self.to_train(**rule.kernel_args(hyper)))
 
 
 @dataclass(frozen=True)
@@ -125,9 +166,12 @@ class Rule:
                 new (p, *states); plain Python, compiled by ``backends/_cpu_launchers.py``
     combination (checked hyper) -> None, raising ValueError for invalid combinations (nesterov)
     host_states the per-param scalars the host advances (``HostState``; their keys are in ``torch_order``)
-    advance     (lr, t, values, scalar_dtype, **kernel_args) -> the host states' values after step t, each
-                a NumPy scalar of its value's dtype (``values``: the values before it, the same types;
-                ``scalar_dtype``: torch's default dtype as a NumPy type, see ``advance_host``)
+    group_states  the per-group scalars the host advances (``GroupState``; kept in the param group)
+    advance     (lr, t, values, scalar_dtype, **kernel_args) -> the host and group states' values after
+                step t, each a NumPy scalar of its value's dtype (a group state's: its Python type)
+                (``values``: the values before it, the same types; ``scalar_dtype``: torch's default dtype
+                as a NumPy type, see ``advance_host``)
+    switch      ``train()`` / ``eval()`` (``Switch``), None: the class has neither
     torch_state_at_init  lrfast.torch creates each param's state when the optimizer is built, not at its
                 first step (torch's Adagrad does)
     algorithm   the update in pseudocode: the docstrings of lrfast.X and lrfast.torch.X
@@ -153,6 +197,8 @@ class Rule:
     host_states: tuple = ()
     advance: Callable | None = None
     torch_state_at_init: bool = False
+    group_states: tuple = ()
+    switch: Switch | None = None
     #: hyperparameters (as items) -> (kernel_args, used states, {fresh: mode bits}): what a step derives
     #: from them, computed once per setting (a step reads it in ~0.3 us instead of ~2.5 us)
     _derived: dict = field(default_factory=dict, compare=False, repr=False)
@@ -168,8 +214,14 @@ class Rule:
             for name in self.torch_signature_of(variant).replace(" ", "").split(","):
                 if name not in ("*", "lr") and name not in names and name not in TORCH_SWITCHES:
                     raise ValueError(f"rule {self.name}: torch_signature names unknown {name!r}")
-        if bool(self.host_states) != (self.advance is not None):
-            raise ValueError(f"rule {self.name}: host_states and advance go together")
+        if bool(self.host_states or self.group_states) != (self.advance is not None):
+            raise ValueError(f"rule {self.name}: host_states / group_states and advance go together")
+
+    @property
+    def host_keys(self) -> tuple:
+        """The keys of the host states, then of the group states: the values ``scalars`` reads after the
+        kernel args (and the fields of the CUDA Hyper struct after them)."""
+        return tuple(h.key for h in self.host_states) + tuple(g.key for g in self.group_states)
 
     # -- what the classes read --------------------------------------------------------------------
 
@@ -222,8 +274,11 @@ class Rule:
         return tuple(self.scalars(1e-3, 1, **self.kernel_args(hyper), **self.initial_host(hyper, 1e-3)))
 
     def initial_host(self, hyper: dict, lr: float, dtype=np.float32) -> dict:
-        """The host states' values before a param's first step, as ``dtype`` scalars."""
-        return {h.key: np.dtype(dtype).type(h.init(hyper, lr)) for h in self.host_states}
+        """The host states' values before a param's first step, as ``dtype`` scalars; then the group
+        states' initial values (Python numbers)."""
+        out = {h.key: np.dtype(dtype).type(h.init(hyper, lr)) for h in self.host_states}
+        out.update((g.key, g.init) for g in self.group_states)
+        return out
 
     def advance_host(self, hyper: dict, lr: float, t, values: dict, scalar_dtype=np.float32) -> dict:
         """The host states' values after step ``t`` (``advance``), from those before it. ``scalar_dtype``:

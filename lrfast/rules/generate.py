@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import RULES
+from ._reductions import REDUCTIONS
 
 TARGET = Path(__file__).resolve().parent.parent / "backends" / "_cpu_launchers.py"
 HARNESS = TARGET.parent / "_cpu_kernels.py"
@@ -27,6 +28,10 @@ def _stamp() -> str:
     h = hashlib.sha256(HARNESS.read_bytes())
     for rule in RULES.values():
         h.update(inspect.getsource(rule.element).encode())
+        if rule.switch is not None:
+            h.update(inspect.getsource(rule.switch.element).encode())
+    for reduction in REDUCTIONS.values():
+        h.update(inspect.getsource(reduction.element).encode())
     return h.hexdigest()[:16]
 
 
@@ -35,14 +40,14 @@ def _rule_source(rule) -> list[str]:
     states = [s.short for s in rule.states]
     optional = [i for i, s in enumerate(rule.states) if s.when is not None]
     scalars = list(rule.scalar_names())
-    args = ["pi", "g[i]"]
+    args = ["pi", "g[i] * gscale"]
     tables = ["P", "G"] + [f"S{i}" for i in range(len(states))]
     lines = [
         f"{n}_element = njit(inline=\"always\", **_JIT)(_rules.{n}.RULE.element)",
         "",
         "",
         "@njit(**_JIT)",
-        f"def {n}_chunk(c, chunks, {', '.join(tables)}, like, use, {', '.join(scalars)}, flags):",
+        f"def {n}_chunk(c, chunks, {', '.join(tables)}, like, use, gscale, {', '.join(scalars)}, flags):",
         "    p = _slice(P, chunks, c, like)",
         "    g = _slice(G, chunks, c, like)",
     ]
@@ -66,19 +71,65 @@ def _rule_source(rule) -> list[str]:
         lines += [f"{indent}for i in range(p.shape[0]):",
                   f"{indent}    pi = p[i]",
                   f"{indent}    {targets} = {n}_element({reads}, {', '.join(scalars)}, flags)"]
-    lines += [
+    return lines + _launcher_source(n, f"{n}_chunk")
+
+
+def _switch_source(rule) -> list[str]:
+    """``<rule>_switch``: ``train()`` / ``eval()`` (``Rule.switch``), p = element(p, *states, *scalars)."""
+    n = rule.name
+    shorts = [f"s{i}" for i in range(len(rule.switch.states))]
+    scalars = list(rule.switch.scalar_names(rule))
+    lines = [
+        f"{n}_switch_element = njit(inline=\"always\", **_JIT)(_rules.{n}.RULE.switch.element)",
+        "",
+        "",
+        "@njit(**_JIT)",
+        f"def {n}_switch_chunk(c, chunks, P, {', '.join(s.upper() for s in shorts)}, like, {', '.join(scalars)}):",
+        "    p = _slice(P, chunks, c, like)",
+    ]
+    lines += [f"    {s} = _slice({s.upper()}, chunks, c, like)" for s in shorts]
+    lines += ["    for i in range(p.shape[0]):",
+              f"        p[i] = {n}_switch_element(p[i], {', '.join(f'{s}[i]' for s in shorts)}, {', '.join(scalars)})"]
+    return lines + _launcher_source(f"{n}_switch", f"{n}_switch_chunk")
+
+
+def _launcher_source(name, chunk) -> list[str]:
+    return [
         "",
         "",
         "@njit(parallel=True, **_JIT)",
-        f"def {n}(chunks, serial, args):",
+        f"def {name}(chunks, serial, args):",
         "    if serial:",
         "        for c in range(chunks.shape[0]):",
-        f"            {n}_chunk(c, chunks, *args)",
+        f"            {chunk}(c, chunks, *args)",
         "    else:",
         "        for c in prange(chunks.shape[0]):",
-        f"            {n}_chunk(c, chunks, *args)",
+        f"            {chunk}(c, chunks, *args)",
     ]
-    return lines
+
+
+def _reduction_source(reduction) -> list[str]:
+    """One chunk's totals into row ``c`` of ``out``, accumulated in float64. ``reassoc`` lets LLVM keep
+    several partial sums (a vectorised reduction; no other fast-math: NaN and Inf propagate)."""
+    n = reduction.name
+    k = len(reduction.outputs)
+    xs = [f"x{j}" for j in range(reduction.inputs)]
+    values = [f"v{j}" for j in range(k)]
+    lines = [
+        f"{n}_element = njit(inline=\"always\", **_JIT)(_reductions.REDUCTIONS[\"{n}\"].element)",
+        "",
+        "",
+        "@njit(fastmath={\"reassoc\"}, **_JIT)",
+        f"def {n}_reduce_chunk(c, chunks, {', '.join(x.upper() for x in xs)}, like, out):",
+    ]
+    lines += [f"    {x} = _slice({x.upper()}, chunks, c, like)" for x in xs]
+    lines += [f"    a{j} = {'0.0' if comb == 'sum' else '-np.inf'}" for j, comb in enumerate(reduction.combine)]
+    lines += [f"    for i in range({xs[0]}.shape[0]):",
+              f"        {', '.join(values)}, = {n}_element({', '.join(f'np.float64({x}[i])' for x in xs)})"]
+    for j, comb in enumerate(reduction.combine):
+        lines.append(f"        a{j} += v{j}" if comb == "sum" else f"        a{j} = v{j} if v{j} > a{j} else a{j}")
+    lines += [f"    out[c, {j}] = a{j}" for j in range(k)]
+    return lines + _launcher_source(f"{n}_reduce", f"{n}_reduce_chunk")
 
 
 def source() -> str:
@@ -89,20 +140,29 @@ def source() -> str:
         "``<rule>(chunks, serial, args)`` runs ``<rule>_chunk(c, chunks, *args)`` for every row of the chunk table,",
         "in parallel or serially; args = (P, G, S0.., like, use, *scalars, flags): the base-address tables of",
         "the params, grads and states (in the rule's order), a 1-element array of the dtype, the bit mask of the",
-        "optional states in use, the per-step scalars in the arrays' dtype and the mode bits.",
+        "optional states in use, the grads' scale (the gate's, in the arrays' dtype), the per-step scalars in",
+        "the arrays' dtype and the mode bits. ``<reduction>_reduce(chunks, serial, (X0.., like, out))`` writes",
+        "each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).",
         '"""',
         "",
         f"SOURCE_HASH = \"{_stamp()}\"  # of the element functions and the harness",
         "",
+        "import numpy as np",
         "from numba import njit, prange",
         "",
         "from .. import rules as _rules",
+        "from ..rules import _reductions",
         "from ._cpu_kernels import _JIT, _slice",
         "",
     ]
     for rule in RULES.values():
         out += ["", f"# ---- {rule.name} " + "-" * (96 - len(rule.name)), ""]
         out += _rule_source(rule)
+        if rule.switch is not None:
+            out += ["", ""] + _switch_source(rule)
+    for reduction in REDUCTIONS.values():
+        out += ["", f"# ---- reduction {reduction.name} " + "-" * (86 - len(reduction.name)), ""]
+        out += _reduction_source(reduction)
     return "\n".join(out) + "\n"
 
 

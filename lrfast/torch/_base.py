@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
 import torch
 
+from .._validate import clipping
+from ..rules._reductions import grad_norm, grad_reduction, nonfinite
 from . import _checks, _plan
+from ._lists import CudaStream
 
 #: torch's implementation switches, kept in each param group for checkpoint compatibility.
 _IMPL_FLAGS = ("foreach", "fused", "capturable", "differentiable")
@@ -39,8 +43,14 @@ class _Optimizer(torch.optim.Optimizer):
     #: ``(group, gi) -> (lr, hyper)``: a group's values checked (``_checks.group_checker``)
     _check_group = None
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, max_grad_norm=None, norm_type=2.0):
         self._plans = []
+        self.max_grad_norm, self.norm_type = clipping(max_grad_norm, norm_type)
+        self._last_norm = None
+        if self._rule.group_states or self._rule.switch is not None:  # kept in each group, as the reference
+            defaults = {**defaults, **{g.key: g.init for g in self._rule.group_states}}
+            if self._rule.switch is not None:
+                defaults[self._rule.switch.key] = True  # lrfast starts in train mode (see train())
         super().__init__(params, defaults)
         if self._rule.torch_state_at_init:  # as torch's Adagrad: every param's state made now, from defaults
             lr, hyper = self._check_group({**self.defaults, "params": []}, 0)
@@ -79,6 +89,8 @@ class _Optimizer(torch.optim.Optimizer):
             closure (Callable, optional): A closure that reevaluates the model and returns the loss.
         """
         _checks.refuse_graph_capture(type(self).__name__)
+        if self._rule.switch is not None:
+            self._check_train_mode()
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -108,19 +120,50 @@ class _Optimizer(torch.optim.Optimizer):
                 plans[gi] = _plan.build(rule, self.state, groups[gi], gi, roles, detail, hyper)
             elif outcome == _plan.GRADS:
                 plans[gi].set_grads(detail)
+        gates = self._clip_gates(plans) if self.max_grad_norm is not None else {}
         for gi, hyper, *_ in todo:
             plan = plans[gi]
+            if rule.group_states:
+                _plan.group_step(rule, plan, groups[gi], gi, *hyper)
             if plan.launches:
-                self._run(plan, hyper)
+                self._run(plan, hyper, gates.get(gi))
             if plan.rebuild_after_run:
                 plans[gi] = None
         self._state_seen = (list(self.state), list(self.state.values()))
         return loss
 
-    def _run(self, plan, hyper):
-        """One group's launches, ``hyper`` as ``_hyper`` returned it."""
+    def _run(self, plan, hyper, gates=None):
+        """One group's launches, ``hyper`` as ``_hyper`` returned it; ``gates``: one per launch (clipping)."""
         lr, values = hyper
-        plan.run(self._rule, lr, values)
+        plan.run(self._rule, lr, values, gates)
+
+    def _clip_gates(self, plans):
+        """Group index -> the gates of its launches: the global norm of every grad of the step (one
+        reduction pass per launch, ``lrfast.rules._reductions``), kept for ``last_grad_norm``."""
+        reduction = grad_reduction(self.norm_type)
+        parts = [totals for plan in plans if plan.launches for _, totals in plan.reduce(reduction)]
+        if not parts:
+            self._last_norm = np.float64(0.0)
+            return {}
+        if any(not isinstance(p, np.ndarray) for p in parts):  # some on the GPU: combined there
+            import cupy as xp
+
+            with CudaStream(next(plan.device for plan in plans if plan.launches and plan.device.type == "cuda")):
+                totals = reduction.total(xp.stack([xp.asarray(p) for p in parts]), xp)
+                norm = grad_norm(totals, self.norm_type, xp)
+        else:
+            totals = parts[0] if len(parts) == 1 else reduction.total(np.stack(parts))
+            norm = grad_norm(totals, self.norm_type)
+        self._last_norm = norm
+        sentinel = nonfinite(totals)
+        return {gi: plan.gates(norm, sentinel, self.max_grad_norm) for gi, plan in enumerate(plans) if plan.launches}
+
+    @property
+    def last_grad_norm(self):
+        """With ``max_grad_norm``: the global norm (``norm_type``) of the grads of the last step, as
+        ``torch.nn.utils.clip_grad_norm_`` returns it (a float; NaN/inf when a grad was not finite); None
+        before. Reading it on the GPU waits for that step."""
+        return None if self._last_norm is None else float(self._last_norm)
 
     def _state_changed(self) -> bool:
         """Whether ``self.state`` maps other params to other dicts than after the last step (identity lists:
@@ -130,6 +173,27 @@ class _Optimizer(torch.optim.Optimizer):
             return True
         return not (all(map(operator.is_, self.state, seen[0]))
                     and all(map(operator.is_, self.state.values(), seen[1])))
+
+    # -- train() / eval() (rules with a Switch: schedule-free) ------------------------------------------
+
+    def _check_train_mode(self):
+        key = self._rule.switch.key
+        for gi, group in enumerate(self.param_groups):
+            if not group[key]:
+                raise RuntimeError(f"{type(self).__name__}.step() in eval mode (param group {gi}): the params "
+                                   "hold the evaluation point x; call optimizer.train() before training steps "
+                                   "(and optimizer.eval() before evaluating or saving)")
+
+    @torch.no_grad()
+    def _switch(self, train: bool):
+        """Move every group not in the mode ``train`` to it (``_plan.switch``); params without the state
+        (never stepped) stay as they are, as the reference's."""
+        key = self._rule.switch.key
+        todo = [(gi, group) for gi, group in enumerate(self.param_groups) if bool(group[key]) != train]
+        checked = [self._hyper(group, gi)[1] for gi, group in todo]
+        for (gi, group), hyper in zip(todo, checked):
+            _plan.switch(self._rule, self.state, group, hyper, train)
+            group[key] = train
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -178,10 +242,17 @@ class _Optimizer(torch.optim.Optimizer):
                 elif value is not None:
                     _checks.check_state_tensor(p, value, skey, label)
 
+    def __getstate__(self):
+        """torch's (defaults, state, param_groups) and lrfast's clipping options."""
+        return {**super().__getstate__(), "max_grad_norm": self.max_grad_norm, "norm_type": self.norm_type}
+
     def __setstate__(self, state):
         """torch's, then (as torch's classes do) every group gets the defaults of the options it lacks (a
         checkpoint of an older torch, or of the reference class, lion-pytorch's Lion: no ``maximize``), the
         variant's fixed values (AdamW: decoupled_weight_decay=True), and a step count that is a tensor."""
+        state = dict(state)
+        self.max_grad_norm, self.norm_type = state.pop("max_grad_norm", None), state.pop("norm_type", 2.0)
+        self._last_norm = None
         super().__setstate__(state)
         self._plans = []
         fixed = self._variant.fixed

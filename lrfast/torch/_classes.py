@@ -27,6 +27,17 @@ _SWITCH_DOC = {
 }
 
 
+#: lrfast's own keyword-only options (after the reference's parameters; not param-group keys)
+_OWN = {"max_grad_norm": None, "norm_type": 2.0}
+_OWN_DOC = {
+    "max_grad_norm": ("lrfast's: clip the global grad norm to this (None: no clipping), as "
+                      "``torch.nn.utils.clip_grad_norm_(params, max_grad_norm, norm_type)`` before the step "
+                      "(the grads are scaled inside the update, not rewritten); the norm is "
+                      "``last_grad_norm``."),
+    "norm_type": "lrfast's: 2 or inf, the norm of ``max_grad_norm``.",
+}
+
+
 def _names(rule, variant):
     """``variant``'s torch signature (``Rule.torch_signature_of``) as (name, keyword-only?) pairs, ``lr`` first."""
     out, keyword_only = [], False
@@ -49,6 +60,7 @@ def signature(rule, variant) -> inspect.Signature:
             continue
         default = defaults[name] if name in defaults else TORCH_SWITCHES[name]
         params.append(P(name, P.KEYWORD_ONLY if keyword_only else P.POSITIONAL_OR_KEYWORD, default=default))
+    params += [P(name, P.KEYWORD_ONLY, default=default) for name, default in _OWN.items()]
     return inspect.Signature(params)
 
 
@@ -58,7 +70,7 @@ def _doc(rule, variant, sig) -> str:
     lines.append("")
     lines += ["    " + line if line else "" for line in rule.algorithm.splitlines()]
     lines += ["", "Args:", "    params: iterable of tensors, of (name, tensor) pairs, or of param-group dicts."]
-    hyper = [n for n in sig.parameters if n not in ("self", "params") and n not in TORCH_SWITCHES]
+    hyper = [n for n in sig.parameters if n not in ("self", "params") and n not in TORCH_SWITCHES and n not in _OWN]
     pairs = [n for n in hyper if n != "lr" and rule.hyperparameter(n).kind == "pair"]
     ref = variant.reference or variant.name
     args = [f"{', '.join(hyper)}: as ``{ref}``"
@@ -68,6 +80,7 @@ def _doc(rule, variant, sig) -> str:
                if "maximize" in hyper and not ref.startswith("torch.optim.") else "")]
     args += [f"{name}: {_SWITCH_DOC[name]}" for name in sig.parameters if name in TORCH_SWITCHES]
     args += [f"({key}={value!r} is fixed by this class.)" for key, value in variant.fixed.items()]
+    args += [f"{name}: {doc}" for name, doc in _OWN_DOC.items()]
     for arg in args:
         lines += textwrap.wrap(arg, 108, initial_indent="    ", subsequent_indent="        ")
     keys = ((["``step`` (float32 scalar tensor)"] if rule.torch_step else [])
@@ -84,22 +97,37 @@ def make_class(rule, variant) -> type:
                          "(torch_step=True) in lrfast.torch")
     sig = signature(rule, variant)
     group_defaults = {name: p.default for name, p in sig.parameters.items()
-                      if name not in ("self", "params", "lr")}
+                      if name not in ("self", "params", "lr") and name not in _OWN}
 
     def __init__(self, *args, **kwargs):
         params, values = bind(sig, self, args, kwargs)
+        own = {name: values.pop(name) for name in _OWN}
         _checks.constructor_checks(rule, variant, values)
         for h in rule.hyper:
             if h.kind == "pair" and h.name in values:
                 values[h.name] = tuple(values[h.name])
         values.update(variant.fixed)
-        _Optimizer.__init__(self, params, values)
+        _Optimizer.__init__(self, params, values, **own)
 
     __init__.__signature__ = sig
     return type(variant.name, (_Optimizer,), {
         "__init__": __init__, "__doc__": _doc(rule, variant, sig), "__module__": "lrfast.torch",
         "__qualname__": variant.name, "_rule": rule, "_variant": variant, "_group_defaults": group_defaults,
-        "_check_group": staticmethod(_checks.group_checker(rule, variant))})
+        "_check_group": staticmethod(_checks.group_checker(rule, variant)),
+        **({} if rule.switch is None else {"train": _train, "eval": _eval})})
+
+
+def _train(self):
+    """Train mode (the rule's ``Switch``): the params move to the point steps update (schedule-free's y),
+    as the reference's ``train()``; lrfast's optimizer starts in it (the reference's starts in eval mode and
+    its step raises until ``train()``: before a first step both points are the params themselves)."""
+    self._switch(True)
+
+
+def _eval(self):
+    """Eval mode (the rule's ``Switch``): the params move to the point to evaluate and save (schedule-free's
+    x, the average), as the reference's ``eval()``; step() raises until ``train()``."""
+    self._switch(False)
 
 
 #: every variant of every rule, by class name

@@ -30,6 +30,7 @@ import torch
 from torch.autograd.graph import increment_version
 
 from .. import backends
+from ..rules._reductions import clip_gate
 from . import _checks
 from ._lists import DTYPES, CudaGrads, CudaStream, address_list, cuda_list, host_list
 from ._memory import local, to_local
@@ -59,7 +60,8 @@ class _Launch:
     """One backend call: the params of a group that share a dtype (and a step value and host-state values /
     first-step flag)."""
 
-    __slots__ = ("members", "dtype", "params", "grads", "states", "step_slot", "first_step", "slots")
+    __slots__ = ("members", "dtype", "params", "grads", "states", "step_slot", "first_step", "slots",
+                 "group_values")
 
     def __init__(self, members, dtype, params, states, step_slot, first_step, slots):
         self.members = members  # int64 array: positions of these params among the group's params with a grad
@@ -70,8 +72,9 @@ class _Launch:
         self.step_slot = step_slot  # position whose step counter this call reads (None: no counter)
         self.first_step = first_step
         self.slots = slots  # int64 array: the group positions of these params (their host-state slots)
+        self.group_values = None  # the group states' values before this step (``group_step``)
 
-    def call(self, backend, rule, steps_np, lr, hyper, host):
+    def call(self, backend, rule, steps_np, lr, hyper, host, gate=None):
         """The backend's ``update`` over this launch's lists (states in the rule's order, None if unused);
         ``host``: key -> the group's buffer of that host state (NumPy), advanced here for these params."""
         states = self.states
@@ -80,8 +83,10 @@ class _Launch:
         if host:
             first = self.slots[0]
             values = {key: buf[first] for key, buf in host.items()}
+        if self.group_values is not None:
+            values = {**(values or {}), **self.group_values}
         backend.update(rule, self.params, self.grads, [states.get(s.key) for s in rule.states], lr=lr,
-                       hyper=hyper, step=step, first_step=self.first_step, host=values)
+                       hyper=hyper, step=step, first_step=self.first_step, host=values, gate=gate)
         if host:
             for key, value in rule.advance_host(hyper, lr, step, values, _NP_SCALAR[scalar_dtype()]).items():
                 host[key][self.slots] = value
@@ -203,9 +208,31 @@ class _Plan:
         for launch in self.launches:
             launch.grads = address_list(table[launch.members], launch.dtype, launch.params)
 
-    def run(self, rule, lr, hyper):
+    def reduce(self, reduction):
+        """(params dtype, totals) of ``reduction`` over each launch's grads (``backends``' ``reduce``; on
+        the GPU the totals stay there). Run after the plan's grads are set, before ``run``."""
+        if self.device.type == "cuda":
+            backend = backends.get("cuda")
+            with CudaStream(self.device):
+                self.cuda_grads.upload(backend)
+                return [(launch.dtype, backend.reduce(reduction, [launch.grads])) for launch in self.launches]
+        backend = backends.get("cpu")
+        return [(launch.dtype, backend.reduce(reduction, [launch.grads])) for launch in self.launches]
+
+    def gates(self, norm, sentinel, max_norm):
+        """The launches' gates (``clip_gate``: the clip factor in each launch's dtype), in this plan's memory."""
+        if self.device.type == "cuda":
+            import cupy
+
+            with CudaStream(self.device):
+                return [clip_gate(cupy.asarray(norm), sentinel, max_norm, launch.dtype, False, cupy)
+                        for launch in self.launches]
+        return [clip_gate(np.asarray(norm), sentinel, max_norm, launch.dtype, False) for launch in self.launches]
+
+    def run(self, rule, lr, hyper, gates=None):
         """Count the step (the group's step buffer) and make the launches (each advances its params' host
-        states); then tell autograd."""
+        states; ``gates``: one per launch, see ``gates``); then tell autograd."""
+        gates = gates or [None] * len(self.launches)
         if self.steps_np is not None:
             if self.step_index is None:
                 self.steps_np += 1
@@ -216,16 +243,55 @@ class _Plan:
             backend = backends.get("cuda")
             with CudaStream(self.device):
                 self.cuda_grads.upload(backend)  # on the launch stream, before the launches read it
-                for launch in self.launches:
-                    launch.call(backend, rule, self.steps_np, lr, hyper, self.host)
+                for launch, gate in zip(self.launches, gates):
+                    launch.call(backend, rule, self.steps_np, lr, hyper, self.host, gate)
         else:
             backend = backends.get("cpu")
-            for launch in self.launches:
-                launch.call(backend, rule, self.steps_np, lr, hyper, self.host)
+            for launch, gate in zip(self.launches, gates):
+                launch.call(backend, rule, self.steps_np, lr, hyper, self.host, gate)
         if self.host is not None:
             for key, buf in self.host.items():
                 self.host_seen[key][...] = buf
         increment_version(self.present)  # autograd: these tensors were modified in place
+
+
+def group_step(rule, plan, group, gi, lr, hyper):
+    """A step of a rule with group states (``Rule.group_states``, kept in the param group as the reference
+    keeps them): their values before the step go to the plan's launches, and the group holds their values
+    after it, advanced even when no param of the group has a grad (as the reference's step)."""
+    values = {}
+    for g in rule.group_states:
+        value = group[g.key]
+        _checks.number(value, g.key, gi, None, None, False, f"{g.key} value")  # finite (a checkpoint's)
+        values[g.key] = value
+    for launch in plan.launches:
+        launch.group_values = values
+    group.update(rule.advance_host(hyper, lr, None, values))
+
+
+def switch(rule, state, group, hyper, train):
+    """``train()`` / ``eval()`` of a group (``Rule.switch``): the params whose state holds the switch's keys
+    rewritten in place, one launch per (device, dtype): the cpu backend's generated launcher, the cuda
+    backend's ``switch``."""
+    keys = rule.switch.states
+    by = {}
+    for p in group["params"]:
+        s = state.get(p)
+        if s and all(s.get(k) is not None for k in keys):
+            by.setdefault((p.device, p.dtype), []).append((p, [s[k] for k in keys]))
+    for (device, dtype), members in by.items():
+        np_dtype = DTYPES[dtype]
+        tensors = [local(p) for p, _ in members]
+        if device.type == "cuda":
+            with CudaStream(device):
+                plist = cuda_list(tensors, np_dtype)
+                slists = [cuda_list([local(s[j]) for _, s in members], np_dtype) for j in range(len(keys))]
+                backends.get("cuda").switch(rule, plist, slists, hyper=hyper, train=train)
+        else:
+            plist = host_list(tensors, np_dtype)
+            slists = [host_list([local(s[j]) for _, s in members], np_dtype, plist) for j in range(len(keys))]
+            backends.get("cpu").switch(rule, plist, slists, hyper=hyper, train=train)
+        increment_version([p for p, _ in members])
 
 
 def inspect(rule, state, group, gi, name):
@@ -268,7 +334,9 @@ def initial_state(rule, s, p, hyper, lr, roles):
         if h.key not in s:
             s[h.key] = torch.tensor(float(h.init(hyper, lr)), dtype=scalar_dtype())
     for st in rule.states:
-        if st.key in roles and s.get(st.key) is None:
+        if st.key in roles and s.get(st.key) is None and st.from_param:  # schedule-free's z = clone(p)
+            s[st.key] = torch.clone(p, memory_format=torch.preserve_format).detach()
+        elif st.key in roles and s.get(st.key) is None:
             value = st.initial(hyper, lr)
             if value == 0.0:
                 s[st.key] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -24,6 +24,7 @@ configurations (``TORCH``), what the host parity and state_dict tests run.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import lrfast
 from lrfast.rules import RULES, VARIANTS
@@ -126,9 +127,27 @@ def reference_class(name: str):
     """The class a variant is compared with (``torch.optim.AdamW``, ``lion_pytorch.Lion``), or None when its
     package is not installed or it has only the NumPy reference."""
     try:
-        return VARIANTS[name][1].reference_class()
+        cls = VARIANTS[name][1].reference_class()
     except ImportError:
         return None
+    if cls is not None and VARIANTS[name][0].switch is not None:
+        return _in_train_mode(cls)
+    return cls
+
+
+def _in_train_mode(cls):
+    """The reference class of a rule with ``train()`` / ``eval()`` (schedule-free) put in train mode when
+    built, as lrfast's optimizers start: the generic tests step right away."""
+
+    class InTrainMode(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.train()
+
+    InTrainMode.__init__.__signature__ = inspect.signature(cls.__init__)
+    InTrainMode.__name__ = InTrainMode.__qualname__ = cls.__name__
+    InTrainMode.__module__ = cls.__module__
+    return InTrainMode
 
 
 def reference_kwargs(name: str, kw: dict) -> dict:
