@@ -3,15 +3,21 @@
 //
 // Every rule of LRFAST_RULES (lrfast_rules.cuh) gets the same three kernels, from the generic templates
 // below; nothing here names a rule:
-//   lrfast_<rule>_<f32|f64>(tables..., chunks, nchunks, <Name>Scalars<T> s)
-//       the base-address tables of its 2 + states tensor lists, the chunk table and its row count, then
-//       the per-step scalars and mode flags as one struct passed by value (the host computes them:
-//       lrfast/backends/_cuda.py's `call`, from Rule.step_scalars and Rule.modes);
-//   lrfast_<rule>_dev_<t>(tables..., chunks, nchunks, const unsigned char* scalars)
+//   lrfast_<rule>_<f32|f64>(tables..., chunks, nchunks, const double* gate, <Name>Scalars<T> s)
+//       the base-address tables of its 2 + states tensor lists, the chunk table and its row count, the
+//       gate (0: none; else gate[1] != 0: write nothing, gate[0]: the grads' scale, see ScaledOp in
+//       lrfast_multi_tensor.cuh), then the per-step scalars and mode flags as one struct passed by value
+//       (the host computes them: lrfast/backends/_cuda.py's `call`, from Rule.step_scalars and Rule.modes);
+//   lrfast_<rule>_dev_<t>(tables..., chunks, nchunks, const double* gate, const unsigned char* scalars)
 //       the same update reading the struct from a device buffer (capturable steps);
-//   lrfast_<rule>_prepare_<t>(unsigned char* scalars, const double* lr, i64* step, <Name>Hyper h, int flags)
+//   lrfast_<rule>_prepare_<t>(unsigned char* scalars, const double* lr, i64* step, <Name>Hyper h, int flags,
+//                             const double* gate)
 //       a 1 x 1 launch writing that buffer from the device lr and step counter (<name>_prepare) and
-//       counting the step.
+//       counting the step; nothing at all when the gate says skip (the step is not counted).
+// Every reduction of LRFAST_REDUCTIONS (lrfast_reductions.cuh) gets
+//   lrfast_reduce_<name>_<f32|f64>(tables..., chunks, nchunks, double* partials)
+//       the reduction's per-chunk partials, partials[c * outputs + k] (a block reduction, no atomics),
+// and lrfast_reduce_combine totals such partials, globally or per tensor (CombineJob, lrfast_multi_tensor.cuh).
 // Names are stable; the Python side builds the argument lists (lrfast/backends/_cuda.py, `call` and
 // `capturable_call`, from the rule) and changing one means bumping LRFAST_ABI_VERSION.
 //
@@ -19,9 +25,14 @@
 // thread's grid coordinates. In a host build (no __CUDACC__, or LRFAST_HOST_GRID) the same macro defines
 // instead a host function `name(blocks, threads, params...)` that runs body for every (block, thread)
 // of that grid in turn: the exact grid loop, on the CPU.
+//
+// LRFAST_EXPORT_BLOCK(name, job, (params)) defines the kernel `name` running the block reduction `job`
+// (block_reduce, lrfast_multi_tensor.cuh: one thread's part on the device; in the host build the whole
+// grid, its threads' phase then the block's fixed-order combine, since the host has no __syncthreads).
 #include "lrfast_compat.cuh"
 #include "lrfast_modes.cuh"
 #include "lrfast_multi_tensor.cuh"
+#include "lrfast_reductions.cuh"
 #include "lrfast_rules.cuh"
 #include "lrfast_schedule.cuh"
 
@@ -30,12 +41,18 @@
 #if defined(__CUDACC__) && !defined(LRFAST_HOST_GRID)
 #define LRFAST_EXPORT(NAME, BODY, PARAMS, ARGS) \
   extern "C" __global__ void NAME(LRFAST_LIST PARAMS) { BODY(::lrfast::this_thread(), LRFAST_LIST ARGS); }
+#define LRFAST_EXPORT_BLOCK(NAME, JOB, PARAMS) \
+  extern "C" __global__ void NAME(LRFAST_LIST PARAMS) { ::lrfast::block_reduce(::lrfast::this_thread(), JOB); }
 #else
 #define LRFAST_EXPORT(NAME, BODY, PARAMS, ARGS)                                         \
   extern "C" void NAME(unsigned lrfast_blocks, unsigned lrfast_threads, LRFAST_LIST PARAMS) { \
     for (unsigned b = 0; b < lrfast_blocks; ++b)                                        \
       for (unsigned t = 0; t < lrfast_threads; ++t)                                     \
         BODY(::lrfast::Grid{b, lrfast_blocks, t, lrfast_threads}, LRFAST_LIST ARGS);    \
+  }
+#define LRFAST_EXPORT_BLOCK(NAME, JOB, PARAMS)                                                    \
+  extern "C" void NAME(unsigned lrfast_blocks, unsigned lrfast_threads, LRFAST_LIST PARAMS) {     \
+    ::lrfast::block_reduce(::lrfast::Grid{0, lrfast_blocks, 0, lrfast_threads}, JOB);             \
   }
 // The host build's copy of the ABI version, for the host tests; device code has the probe kernel
 // lrfast_abi instead (see the end of this file).
@@ -49,45 +66,47 @@ namespace lrfast {
 // ---- kernel bodies: what one thread of the grid does --------------------------------------------
 
 // The tables come last in the body's parameters (a pack), so one template serves every list count.
+// The gate: nothing when it says skip; else the grads (list G of every op) times its scale (1 without one:
+// exact, so a launch without a gate gives the same bits as before the gate existed).
 template <template <class> class Op, class T, class... Tables>
-LRFAST_HD void update_body(const Grid& grid, const i64* chunks, i64 nchunks, const typename Op<T>::Scalars& s,
-                           Tables... lists) {
+LRFAST_HD void update_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
+                           const typename Op<T>::Scalars& s, Tables... lists) {
   static_assert(sizeof...(Tables) == Op<T>::LISTS, "one table per list of the rule");
+  if (gate_skips(gate)) return;
   const i64* const tables[Op<T>::LISTS] = {lists...};
-  const Op<T> op = {s};
+  const ScaledOp<T, Op<T>, Op<T>::G> op = {{s}, gate ? T(gate[0]) : T(1)};
   multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
 }
 
 template <template <class> class Op, class T, class... Tables>
-LRFAST_HD void update_dev_body(const Grid& grid, const i64* chunks, i64 nchunks, const unsigned char* scalars,
-                               Tables... lists) {
-  update_body<Op, T>(grid, chunks, nchunks, *reinterpret_cast<const typename Op<T>::Scalars*>(scalars), lists...);
+LRFAST_HD void update_dev_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
+                               const unsigned char* scalars, Tables... lists) {
+  if (gate_skips(gate)) return;  // the prepare kernel skipped too: the buffer holds the last step's scalars
+  update_body<Op, T>(grid, chunks, nchunks, gate, *reinterpret_cast<const typename Op<T>::Scalars*>(scalars),
+                     lists...);
 }
 
 // lr: the step's learning rate; step: the steps completed before this one (the update is step t = *step + 1),
-// incremented here.
+// incremented here unless the gate says skip (a skipped step is not counted; a CUDA graph that replays a
+// step whose skip the device decides keeps the device counter right).
 template <class S, class H, S (*Prepare)(double, i64, const H&, int)>
 LRFAST_HD void prepare_body(const Grid& grid, unsigned char* scalars, const double* lr, i64* step, const H& hyper,
-                            int flags) {
+                            int flags, const double* gate) {
   static_assert(sizeof(S) <= LRFAST_SCALARS_BYTES, "the scalars buffer is too small for this rule");
-  if (grid.block == 0 && grid.thread == 0) {
+  if (grid.block == 0 && grid.thread == 0 && !gate_skips(gate)) {
     *reinterpret_cast<S*>(scalars) = Prepare(*lr, *step + 1, hyper, flags);
     *step += 1;
   }
 }
 
-template <class T>
-LRFAST_HD void nonfinite_kernel(const Grid& grid, const i64* X, const i64* chunks, i64 nchunks, int* flag) {
-  const i64* const tables[NonfiniteOp<T>::LISTS] = {X};
-  const NonfiniteOp<T> op = {flag};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
-}
-
+// The roofline kernel reads and applies the gate as an update does (the same loads and multiply).
 template <class T>
 LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, const i64* M, const i64* V,
-                               const i64* chunks, i64 nchunks) {
+                               const i64* chunks, i64 nchunks, const double* gate) {
+  if (gate_skips(gate)) return;
   const i64* const tables[RooflineOp<T>::LISTS] = {P, G, M, V};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, RooflineOp<T>());
+  const ScaledOp<T, RooflineOp<T>, RooflineOp<T>::G> op = {RooflineOp<T>(), gate ? T(gate[0]) : T(1)};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
 }
 
 }  // namespace lrfast
@@ -116,32 +135,49 @@ LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, con
 #define LRFAST_EXPORT_RULE_T(NAME, Name, N, T, SFX)                                                           \
   LRFAST_EXPORT(lrfast_##NAME##_##SFX, (lrfast::update_body<lrfast::Name##Op, T>),                           \
                 (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
-                 lrfast::Name##Scalars<T> s),                                                                 \
-                (chunks, nchunks, s, LRFAST_TABLES_ARGS_##N))                                                 \
+                 const double* gate, lrfast::Name##Scalars<T> s),                                             \
+                (chunks, nchunks, gate, s, LRFAST_TABLES_ARGS_##N))                                           \
   LRFAST_EXPORT(lrfast_##NAME##_dev_##SFX, (lrfast::update_dev_body<lrfast::Name##Op, T>),                   \
                 (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
-                 const unsigned char* scalars),                                                               \
-                (chunks, nchunks, scalars, LRFAST_TABLES_ARGS_##N))                                           \
+                 const double* gate, const unsigned char* scalars),                                           \
+                (chunks, nchunks, gate, scalars, LRFAST_TABLES_ARGS_##N))                                     \
   LRFAST_EXPORT(lrfast_##NAME##_prepare_##SFX,                                                                \
                 (lrfast::prepare_body<lrfast::Name##Scalars<T>, lrfast::Name##Hyper, lrfast::NAME##_prepare<T>>), \
                 (unsigned char* scalars, const double* lr, lrfast::i64* step, lrfast::Name##Hyper hyper,      \
-                 int flags),                                                                                  \
-                (scalars, lr, step, hyper, flags))
+                 int flags, const double* gate),                                                              \
+                (scalars, lr, step, hyper, flags, gate))
 #define LRFAST_EXPORT_RULE(NAME, Name, N) \
   LRFAST_EXPORT_RULE_T(NAME, Name, N, float, f32) LRFAST_EXPORT_RULE_T(NAME, Name, N, double, f64)
 
 LRFAST_RULES(LRFAST_EXPORT_RULE)
 
-// utilities
-#define LRFAST_NONFINITE_PARAMS (const lrfast::i64* X, const lrfast::i64* chunks, lrfast::i64 nchunks, int* flag)
-#define LRFAST_NONFINITE_ARGS (X, chunks, nchunks, flag)
-LRFAST_EXPORT(lrfast_nonfinite_f32, lrfast::nonfinite_kernel<float>, LRFAST_NONFINITE_PARAMS, LRFAST_NONFINITE_ARGS)
-LRFAST_EXPORT(lrfast_nonfinite_f64, lrfast::nonfinite_kernel<double>, LRFAST_NONFINITE_PARAMS, LRFAST_NONFINITE_ARGS)
+// ---- reductions: per-chunk partials of every reduction of LRFAST_REDUCTIONS, then their totals ----------
+// The reduction of N inputs for params of type T (suffix SFX).
+#define LRFAST_EXPORT_REDUCTION_T(NAME, Name, N, K, T, SFX)                                                  \
+  LRFAST_EXPORT_BLOCK(lrfast_reduce_##NAME##_##SFX,                                                         \
+                      (lrfast::ReduceJob<lrfast::Name##Reduction, T>{{LRFAST_TABLES_ARGS_##N}, chunks, nchunks, \
+                                                                      partials}),                            \
+                      (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks, double* partials))
+#define LRFAST_EXPORT_REDUCTION(NAME, Name, N, K)                                                          \
+  static_assert(lrfast::Name##Reduction::INPUTS == N && lrfast::Name##Reduction::OUTPUTS == K,            \
+                "LRFAST_REDUCTIONS line and reduction struct disagree");                                      \
+  LRFAST_EXPORT_REDUCTION_T(NAME, Name, N, K, float, f32) LRFAST_EXPORT_REDUCTION_T(NAME, Name, N, K, double, f64)
 
+LRFAST_REDUCTIONS(LRFAST_EXPORT_REDUCTION)
+
+// lrfast_reduce_combine(partials, outputs, maxed, starts, groups, rows, out): out[g * outputs + k] = output k
+// of the (rows, outputs) partials combined over rows starts[g] .. starts[g + 1] - 1 (starts 0: one group,
+// every row); maxed bit k: output k is a max. One block per group (at most LRFAST_REDUCE_THREADS threads).
+LRFAST_EXPORT_BLOCK(lrfast_reduce_combine,
+                    (lrfast::CombineJob{partials, outputs, static_cast<unsigned>(maxed), starts, groups, rows, out}),
+                    (const double* partials, int outputs, int maxed, const lrfast::i64* starts, lrfast::i64 groups,
+                     lrfast::i64 rows, double* out))
+
+// utilities
 #define LRFAST_ROOFLINE_PARAMS                                                                       \
   (const lrfast::i64* P, const lrfast::i64* G, const lrfast::i64* M, const lrfast::i64* V,          \
-   const lrfast::i64* chunks, lrfast::i64 nchunks)
-#define LRFAST_ROOFLINE_ARGS (P, G, M, V, chunks, nchunks)
+   const lrfast::i64* chunks, lrfast::i64 nchunks, const double* gate)
+#define LRFAST_ROOFLINE_ARGS (P, G, M, V, chunks, nchunks, gate)
 LRFAST_EXPORT(lrfast_roofline_f32, lrfast::roofline_kernel<float>, LRFAST_ROOFLINE_PARAMS, LRFAST_ROOFLINE_ARGS)
 LRFAST_EXPORT(lrfast_roofline_f64, lrfast::roofline_kernel<double>, LRFAST_ROOFLINE_PARAMS, LRFAST_ROOFLINE_ARGS)
 

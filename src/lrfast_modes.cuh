@@ -13,7 +13,10 @@
 // 5: every rule's kernels generated from LRFAST_RULES (lrfast_rules.cuh), the per-step scalars passed as
 // one <Name>Scalars<T> struct by value and the prepare kernels' hyperparameters as one <Name>Hyper struct
 // (were separate scalar arguments); the tables of a rule's kernels come first in list order; Lion added.
-#define LRFAST_ABI_VERSION 5
+// 6: the gate (const double* gate, 0 = none) on every update kernel (after nchunks; last on the prepare and
+// roofline kernels); the reductions lrfast_reduce_<name>_<t> and lrfast_reduce_combine; lrfast_nonfinite_<t>
+// removed (all_finite is a reduction).
+#define LRFAST_ABI_VERSION 6
 
 // Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.
 #define LRFAST_SCALARS_BYTES 128

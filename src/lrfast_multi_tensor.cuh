@@ -121,6 +121,204 @@ LRFAST_UNROLL
   }
 }
 
+// ---- the gate: an update launch's grad scale and skip flag ------------------------------------------
+//
+// An update kernel takes `const double* gate` (0: none): when gate[1] != 0 the launch writes nothing; else
+// list LIST (the grads) is multiplied by T(gate[0]) right after it is loaded, before the op's math. The
+// kernel reads the gate (update_body, lrfast_kernels.cu) and runs this op around the rule's.
+template <class T, class Op, int LIST>
+struct ScaledOp {
+  Op op;
+  T scale;
+  LRFAST_HD unsigned used() const { return op.used(); }
+  LRFAST_HD unsigned written() const { return op.written(); }
+  template <int NL>
+  LRFAST_HD void operator()(T (&x)[NL]) const {
+    x[LIST] = x[LIST] * scale;
+    op(x);
+  }
+};
+
+LRFAST_HD bool gate_skips(const double* gate) { return gate != 0 && gate[1] != 0.0; }
+
+// ---- block reductions: per-item totals of per-thread values, combined in a fixed order ------------------
+//
+// A reduction launch (lrfast_reduce_<name>_<t>, lrfast_reduce_combine) is a Job: `items()` things to total
+// (chunks, or groups of per-chunk partials); block b takes items b, b + gridDim, ...; for each, every
+// thread t computes its own K values (`thread(grid, item, acc)`), then the block combines the threads'
+// values with a fixed tree (`combine_tree`: row t takes in row t + ceil(n / 2), level by level) and
+// `store(item, rows, stride)` writes row 0. No atomics: the result depends on the data and the launch
+// shape only, and is the same on every run.
+//
+// On the device `block_reduce` is the kernel body of one thread, with the tree in shared memory and a
+// __syncthreads() between levels. The host build (no __syncthreads) runs the same phases in turn:
+// for every block and item, every thread's `thread`, then the same tree level by level, then `store`.
+// Both call the same __host__ __device__ `thread`, `tree_level` and `store`.
+
+// Threads per block of the reduction kernels: the size of their shared-memory tree (the launcher never
+// launches them wider; mirrored by lrfast/backends/_cuda_launch.py REDUCE_BLOCK).
+#define LRFAST_REDUCE_THREADS 256
+// The most outputs a reduction may have (the combine kernel's shared memory; _cuda_launch.REDUCE_MAX_OUTPUTS).
+#define LRFAST_REDUCE_MAX_OUTPUTS 4
+
+// One output's combine: a sum, or a max that skips NaN (b > a: numpy.fmax from a start of -inf; a reduction
+// that cares about NaN counts it in another output, as GRAD_NORM_INF does).
+LRFAST_HD double combine_values(double a, double b, bool max) { return max ? (b > a ? b : a) : a + b; }
+
+// The total of no value: 0 for a sum, -inf for a max.
+LRFAST_HD double start_value(bool max) {
+#if defined(__CUDA_ARCH__)
+  return max ? __longlong_as_double(0xfff0000000000000ULL) : 0.0;
+#else
+  return max ? -HUGE_VAL : 0.0;
+#endif
+}
+
+// One level of the tree over the first n rows, for thread (row) t: values of output k at rows[k * stride + t].
+LRFAST_HD void tree_level(double* rows, unsigned stride, int outputs, unsigned maxed, unsigned n, unsigned t) {
+  const unsigned half = (n + 1) / 2;
+  if (t < n - half) {
+    for (int k = 0; k < outputs; ++k)
+      rows[k * stride + t] = combine_values(rows[k * stride + t], rows[k * stride + t + half], maxed >> k & 1u);
+  }
+}
+
+#if defined(__CUDACC__) && !defined(LRFAST_HOST_GRID)
+template <class Job>
+__device__ __forceinline__ void block_reduce(const Grid& grid, const Job& job) {
+  __shared__ double rows[Job::CAPACITY * LRFAST_REDUCE_THREADS];
+  if (grid.threads > LRFAST_REDUCE_THREADS) return;  // never launched wider (the launcher's REDUCE_BLOCK)
+  const int outputs = job.outputs();
+  for (i64 item = grid.block; item < job.items(); item += grid.blocks) {
+    double acc[Job::CAPACITY];
+    job.thread(grid, item, acc);
+LRFAST_UNROLL
+    for (int k = 0; k < Job::CAPACITY; ++k)
+      if (k < outputs) rows[k * grid.threads + grid.thread] = acc[k];
+    __syncthreads();
+    for (unsigned n = grid.threads; n > 1; n = (n + 1) / 2) {
+      tree_level(rows, grid.threads, outputs, job.maxed(), n, grid.thread);
+      __syncthreads();
+    }
+    if (grid.thread == 0) job.store(item, rows, grid.threads);
+    __syncthreads();  // row 0 read before the next item's values land
+  }
+}
+#else
+// Host build: `grid` carries the launch shape only (blocks, threads); the whole grid runs here.
+template <class Job>
+inline void block_reduce(const Grid& grid, const Job& job) {
+  const int outputs = job.outputs();
+  double* rows = new double[static_cast<u64>(Job::CAPACITY) * grid.threads];
+  for (unsigned b = 0; b < grid.blocks; ++b) {
+    for (i64 item = b; item < job.items(); item += grid.blocks) {
+      for (unsigned t = 0; t < grid.threads; ++t) {
+        double acc[Job::CAPACITY];
+        job.thread(Grid{b, grid.blocks, t, grid.threads}, item, acc);
+        for (int k = 0; k < outputs; ++k) rows[k * grid.threads + t] = acc[k];
+      }
+      for (unsigned n = grid.threads; n > 1; n = (n + 1) / 2)
+        for (unsigned t = 0; t < grid.threads; ++t) tree_level(rows, grid.threads, outputs, job.maxed(), n, t);
+      job.store(item, rows, grid.threads);
+    }
+  }
+  delete[] rows;
+}
+#endif
+
+// One thread's values of reduction R over one chunk: the elements multi_tensor_apply would give this thread
+// (16-byte packs when every input is aligned at the chunk's start, then the scalar tail), each read in T,
+// converted to double, through R::element, combined into acc in element order.
+template <class R, class T>
+LRFAST_HD void reduce_chunk(const Grid& grid, const i64* const* tables, const Chunk& chunk, double* acc) {
+  typedef typename Pack<T>::Type P;
+  const int N = Pack<T>::N;
+  const T* base[R::INPUTS];
+  bool aligned = true;
+LRFAST_UNROLL
+  for (int k = 0; k < R::INPUTS; ++k) {
+    base[k] = reinterpret_cast<const T*>(tables[k][chunk.tensor]) + chunk.start;
+    aligned = aligned && is_aligned(base[k]);
+  }
+LRFAST_UNROLL
+  for (int k = 0; k < R::OUTPUTS; ++k) acc[k] = start_value(R::MAXED >> k & 1);
+  double x[R::INPUTS], out[R::OUTPUTS];
+  i64 done = 0;
+  if (aligned) {
+    const i64 packs = chunk.length / N;
+    for (i64 j = grid.thread; j < packs; j += grid.threads) {
+      P pk[R::INPUTS];
+LRFAST_UNROLL
+      for (int k = 0; k < R::INPUTS; ++k) pk[k] = global_ptr(reinterpret_cast<const P*>(base[k]))[j];
+LRFAST_UNROLL
+      for (int e = 0; e < N; ++e) {
+LRFAST_UNROLL
+        for (int k = 0; k < R::INPUTS; ++k) x[k] = static_cast<double>(pk[k].v[e]);
+        R::element(x, out);
+LRFAST_UNROLL
+        for (int k = 0; k < R::OUTPUTS; ++k) acc[k] = combine_values(acc[k], out[k], R::MAXED >> k & 1);
+      }
+    }
+    done = packs * N;
+  }
+  for (i64 i = done + grid.thread; i < chunk.length; i += grid.threads) {
+LRFAST_UNROLL
+    for (int k = 0; k < R::INPUTS; ++k) x[k] = static_cast<double>(global_ptr(base[k])[i]);
+    R::element(x, out);
+LRFAST_UNROLL
+    for (int k = 0; k < R::OUTPUTS; ++k) acc[k] = combine_values(acc[k], out[k], R::MAXED >> k & 1);
+  }
+}
+
+// The per-chunk partials of reduction R: partials[c * OUTPUTS + k] = output k over chunk c.
+template <class R, class T>
+struct ReduceJob {
+  enum { CAPACITY = R::OUTPUTS };
+  static_assert(R::OUTPUTS <= LRFAST_REDUCE_MAX_OUTPUTS, "a reduction has at most LRFAST_REDUCE_MAX_OUTPUTS outputs");
+  const i64* tables[R::INPUTS];
+  const i64* chunks;
+  i64 nchunks;
+  double* partials;
+  LRFAST_HD i64 items() const { return nchunks; }
+  LRFAST_HD int outputs() const { return R::OUTPUTS; }
+  LRFAST_HD unsigned maxed() const { return R::MAXED; }
+  LRFAST_HD void thread(const Grid& grid, i64 c, double* acc) const {
+    reduce_chunk<R, T>(grid, tables, chunk_at(chunks, c), acc);
+  }
+  LRFAST_HD void store(i64 c, const double* rows, unsigned stride) const {
+    for (int k = 0; k < R::OUTPUTS; ++k) partials[c * R::OUTPUTS + k] = rows[k * stride];
+  }
+};
+
+// Totals of per-chunk partials ((rows, outputs) doubles): out[g * outputs + k] = output k combined over
+// rows starts[g] .. starts[g + 1] - 1 (per tensor: the chunk table's rows of tensor g), or over all rows
+// when starts is 0 (one group). An empty group gives the start values (0, -inf).
+struct CombineJob {
+  enum { CAPACITY = LRFAST_REDUCE_MAX_OUTPUTS };
+  const double* partials;
+  int nout;
+  unsigned maxed_bits;
+  const i64* starts;
+  i64 groups, rows;
+  double* out;
+  LRFAST_HD i64 items() const { return groups; }
+  LRFAST_HD int outputs() const { return nout; }
+  LRFAST_HD unsigned maxed() const { return maxed_bits; }
+  LRFAST_HD void thread(const Grid& grid, i64 g, double* acc) const {
+    const i64 lo = starts ? starts[g] : 0, hi = starts ? starts[g + 1] : rows;
+LRFAST_UNROLL
+    for (int k = 0; k < CAPACITY; ++k) acc[k] = start_value(maxed_bits >> k & 1u);
+    for (i64 i = lo + grid.thread; i < hi; i += grid.threads) {
+LRFAST_UNROLL
+      for (int k = 0; k < CAPACITY; ++k)
+        if (k < nout) acc[k] = combine_values(acc[k], partials[i * nout + k], maxed_bits >> k & 1u);
+    }
+  }
+  LRFAST_HD void store(i64 g, const double* rows_, unsigned stride) const {
+    for (int k = 0; k < nout; ++k) out[g * nout + k] = rows_[k * stride];
+  }
+};
+
 }  // namespace lrfast
 
 #endif  // LRFAST_MULTI_TENSOR_CUH

@@ -621,19 +621,6 @@ struct RadamOp {
 
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
-// all_finite: sets *flag to 1 when an element is NaN or infinite (x - x is 0 exactly for finite x).
-// Threads that find one all store the same value, so the race is benign.
-template <class T>
-struct NonfiniteOp {
-  enum { X, LISTS };
-  int* flag;
-  LRFAST_HD unsigned used() const { return 1u << X; }
-  LRFAST_HD unsigned written() const { return 0u; }
-  LRFAST_HD void operator()(T (&x)[LISTS]) const {
-    if (x[X] - x[X] != T(0)) *flag = 1;
-  }
-};
-
 // The roofline reference for Adam (bench/bench_cuda.py): the same loads (p, g, m, v) and stores (p, m, v)
 // through the same harness, with trivial arithmetic, so its time is the memory system's time.
 template <class T>

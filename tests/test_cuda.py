@@ -151,7 +151,8 @@ def test_all_finite(dtype, launches):
             arrays[i][j] = bad
             assert not _cuda.all_finite(TensorList(arrays))
             arrays[i][j] = 1
-    assert launches == [f"lrfast_nonfinite_{'f32' if dtype == np.float32 else 'f64'}"] * 10
+    suffix = "f32" if dtype == np.float32 else "f64"
+    assert launches == [f"lrfast_reduce_grad_norm2_{suffix}", "lrfast_reduce_combine"] * 10  # all_finite: a reduce
 
 
 @gpu

@@ -29,10 +29,12 @@ from lrfast.backends import _cuda, _cuda_launch, _cuda_module
 from lrfast.backends import _numpy as ref
 from lrfast.backends._tensorlist import TensorList
 from lrfast.rules import RULES, _modes
+from lrfast.rules._reductions import REDUCTIONS
 
 SRC = host_build.SRC
-#: every exported kernel family (lrfast_<name>_<f32|f64>): each rule's three, then the utilities
-KERNELS = tuple(f"{r}{k}" for r in RULES for k in ("", "_dev", "_prepare")) + ("nonfinite", "roofline")
+#: every exported kernel family (lrfast_<name>_<f32|f64>): each rule's three, the roofline, each reduction's
+KERNELS = (tuple(f"{r}{k}" for r in RULES for k in ("", "_dev", "_prepare")) + ("roofline",)
+           + tuple(f"reduce_{r}" for r in REDUCTIONS))
 
 
 @pytest.fixture(scope="module", params=["cxx", "nvcc"])
@@ -47,9 +49,19 @@ class HostLauncher(_cuda.Launcher):
         self.lib, self.block, self.max_grid = lib, block, max_grid
         self.calls = []
         self._scalars = {}
+        self._partials = {}
 
     def scalars_buffer(self, params):
         return self._scalars.setdefault(id(params), np.zeros(_cuda.SCALARS_BYTES, np.uint8))
+
+    def partials(self, params, size, n):
+        buf = self._partials.get(id(params))
+        if buf is None or buf.size < max(n, 1):
+            buf = self._partials[id(params)] = np.full(max(n, 1), np.nan)  # NaN: a row left unwritten shows
+        return buf
+
+    def starts_table(self, params, size):
+        return _cuda_launch.tensor_starts(params, size)
 
     def table(self, tensors):
         assert all(isinstance(a, np.ndarray) for a in tensors)
@@ -369,7 +381,7 @@ def _header_defines():
 
 def test_mode_constants_agree_with_python():
     defines = _header_defines()
-    assert defines.pop("ABI_VERSION") == _cuda.ABI_VERSION == _cuda_module.ABI_VERSION == 5
+    assert defines.pop("ABI_VERSION") == _cuda.ABI_VERSION == _cuda_module.ABI_VERSION == 6
     assert defines.pop("SCALARS_BYTES") == _cuda.SCALARS_BYTES
     assert defines == _modes.FLAGS
     assert all(getattr(_modes, k) == v for k, v in defines.items())
@@ -440,8 +452,9 @@ def test_exported_kernel_names_and_abi(lib):
     source = (SRC / "lrfast_kernels.cu").read_text()
     # no per-rule export: the rule kernels come from LRFAST_RULES, the utilities are exported by name
     assert set(re.findall(r"^LRFAST_EXPORT\((\w+),", source, re.M)) == {
-        _cuda.kernel_name(r, d) for r in ("nonfinite", "roofline") for d in (np.float32, np.float64)}
+        _cuda.kernel_name("roofline", d) for d in (np.float32, np.float64)}
     assert re.search(r"^LRFAST_RULES\(LRFAST_EXPORT_RULE\)$", source, re.M)
+    assert re.search(r"^LRFAST_REDUCTIONS\(LRFAST_EXPORT_REDUCTION\)$", source, re.M)
     for rule in RULES:
         assert rule not in re.sub(r"//[^\n]*", "", source), f"lrfast_kernels.cu names the rule {rule}"
     for name in (_cuda.kernel_name(k, d) for k in KERNELS for d in (np.float32, np.float64)):

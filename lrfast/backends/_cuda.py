@@ -1,9 +1,11 @@
 """The cuda backend: the CUDA kernels of ``src/`` launched through CuPy, one launch per step per dtype.
 
-The backend API (what ``backends.get("cuda")`` gives): ``update`` (the entry point every backend has),
-``update_capturable``, ``all_finite``, the device buffers of capturable steps and lrfast.torch (``upload``,
-``rewrite``, ``readdress``, ``capturing``), the device schedules (``schedule_lr`` and friends, from
-``_cuda_schedule``), ``info`` and ``unavailable_reason``. The tensor lists are ``TensorList``s of CuPy arrays.
+The backend API (what ``backends.get("cuda")`` gives): ``update`` (the entry point every backend has; its
+``gate`` scales the grads or skips the step, on the device), ``reduce`` (a ``lrfast.rules._reductions``
+Reduction's totals, on the device), ``update_capturable``, ``all_finite``, the device buffers of capturable
+steps and lrfast.torch (``upload``, ``rewrite``, ``readdress``, ``capturing``), the device schedules
+(``schedule_lr`` and friends, from ``_cuda_schedule``), ``info`` and ``unavailable_reason``. The tensor lists
+are ``TensorList``s of CuPy arrays.
 
 A step is one kernel call over every tensor of the list (the multi-tensor harness of
 ``src/lrfast_multi_tensor.cuh``; ``_cuda_launch``): the kernel gets a device table of each list's base
@@ -30,8 +32,8 @@ import functools
 import numpy as np
 
 from . import _cuda_launch, _cuda_module
-from ._cuda_launch import (BLOCK, MAX_CHUNK, MIN_CHUNK, TARGET_CHUNKS, GpuLauncher, Launcher,
-                           chunk_size, kernel_name)
+from ._cuda_launch import (BLOCK, MAX_CHUNK, MIN_CHUNK, REDUCE_BLOCK, REDUCE_MAX_OUTPUTS, TARGET_CHUNKS,
+                           GpuLauncher, Launcher, chunk_size, kernel_name)
 from ._cuda_module import (ABI_KERNEL, ABI_VERSION, FORCE_NVRTC_ENV, MIN_COMPUTE_CAPABILITY,
                            NVRTC_OPTIONS, SCALARS_BYTES, fatbin_path, kernel_source, module, source_dir)
 from ._cuda_schedule import (SCHEDULE_FACTORS, TABLE_CACHE_SIZE, lr_factors, schedule_lr,
@@ -42,9 +44,11 @@ name = "cuda"
 
 #: the backend API, and the names other modules read from here (re-exported from _cuda_launch,
 #: _cuda_module and _cuda_schedule, where they live)
-__all__ = ["update", "update_capturable", "call", "capturable_call", "scalars_dtype", "hyper_dtype", "all_finite",
+__all__ = ["update", "update_capturable", "reduce", "call", "capturable_call", "scalars_dtype", "hyper_dtype",
+           "all_finite",
            "upload", "rewrite", "readdress", "capturing", "info", "unavailable_reason",
-           "BLOCK", "MIN_CHUNK", "MAX_CHUNK", "TARGET_CHUNKS", "chunk_size", "kernel_name", "Launcher", "GpuLauncher",
+           "BLOCK", "MIN_CHUNK", "MAX_CHUNK", "TARGET_CHUNKS", "REDUCE_BLOCK", "REDUCE_MAX_OUTPUTS", "chunk_size",
+           "kernel_name", "Launcher", "GpuLauncher",
            "ABI_KERNEL", "ABI_VERSION", "SCALARS_BYTES", "FORCE_NVRTC_ENV", "MIN_COMPUTE_CAPABILITY", "NVRTC_OPTIONS",
            "fatbin_path", "kernel_source", "module", "source_dir",
            "SCHEDULE_FACTORS", "TABLE_CACHE_SIZE", "lr_factors", "schedule_lr", "schedule_lr_call", "schedule_table",
@@ -150,20 +154,33 @@ def _gpu() -> GpuLauncher:
     return _cuda_launch.gpu()
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
-    """Backend entry point: one launch of ``rule`` over ``params`` / ``grads`` / ``states`` (see ``call``)."""
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None):
+    """Backend entry point: one launch of ``rule`` over ``params`` / ``grads`` / ``states`` (see ``call``).
+    ``gate``: None, or a two-element float64 CuPy array on the params' device, [grad scale, skip]: the
+    kernel writes nothing when skip != 0, else multiplies each grad by the scale (in the params' dtype)
+    before the rule's math. Read on the device: no sync."""
     _gpu().run(*call(rule, params, grads, states, lr=lr, hyper=hyper, step=step, first_step=first_step,
-                     host=host))
+                     host=host), gate=gate)
 
 
-def update_capturable(rule, params, grads, states, *, lr, step, hyper, host=None):
+def update_capturable(rule, params, grads, states, *, lr, step, hyper, host=None, gate=None):
     """``update`` reading ``lr`` and ``step`` (steps completed; incremented) from device arrays (see
-    ``capturable_call``); graph-capturable once a first call has built and cached the tables."""
-    _gpu().run_capturable(*capturable_call(rule, params, grads, states, lr=lr, step=step, hyper=hyper, host=host))
+    ``capturable_call``); graph-capturable once a first call has built and cached the tables. With a
+    ``gate`` that says skip nothing is written and ``step`` is not incremented."""
+    _gpu().run_capturable(*capturable_call(rule, params, grads, states, lr=lr, step=step, hyper=hyper, host=host),
+                          gate=gate)
+
+
+def reduce(reduction, lists, per_tensor=False, out=None):
+    """The float64 totals of ``reduction`` over the TensorLists ``lists``, shape (outputs,) or (tensors,
+    outputs), as a CuPy array on their device; no host sync, the same bits every run
+    (``Launcher.reduce``). ``out``: a float64 CuPy array of that shape to write instead of a new one."""
+    return _gpu().reduce(reduction, lists, per_tensor, out)
 
 
 def all_finite(tensors):
-    """True when no element of any array in the TensorList is NaN or infinite (one launch, one sync)."""
+    """True when no element of any array in the TensorList is NaN or infinite (a GRAD_NORM2 reduce, one
+    sync)."""
     return _gpu().all_finite(tensors)
 
 

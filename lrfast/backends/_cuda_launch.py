@@ -1,5 +1,6 @@
 """Launching the cuda backend's kernels: ``Launcher`` turns a kernel call (rule, tensor lists, scalars) into one
-launch over every tensor of the lists (the multi-tensor harness of ``src/lrfast_multi_tensor.cuh``);
+launch over every tensor of the lists (the multi-tensor harness of ``src/lrfast_multi_tensor.cuh``), and a
+reduction (``lrfast.rules._reductions``) into its per-chunk partials and their totals, both on the device;
 ``GpuLauncher`` does it on the current CuPy stream, with the device tables cached on each TensorList.
 
 Subclasses say where tables live and how a kernel is called (``tests/test_cuda_host.py``'s HostLauncher runs
@@ -24,6 +25,12 @@ MIN_CHUNK = 1 << 10
 MAX_CHUNK = 1 << 16
 #: Aim for about this many chunks per launch (enough blocks to fill any GPU, few enough to stay cheap).
 TARGET_CHUNKS = 4096
+#: Threads per block of the reduction kernels, at most (LRFAST_REDUCE_THREADS: their shared-memory tree).
+REDUCE_BLOCK = 256
+#: The most outputs a reduction may have (LRFAST_REDUCE_MAX_OUTPUTS).
+REDUCE_MAX_OUTPUTS = 4
+#: A null device pointer as a kernel argument (no gate, no per-tensor starts): 8 bytes, as a pointer.
+NULL = np.uint64(0)
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -44,48 +51,121 @@ def kernel_name(rule: str, dtype) -> str:
     return f"lrfast_{rule}_{suffix}"
 
 
+def _check_lists(what, lists):
+    """Raise unless every list of ``lists`` has the first one's arrays count, element count and dtype."""
+    params = lists[0]
+    for i, tl in enumerate(lists[1:], 1):
+        if tl is not params and (len(tl) != len(params) or tl.total != params.total or tl.dtype != params.dtype):
+            raise ValueError(f"{what}: tensor list {i} ({len(tl)} arrays, {tl.total} elements, {tl.dtype}) "
+                             f"does not match the params ({len(params)} arrays, {params.total} elements, "
+                             f"{params.dtype})")
+
+
+def _contiguous(a) -> bool:
+    flags = getattr(a, "flags", None)
+    return bool(getattr(flags, "c_contiguous", False))
+
+
+def _check_gate(gate):
+    """The kernels read gate[0] and gate[1] through its pointer: two contiguous float64 elements."""
+    if getattr(gate, "dtype", None) != np.float64 or getattr(gate, "size", None) != 2 or not _contiguous(gate):
+        raise TypeError(f"a gate is a contiguous two-element float64 device array [grad scale, skip], got "
+                        f"{type(gate).__name__} {getattr(gate, 'dtype', '')} of size {getattr(gate, 'size', '?')}")
+
+
+def tensor_starts(params, size) -> np.ndarray:
+    """(len(params) + 1,) int64: the first row of each tensor in ``params.chunks(size)``, then the row count
+    (tensor i's rows are starts[i] .. starts[i + 1] - 1; an empty tensor has none)."""
+    return np.searchsorted(params.chunks(size)[:, 0], np.arange(len(params) + 1)).astype(np.int64)
+
+
 class Launcher:
     """Turns a kernel call (rule, tensor lists, scalars) into one launch of ``kernel_name(rule, dtype)``.
 
-    Arguments passed: each list's address table, the chunk table, its row count, then the scalars; the
-    grid is one block per chunk (at most ``max_grid``; blocks loop over chunks). Subclasses say where
-    tables live and how a kernel is called: ``table``, ``chunk_table``, ``call``, ``xp``.
+    Arguments passed: each list's address table, the chunk table, its row count, the gate (``NULL``: none),
+    then the scalars; the grid is one block per chunk (at most ``max_grid``; blocks loop over chunks).
+    ``reduce`` launches a reduction over the same tables. Subclasses say where tables live and how a kernel
+    is called: ``table``, ``chunk_table``, ``starts_table``, ``partials``, ``empty``, ``call``, ``xp``.
     """
 
     xp = np
     block = BLOCK
     max_grid = 2 ** 31 - 1
 
-    def run(self, rule, lists, scalars, before=None):
+    def run(self, rule, lists, scalars, before=None, gate=None):
         """Launch ``rule`` over ``lists``; ``before`` = (kernel, args): a 1 x 1 launch made first, once
-        everything is checked (a capturable step's prepare kernel)."""
+        everything is checked (a capturable step's prepare kernel), the gate appended to its args;
+        ``gate``: None, or a float64 device array [grad scale, skip] (``src/lrfast_kernels.cu``)."""
         params = lists[0]
         kernel = kernel_name(rule, params.dtype)
-        for i, tl in enumerate(lists[1:], 1):
-            if tl is not params and (len(tl) != len(params) or tl.total != params.total
-                                     or tl.dtype != params.dtype):
-                raise ValueError(f"{rule}: tensor list {i} ({len(tl)} arrays, {tl.total} elements, {tl.dtype}) "
-                                 f"does not match the params ({len(params)} arrays, {params.total} elements, "
-                                 f"{params.dtype})")
+        _check_lists(rule, lists)
         tables = self.tables(lists)  # validates every array (device, kind) before anything runs
+        gate = NULL if gate is None else self.check_gate(params, gate)
         size = chunk_size(params.total)
         nchunks = params.chunks(size).shape[0]
         chunks = self.chunk_table(params, size) if nchunks else None
         if before is not None:
-            self.call(before[0], 1, 1, before[1])
+            self.call(before[0], 1, 1, (*before[1], gate))
         if nchunks == 0:
             return
         grid = min(nchunks, self.max_grid)
-        self.call(kernel, grid, self.block, (*tables, chunks, np.int64(nchunks), *scalars))
+        self.call(kernel, grid, self.block, (*tables, chunks, np.int64(nchunks), gate, *scalars))
 
-    def run_capturable(self, rule, lists, prepare):
+    def run_capturable(self, rule, lists, prepare, gate=None):
         """A capturable step: the prepare kernel turns (lr, step) into the scalars buffer, then the update
-        kernel ``<rule>_dev`` reads it. ``prepare`` = (lr, step, hyperparameters..., flags)."""
+        kernel ``<rule>_dev`` reads it. ``prepare`` = (lr, step, hyperparameters..., flags). With a gate that
+        says skip, neither writes anything and the step is not counted."""
         params = lists[0]
         self.check_counters(params, prepare[:2])
         scalars = self.scalars_buffer(params)
         self.run(f"{rule}_dev", lists, (scalars,), before=(kernel_name(f"{rule}_prepare", params.dtype),
-                                                           (scalars, *prepare)))
+                                                           (scalars, *prepare)), gate=gate)
+
+    def reduce(self, reduction, lists, per_tensor=False, out=None):
+        """The totals of ``reduction`` (a ``lrfast.rules._reductions`` Reduction) over the TensorLists
+        ``lists`` (its inputs): float64, shape (outputs,), or (tensors, outputs) when ``per_tensor``; on the
+        device, nothing waited for. Two launches: ``lrfast_reduce_<name>_<t>`` writes one row of partials
+        per chunk, ``lrfast_reduce_combine`` totals them, over all rows or per tensor (an empty tensor gives
+        0 for a sum, -inf for a max), both in a fixed order (the same bits every run). ``out``: a float64
+        device array of that shape written in place (a graph-captured reduce), else a new one. The partials
+        live in a buffer cached on the first list."""
+        lists = tuple(lists)
+        if len(lists) != reduction.inputs:
+            raise ValueError(f"reduction {reduction.name} reads {reduction.inputs} tensor list(s), got {len(lists)}")
+        params = lists[0]
+        kernel = kernel_name(f"reduce_{reduction.name}", params.dtype)
+        nout = len(reduction.outputs)
+        if nout > REDUCE_MAX_OUTPUTS:
+            raise ValueError(f"reduction {reduction.name}: {nout} outputs, the kernels combine at most "
+                             f"{REDUCE_MAX_OUTPUTS}")
+        maxed = sum(1 << k for k, how in enumerate(reduction.combine) if how == "max")
+        _check_lists(reduction.name, lists)
+        tables = self.tables(lists)
+        size = chunk_size(params.total)
+        nchunks = params.chunks(size).shape[0]
+        groups = len(params) if per_tensor else 1
+        shape = (groups, nout) if per_tensor else (nout,)
+        if out is None:
+            out = self.empty(params, shape)
+        elif (getattr(out, "dtype", None) != np.float64 or tuple(getattr(out, "shape", ())) != shape
+              or not _contiguous(out)):
+            raise TypeError(f"reduce: out must be a contiguous float64 device array of shape {shape}, got "
+                            f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
+        block = min(self.block, REDUCE_BLOCK)
+        partials = self.partials(params, size, nchunks * nout)
+        if nchunks:
+            self.call(kernel, min(nchunks, self.max_grid), block,
+                      (*tables, self.chunk_table(params, size), np.int64(nchunks), partials))
+        if groups:
+            starts = self.starts_table(params, size) if per_tensor else NULL
+            self.call("lrfast_reduce_combine", min(groups, self.max_grid), block,
+                      (partials, np.int32(nout), np.int32(maxed), starts, np.int64(groups), np.int64(nchunks), out))
+        return out
+
+    def check_gate(self, params, gate):
+        """``gate`` as the kernels take it, or a TypeError."""
+        _check_gate(gate)
+        return gate
 
     def check_counters(self, params, counters):
         """Raise unless the lr / step arrays can be read by this launcher's kernels."""
@@ -95,9 +175,24 @@ class Launcher:
         raise NotImplementedError
 
     def all_finite(self, tensors):
-        flag = self.xp.zeros(1, dtype=np.int32)
-        self.run("nonfinite", (tensors,), (flag,))
-        return int(flag[0]) == 0
+        """No NaN/Inf in ``tensors``: GRAD_NORM2's sentinel (the sum of x * 0) is 0 (one reduce, one sync)."""
+        from ..rules._reductions import GRAD_NORM2
+
+        if tensors.total == 0:
+            return True
+        return float(self.reduce(GRAD_NORM2, (tensors,))[1]) == 0.0
+
+    def empty(self, params, shape):
+        """A new float64 array of ``shape`` where ``params``' kernels read and write."""
+        return self.xp.empty(shape, dtype=np.float64)
+
+    def partials(self, params, size, n):
+        """A float64 buffer of at least ``n`` elements (at least one) for a reduction's per-chunk partials."""
+        raise NotImplementedError
+
+    def starts_table(self, params, size):
+        """``tensor_starts(params, size)`` as the kernels read it."""
+        raise NotImplementedError
 
     def tables(self, lists):
         return [self.table(tl) for tl in lists]
@@ -211,6 +306,36 @@ class GpuLauncher(Launcher):
             c["stream"] = stream  # the stream that last launched a kernel reading these tables (rewrite)
         return [c["ptrs"] for c in caches]
 
+    def check_gate(self, params, gate):
+        _check_gate(gate)
+        device = self._cache(params)["device"]
+        if not isinstance(gate, self.cp.ndarray) or gate.device.id != device:
+            raise TypeError(f"a gate is a CuPy array on device {device} (the params' device), got "
+                            f"{type(gate).__name__}")
+        return gate
+
+    def empty(self, params, shape):
+        with self.cp.cuda.Device(self._cache(params)["device"]):
+            return self.cp.empty(shape, dtype=np.float64)
+
+    def partials(self, params, size, n):
+        """Cached per TensorList (grown when a reduction needs more): a captured graph keeps reading it."""
+        cache = self._cache(params)
+        buf = cache.get("partials")
+        if buf is None or buf.size < max(n, 1):
+            with self.cp.cuda.Device(cache["device"]):
+                self._refuse_capture("allocate a reduction's partials")
+                buf = cache["partials"] = self.cp.empty(max(n, 1), dtype=np.float64)
+        return buf
+
+    def starts_table(self, params, size):
+        cache = self._cache(params)
+        starts = cache.setdefault("starts", {})
+        table = starts.get(size)
+        if table is None:
+            table = starts[size] = self.upload(tensor_starts(params, size), cache["device"])
+        return table
+
     def check_counters(self, params, counters):
         device = self._cache(params)["device"]
         for name, a in zip(("lr", "step"), counters):
@@ -274,6 +399,10 @@ class GpuLauncher(Launcher):
             return True
         with self.cp.cuda.Device(self._cache(tensors)["device"]):
             return super().all_finite(tensors)
+
+    def reduce(self, reduction, lists, per_tensor=False, out=None):
+        with self.cp.cuda.Device(self._cache(lists[0])["device"]):
+            return super().reduce(reduction, lists, per_tensor, out)
 
 
 @functools.lru_cache(maxsize=None)

@@ -54,7 +54,7 @@ def library(request, tmp_path_factory):
 
 
 _CTYPE = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int,
-          np.int64: ctypes.c_longlong}
+          np.int64: ctypes.c_longlong, np.uint64: ctypes.c_uint64}  # uint64: a null pointer (_cuda_launch.NULL)
 _STRUCTS: dict = {}  # numpy structured dtype -> its ctypes Structure
 
 
