@@ -17,7 +17,7 @@ from lrfast import backends
 from lrfast.backends import _cuda, _cuda_launch, _cuda_module
 from lrfast.backends import _numpy as ref
 from lrfast.backends._tensorlist import TensorList
-from lrfast.rules import RULES
+from lrfast.rules import RULES, _reductions
 from tests.cuda_host import rule_steps as rs
 from tests.rule_cases import CASES, IDS, rule_of
 
@@ -153,6 +153,74 @@ def test_all_finite(dtype, launches):
             arrays[i][j] = 1
     suffix = "f32" if dtype == np.float32 else "f64"
     assert launches == [f"lrfast_reduce_grad_norm2_{suffix}", "lrfast_reduce_combine"] * 10  # all_finite: a reduce
+
+
+REDUCTIONS = _reductions.REDUCTIONS
+
+
+def _reduce_inputs(dtype, seed, special):
+    """Host arrays of odd sizes, empty ones, and one of 2^20 + 3 elements (over a thousand chunks: the combine
+    kernel's threads loop over rows), with NaN, +-Inf, -0 and subnormals where ``special``."""
+    rng = np.random.default_rng(seed)
+    host = [(rng.standard_normal(s) * 3).astype(dtype) for s in ODD_SIZES + [(1 << 20) + 3]]
+    if special:
+        tiny = np.finfo(dtype).smallest_subnormal
+        for k, v in enumerate((np.nan, np.inf, -np.inf, -0.0, tiny, -tiny, np.nan)):
+            a = [a for a in host if a.size][(3 * k) % 11]
+            a[[0, a.size - 1, a.size // 2][k % 3]] = v
+    return host
+
+
+@gpu
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("special", [False, True], ids=["finite", "nan_inf"])
+@pytest.mark.parametrize("misalign", [0, 1], ids=["aligned", "misaligned"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reduction", list(REDUCTIONS.values()), ids=list(REDUCTIONS))
+def test_reduce_matches_the_numpy_backend(reduction, dtype, misalign, special):
+    """The device's shared-memory tree (which the host build runs without __syncthreads) against the NumPy
+    backend, global and per tensor; the same bits on a second run."""
+    host = _reduce_inputs(dtype, 31, special)
+    dev = TensorList(_device_views(host, misalign))
+    for per_tensor in (False, True):
+        got = _cuda.reduce(reduction, [dev] * reduction.inputs, per_tensor=per_tensor)
+        assert isinstance(got, cp.ndarray)
+        rs.assert_totals(cp.asnumpy(got), ref.reduce(reduction, [host] * reduction.inputs, per_tensor=per_tensor),
+                         reduction, f"{reduction.name} {np.dtype(dtype).name}")
+        again = _cuda.reduce(reduction, [dev] * reduction.inputs, per_tensor=per_tensor)
+        assert cp.asnumpy(again).tobytes() == cp.asnumpy(got).tobytes()
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("rule", list(RULES))
+def test_gate_scales_or_skips_on_the_device(rule, dtype):
+    """[scale, 0] gives the NumPy backend's update with that gate; [scale, 1] writes nothing, and a skipped
+    capturable step leaves the device step counter as it was."""
+    rule, lr, hyper = rs.setup(FULLEST[rule])
+    rng = np.random.default_rng(32)
+    sizes = [3, 1030, 0, 70001]
+    host_p = [rng.standard_normal(s).astype(dtype) for s in sizes]
+    host_s = rs.states_for(rule, hyper, lambda: [np.zeros(s, dtype) for s in sizes])
+    dev_p = TensorList([cp.asarray(a) for a in host_p])
+    dev_s = [TensorList([cp.asarray(a) for a in s]) if s is not None else None for s in host_s]
+    grads = [rng.standard_normal(s).astype(dtype) for s in sizes]
+    dev_g = TensorList([cp.asarray(a) for a in grads])
+    _cuda.update(rule, dev_p, dev_g, dev_s, lr=lr, hyper=hyper, **rs.counter(rule, 0, hyper),
+                 gate=cp.asarray([0.37, 0.0]))
+    ref.update(rule, host_p, grads, host_s, lr=lr, hyper=hyper, **rs.counter(rule, 0, hyper),
+               gate=np.array([0.37, 0.0]))
+    _assert_close(dev_p, host_p, dtype, "gated params", rs.sign_slack(rule, lr, dtype, 1))
+    before = [cp.asnumpy(a).tobytes() for tl in [dev_p, dev_g] + [s for s in dev_s if s is not None] for a in tl]
+    _cuda.update(rule, dev_p, dev_g, dev_s, lr=lr, hyper=hyper, **rs.counter(rule, 1, hyper),
+                 gate=cp.asarray([0.5, 1.0]))
+    if not (getattr(rule, "host_keys", None) or rule.host_states):
+        lr_a, step = cp.asarray([lr]), cp.asarray([1], dtype=cp.int64)
+        _cuda.update_capturable(rule, dev_p, dev_g, dev_s, lr=lr_a, step=step, hyper=hyper,
+                                gate=cp.asarray([0.5, 1.0]))
+        assert int(step[0]) == 1
+    after = [cp.asnumpy(a).tobytes() for tl in [dev_p, dev_g] + [s for s in dev_s if s is not None] for a in tl]
+    assert after == before
 
 
 @gpu
