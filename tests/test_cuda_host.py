@@ -436,7 +436,7 @@ def test_header_structs_match_the_registry():
         rule = RULES[name]
         hyper = rule.check_all(rule.defaults(rule.variants[0]), rule.variants[0])
         assert scalars[prefix] == [*rule.scalar_names(), ("int", "flags")], name
-        fields = [*rule.kernel_args(hyper), *(h.key for h in rule.host_states)]
+        fields = [*rule.kernel_args(hyper), *rule.host_keys]
         assert hypers[prefix] == fields, name
         assert _cuda.hyper_dtype(rule).names == tuple(fields)
         for dtype in (np.float32, np.float64):

@@ -64,7 +64,7 @@ def _names(rule) -> tuple:
     """(scalar names, kernel_args names then host-state keys) of ``rule``: the fields of its two structs, in
     order."""
     hyper = rule.check_all(rule.defaults(rule.variants[0]), rule.variants[0])
-    return rule.scalar_names(), tuple(rule.kernel_args(hyper)) + tuple(h.key for h in rule.host_states)
+    return rule.scalar_names(), tuple(rule.kernel_args(hyper)) + rule.host_keys
 
 
 def scalars_dtype(rule, dtype) -> np.dtype:
@@ -131,8 +131,8 @@ def capturable_call(rule, params, grads, states, *, lr, step, hyper, host=None):
     SGD's first step is the prepare kernel's to find (step 0). Rules with host states (NAdam's mu_product,
     ASGD's eta and mu) take their values before the step as ``host``, in the Hyper struct: the host advances
     them, so the optimizers offer no capturable step for those rules (a graph would replay frozen values)."""
-    if bool(rule.host_states) != (host is not None):
-        raise ValueError(f"{rule.name}: host states {[h.key for h in rule.host_states]} expected, got {host!r}")
+    if bool(rule.host_keys) != (host is not None):
+        raise ValueError(f"{rule.name}: host states {list(rule.host_keys)} expected, got {host!r}")
     _counters(lr, step)
     lists = _lists(rule, params, grads, states, hyper)
     h = _struct(hyper_dtype(rule), (*rule.kernel_args(hyper).values(), *(host or {}).values()))
@@ -176,6 +176,14 @@ def reduce(reduction, lists, per_tensor=False, out=None):
     outputs), as a CuPy array on their device; no host sync, the same bits every run
     (``Launcher.reduce``). ``out``: a float64 CuPy array of that shape to write instead of a new one."""
     return _gpu().reduce(reduction, lists, per_tensor, out)
+
+
+def switch(rule, params, states, *, hyper, train):
+    """``train()`` / ``eval()`` of ``rule`` (``rule.switch``): its element over each array with CuPy's
+    elementwise operations (a few launches per array; not yet a fused kernel of src/)."""
+    scalars = rule.switch.scalars(rule, hyper, train)
+    for p, *s in zip(params.arrays, *(t.arrays for t in states)):
+        p[...] = rule.switch.element(p, *s, *(p.dtype.type(v) for v in scalars))
 
 
 def all_finite(tensors):

@@ -24,8 +24,9 @@ def _state(rule) -> str:
 def rows() -> list[str]:
     out = []
     for rule in RULES.values():
-        host = ", ".join(h.key for h in rule.host_states) or "-"
-        cuda = "yes, capturable" if not rule.host_states else "yes"
+        group = [", ".join(g.key for g in rule.group_states) + " (per group)"] if rule.group_states else []
+        host = "; ".join([", ".join(h.key for h in rule.host_states)] * bool(rule.host_states) + group) or "-"
+        cuda = "yes, capturable" if not rule.host_keys else "yes"
         for v in rule.variants:
             out.append(f"| `{v.name}` | `{v.reference}` | {_state(rule)} | {host} | yes | {cuda} |")
     return out

@@ -58,7 +58,7 @@ def signature(rule, variant) -> inspect.Signature:
     for name, keyword_only in _names(rule, variant):
         if name in variant.fixed:
             continue
-        default = defaults[name] if name in defaults else TORCH_SWITCHES[name]
+        default = defaults[name] if name in defaults else variant.defaults.get(name, TORCH_SWITCHES[name])
         params.append(P(name, P.KEYWORD_ONLY if keyword_only else P.POSITIONAL_OR_KEYWORD, default=default))
     params += [P(name, P.KEYWORD_ONLY, default=default) for name, default in _OWN.items()]
     return inspect.Signature(params)
