@@ -1,6 +1,7 @@
 """What the host-CUDA and GPU tests share to run any rule of the registry from its case table
 (tests/rule_cases): the checked hyperparameters of a case, the step-count arguments, the state lists, and
-the norm-wise comparison with the float64 reference (with float32 Lion's sign-flip allowance)."""
+the norm-wise comparison with the float64 reference (with float32 Lion's sign-flip allowance); and the
+comparison of a reduction's totals with the NumPy backend's (``assert_totals``)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,17 @@ def assert_close(got, want, dtype, what, slack=None):
         tol = RTOL[np.dtype(dtype)] * max(np.linalg.norm(w64), 1e-30)
         assert err <= tol, f"{what} array {i} (size {g64.size}): |err| {err:.3g} > {tol:.3g}"
     assert flips <= 1e-3 * max(total, 1), f"{what}: {flips} of {total} elements took the other sign"
+
+
+def assert_totals(got, want, reduction, what=""):
+    """A reduction's float64 totals against the NumPy backend's: maxima and integer-valued sums (counts, the
+    0 / NaN sentinel) exactly, other sums at rel 1e-12 (the kernels sum in another order)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == np.float64, (got.shape, want.shape, got.dtype)
+    for k, how in enumerate(reduction.combine):
+        g, w = got[..., k], want[..., k]
+        if how == "max" or np.all(np.isnan(w) | np.isinf(w) | (w == np.round(w))):
+            np.testing.assert_array_equal(g, w, err_msg=f"{what} {reduction.outputs[k]}")
+        else:
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=0, equal_nan=True,
+                                       err_msg=f"{what} {reduction.outputs[k]}")
