@@ -40,8 +40,16 @@ def _host_keys(rule):
     return tuple(getattr(rule, "host_keys", None) or (h.key for h in rule.host_states))
 
 
-#: the cases of rules with a capturable step, and their ids
-CAPTURABLE = [(c, i) for c, i in zip(CASES, IDS) if not _host_keys(rule_of(c[0]))]
+def _has_kernels(rule):
+    """The cuda backend has the rule's kernels (``Rule.cuda``; True where the registry does not say)."""
+    return getattr(rule, "cuda", True)
+
+
+#: the rules with CUDA kernels, their cases and ids, and those of them with a capturable step
+CUDA_RULES = [name for name, r in RULES.items() if _has_kernels(r)]
+CUDA_CASES = [(c, i) for c, i in zip(CASES, IDS) if _has_kernels(rule_of(c[0]))]
+CAPTURABLE = [(c, i) for c, i in CUDA_CASES if not _host_keys(rule_of(c[0]))]
+CASE = pytest.mark.parametrize("case", [c for c, _ in CUDA_CASES], ids=[i for _, i in CUDA_CASES])
 
 
 @pytest.fixture(scope="module", params=["cxx", "nvcc"])
@@ -237,7 +245,7 @@ GATES = ([0.37, 0.0], [1.0, 0.0], [3.5, 0.0])  # a scale (rounded to the dtype b
 
 
 @DTYPES
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@CASE
 def test_gated_update_matches_the_numpy_backend(lib, case, dtype):
     """[scale, 0]: the kernel multiplies each grad by T(scale) before the rule's math, as the NumPy
     backend's update with the same gate; misaligned views take the scalar path."""
@@ -258,7 +266,7 @@ def test_gated_update_matches_the_numpy_backend(lib, case, dtype):
                                     rs.sign_slack(rule, lr, dtype, k + 1) if i == 0 else None)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@CASE
 def test_gate_scale_is_the_grads_times_the_scale_bit_for_bit(lib, case):
     """The gated launch gives exactly the launch without a gate over the grads multiplied by T(scale)."""
     rule, lr, hyper = rs.setup(case)
@@ -280,7 +288,7 @@ def _snapshot(lists):
 
 
 @DTYPES
-@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("rule", CUDA_RULES)
 def test_skip_gate_writes_nothing(lib, rule, dtype):
     """[scale, 1]: nothing written, capturable or not; the prepare kernel neither counts the step nor
     rewrites the scalars buffer."""
@@ -404,3 +412,47 @@ def test_gpu_launcher_reduce_and_gate(lib):
     np.testing.assert_allclose(out.get()[0], sum(float((a.host ** 2).sum()) for a in g), rtol=1e-12)
     for a, w in zip(p, want_p):
         np.testing.assert_allclose(a.host, w, rtol=1e-15)
+
+
+# ---- end to end: lrfast.X(max_grad_norm=, skip_nonfinite=) with backend="cuda" on the stand-in ---------------
+
+@pytest.fixture
+def fake(lib, monkeypatch):
+    """The stand-in as ``cupy``, the cuda backend's launcher on it (host-built kernels), the backend available."""
+    import sys
+
+    from lrfast import backends
+
+    fake = FakeCupy(lambda name, grid, block, args: host_build.call(lib, name, grid, block, args))
+    launcher = _cuda.GpuLauncher(cp=fake, load=fake.load)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(_cuda_launch, "gpu", lambda: launcher)
+    monkeypatch.setattr(_cuda, "unavailable_reason", lambda: None)
+    kind = backends.array_kind
+    monkeypatch.setattr(backends, "array_kind", lambda a: "cuda" if isinstance(a, fake.ndarray) else kind(a))
+    return fake
+
+
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")], ids=["l2", "inf"])
+@pytest.mark.parametrize("rule", CUDA_RULES)
+def test_clipped_optimizer_on_the_cuda_backend_matches_the_numpy_backend(fake, rule, norm_type):
+    """The cuda backend's reduce and gate inside lrfast.X's step: params and last_grad_norm as the NumPy
+    backend's, float64, over three clipped steps (a NaN grad then skipped with skip_nonfinite)."""
+    cls, kw = FULLEST[rule]
+    rng = np.random.default_rng(26)
+    sizes = (3, 1030, 0, 70)
+    host = [rng.standard_normal(n) for n in sizes]
+    grads = [[rng.standard_normal(n) * 10 for n in sizes] for _ in range(3)]
+    opts = dict(kw, max_grad_norm=0.5, norm_type=norm_type, skip_nonfinite=True)
+    mine = cls([fake.ndarray(a.copy()) for a in host], backend="cuda", **opts)
+    theirs = cls([a.copy() for a in host], backend="numpy", **opts)
+    for g in grads:
+        assert mine.step([fake.ndarray(a.copy()) for a in g]) and theirs.step([a.copy() for a in g])
+        np.testing.assert_allclose(mine.last_grad_norm, theirs.last_grad_norm, rtol=1e-12)
+    got = [p.get() for p in mine.param_groups[0]["params"]]
+    want = theirs.param_groups[0]["params"]
+    rs.assert_close(got, want, np.float64, f"{cls.__name__} {kw}")
+    bad = [a.copy() for a in grads[0]]
+    bad[1][7] = np.nan
+    assert not mine.step([fake.ndarray(a) for a in bad])
+    assert all((p.get() == q).all() for p, q in zip(mine.param_groups[0]["params"], got))

@@ -200,6 +200,22 @@ class FakeCupy:
     def get_current_stream(self):
         return self._streams[-1]
 
+    #: NumPy functions the stand-in runs on host memory as CuPy runs them on the device (a result array on the
+    #: current device, counted as an allocation): the array math of lrfast.rules._reductions (clip_gate,
+    #: grad_norm) and Reduction.total.
+    ARRAY_MATH = ("sqrt", "stack", "minimum", "maximum", "where", "isnan", "isinf", "isfinite", "abs", "fmax")
+
+    def __getattr__(self, name):
+        if name not in FakeCupy.ARRAY_MATH:
+            raise AttributeError(name)
+        fn = getattr(np, name)
+
+        def run(*args, **kwargs):
+            out = fn(*[a.host if isinstance(a, self.ndarray) else a for a in args], **kwargs)
+            return self._new(np.asarray(out))
+
+        return run
+
     def _new(self, host, device=None):
         self.allocations += 1
         return self.ndarray(host, self.current if device is None else device)
