@@ -456,3 +456,48 @@ def test_clipped_optimizer_on_the_cuda_backend_matches_the_numpy_backend(fake, r
     bad[1][7] = np.nan
     assert not mine.step([fake.ndarray(a) for a in bad])
     assert all((p.get() == q).all() for p, q in zip(mine.param_groups[0]["params"], got))
+
+
+def test_torch_plan_clips_through_the_cuda_reduce_and_gate(fake, monkeypatch):
+    """lrfast.torch's CUDA plan (two launches, float32 and float64 grads) on the stand-in: its reduce gives the
+    grads' totals on the device, its gates clip_gate's factor per dtype, and the gated SGD step moves each
+    param by lr * T(scale) * g, as clip_grad_norm_ then SGD would; no sync on the way."""
+    torch = pytest.importorskip("torch")
+    import lrfast.torch as lt
+    from lrfast.rules._reductions import GRAD_NORM2, clip_gate, grad_norm, nonfinite
+    from lrfast.torch import _plan
+    from tests.test_cuda_graph_host import _torch_cuda_plan
+
+    class Stream:  # lrfast.torch's CudaStream: the stand-in's current device and stream
+        def __init__(self, device):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(_plan, "CudaStream", Stream)
+    plan, params = _torch_cuda_plan(fake, [(np.float32, [3, 1030, 1]), (np.float64, [70, 0, 5])])
+    opt = lt.SGD([torch.zeros(1)], lr=0.5)
+    rng = np.random.default_rng(27)
+    for step in range(2):  # the first step builds the tables (synchronous uploads); the second waits for nothing
+        start = [p.copy() for p in params]
+        grads = [(rng.standard_normal(p.size) * 4).astype(p.dtype) for p in params]
+        syncs = fake.syncs
+        plan.set_grads((None, None, [g.ctypes.data for g in grads], None))
+        parts = plan.reduce(GRAD_NORM2)
+        assert [d for d, _ in parts] == [np.float32, np.float64]
+        assert all(isinstance(t, fake.ndarray) for _, t in parts)
+        totals = GRAD_NORM2.total(fake.stack(list(t for _, t in parts)), fake)
+        norm = grad_norm(totals, 2.0, fake)
+        gates = plan.gates(norm, nonfinite(totals), 1.5)
+        opt._run(plan, opt._hyper(opt.param_groups[0], 0), gates)
+        if step:
+            assert fake.syncs == syncs
+        want_norm = np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads))
+        np.testing.assert_allclose(float(norm.get()), want_norm, rtol=1e-12)
+        for p, s, g in zip(params, start, grads):
+            scale = p.dtype.type(clip_gate(np.float64(norm.get()), 0.0, 1.5, p.dtype, False)[0])
+            np.testing.assert_array_equal(p, (s - p.dtype.type(0.5) * (g * scale)).astype(p.dtype))
