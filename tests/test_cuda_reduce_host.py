@@ -503,3 +503,24 @@ def test_torch_plan_clips_through_the_cuda_reduce_and_gate(fake, monkeypatch):
         for p, s, g in zip(params, start, grads):
             scale = p.dtype.type(clip_gate(np.float64(norm.get()), 0.0, 1.5, p.dtype, False)[0])
             np.testing.assert_array_equal(p, (s - p.dtype.type(0.5) * (g * scale)).astype(p.dtype))
+
+
+# ---- the device compile ---------------------------------------------------------------------------------------
+
+def test_device_code_has_no_atomics_and_exports_the_reduce_kernels():
+    """lrfast's NVRTC PTX (no GPU needed): every reduce kernel and lrfast_reduce_combine are entries, and no
+    instruction of the module is an atomic or a reduction to memory (atom / red: float atomics would make the
+    totals depend on timing); the cubin's symbols are GLOBAL."""
+    from lrfast.backends import _cuda_module
+    from tests.test_cuda_host import _elf_symbols, _nvrtc_binding
+
+    b = _nvrtc_binding()
+    source = _cuda.kernel_source(SRC)
+    ptx = _cuda_module.compile_source(source, "compute_90", nvrtc=b).image.decode()
+    names = [_cuda.kernel_name(f"reduce_{r}", d) for r in REDUCTIONS for d in (np.float32, np.float64)]
+    for name in names + ["lrfast_reduce_combine"]:
+        assert f".entry {name}(" in ptx, name
+    assert not re.findall(r"^\s*(?:@%?\w+\s+)?(?:atom|red)\.", ptx, re.M)
+    symbols = _elf_symbols(_cuda_module.compile_for(source, 90, nvrtc=b).image)
+    for name in names + ["lrfast_reduce_combine"]:
+        assert symbols.get(name) == ("GLOBAL", "FUNC"), name
