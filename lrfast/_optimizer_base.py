@@ -36,10 +36,12 @@ class _Bucket:
     def __init__(self, positions, params, arena=None):
         self.positions = positions  # indices into the group's params
         self.dtype = params[0].dtype  # the params' own dtype (complex ones stay complex for users)
-        self.params = TensorList([real_view(p) for p in params])
+        self.params = TensorList([real_view(p) for p in params], ndims=[p.ndim for p in params])
         self.arena = arena
         self.flat_params = TensorList([arena.flat_params]) if arena is not None else None
         self.flat_grads = TensorList([arena.flat_grads]) if arena is not None else None
+        # the arena's grads per param (rules whose update reads per-tensor totals step them per param)
+        self.grads = TensorList(arena.grads, ndims=self.params.ndims) if arena is not None else None
         self.state = {}  # role -> (per-param TensorList of real views, TensorList of the flat buffer,
         #                          the per-param views in the params' dtype and shapes)
         self.device = None  # capturable steps: the _DeviceLR this bucket's kernels read
@@ -196,6 +198,8 @@ class Optimizer:
         """Check the params, pick the backend and lay out buckets and (empty) state for them."""
         all_params = [p for g in self.param_groups for p in g["params"]]
         self.backend = backends.resolve(backend, all_params)
+        if self.backend == "cuda" and not self._rule.cuda:
+            raise ValueError(f"{type(self).__name__} has no CUDA kernels yet: use the cpu or numpy backend")
         self._backend = backends.get(self.backend)
         self._xp = np if self.backend != "cuda" else __import__("cupy")
         check_params(all_params)
@@ -482,11 +486,11 @@ class Optimizer:
     def _bucket_args(self, used, bucket, grad_list, arena, hyper, lr):
         """(params, grads, state lists in the rule's order) of one bucket's launch; a state made now starts
         at the rule's initial value for ``hyper`` and ``lr``."""
-        flat = 1 if arena else 0
+        flat = 1 if arena and self._rule.tensor_reduction is None else 0
         state = [bucket.state_lists(s.key, self._xp, s.initial(hyper, lr), s.from_param)[flat]
                  if s.key in used else None for s in self._rule.states]
         if arena:
-            return bucket.flat_params, bucket.flat_grads, state
+            return (bucket.flat_params, bucket.flat_grads, state) if flat else (bucket.params, bucket.grads, state)
         return bucket.params, grad_list, state
 
     def sync_device_lr(self, *, capturing=False):

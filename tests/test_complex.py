@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.rule_cases import CASES, IDS, reference_class, reference_kwargs
+from tests.rule_cases import CASES, IDS, reference_class, reference_kwargs, table_of
 
 SHAPES = [(3, 4), (5,), (1,)]
 REAL = {np.complex64: np.float32, np.complex128: np.float64}
@@ -76,7 +76,7 @@ def test_torch_complex_params_match_torch_optim(case):
     start = [torch.randn(s, dtype=torch.complex128, generator=gen) for s in SHAPES]
     mine = [torch.nn.Parameter(t.clone()) for t in start]
     theirs = [torch.nn.Parameter(t.clone()) for t in start]
-    if ref_cls.__module__.startswith("torch.optim"):
+    if ref_cls.__module__.startswith("torch.optim") or getattr(table_of(cls), "COMPLEX_REFERENCE", False):
         ref = ref_cls(theirs, **reference_kwargs(name, kw))
         view = lambda t: t  # noqa: E731
     else:  # no complex support in the reference package: lrfast.torch on the real view instead

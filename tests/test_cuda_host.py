@@ -32,6 +32,9 @@ from lrfast.rules import RULES, _modes
 from lrfast.rules._reductions import REDUCTIONS
 
 SRC = host_build.SRC
+#: the rules with CUDA kernels (``Rule.cuda``; LARS and LAMB run on the numpy and cpu backends only) and their cases
+RULES = {name: rule for name, rule in RULES.items() if rule.cuda}
+CASES, IDS = map(list, zip(*[(c, i) for c, i in zip(CASES, IDS) if rule_of(c[0]).cuda]))
 #: every exported kernel family (lrfast_<name>_<f32|f64>): each rule's three, the roofline, each reduction's
 KERNELS = (tuple(f"{r}{k}" for r in RULES for k in ("", "_dev", "_prepare")) + ("roofline",)
            + tuple(f"reduce_{r}" for r in REDUCTIONS))

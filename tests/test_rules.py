@@ -42,7 +42,7 @@ def test_every_rule_has_a_case_table(name):
     # every flag is switched on by some valid configuration of the rule (or by a class that fixes it: AdamW)
     checked = [rule_cases.checked(getattr(lrfast, cls), kw) for cls, kw in table.VALID]
     for h in rule.hyper:
-        if h.kind == "flag":
+        if h.kind == "flag" and not all(h.name in v.fixed for v in rule.variants):  # (LAMB's rectify: False)
             assert any(c[h.name] for c in checked), f"{name}: no VALID case sets {h.name}=True"
 
 
@@ -79,7 +79,8 @@ def test_every_rule_has_a_numpy_reference(name):
     assert len(positional) == 2 + len(rule.states)
     counter = {"step": ["step"], "fresh": ["first_step"], None: []}[rule.counter]
     host = list(rule.host_keys)  # their values before the step (host and group states)
-    assert sorted(keyword) == sorted(["lr", *(h.name for h in rule.hyper), *counter, *host])
+    ndims = ["ndims"] if rule.tensor_reduction is not None else []  # each param's dimensions
+    assert sorted(keyword) == sorted(["lr", *(h.name for h in rule.hyper), *counter, *host, *ndims])
 
 
 # ---- the generated cpu launchers ---------------------------------------------------------------------
@@ -99,13 +100,21 @@ def test_generated_launchers_have_every_rule():
 
 @pytest.mark.parametrize("name", RULE_NAMES)
 def test_element_signature(name):
-    """(p, g, *state shorts, *scalar names, flags) -> 1 + len(states) values, for every flags word."""
+    """(p, g, *state shorts, *scalar names, *per-tensor values, flags) -> 1 + len(states) values, for every
+    flags word; a TensorReduction's element (p, g, *reads, *scalar names, flags) -> one value per output."""
     rule = RULES[name]
-    expected = ["p", "g", *(s.short for s in rule.states), *rule.scalar_names(), "flags"]
+    reduction = rule.tensor_reduction
+    per_tensor = list(reduction.names) if reduction is not None else []
+    expected = ["p", "g", *(s.short for s in rule.states), *rule.scalar_names(), *per_tensor, "flags"]
     assert list(inspect.signature(rule.element).parameters) == expected
     hyper = rule.check_all(rule.defaults(rule.variants[0]), rule.variants[0])
     scalars = rule.step_scalars(hyper, 1e-3, 1, rule.initial_host(hyper, 1e-3))
     assert len(scalars) == len(rule.scalar_names())
+    if reduction is not None:
+        assert list(inspect.signature(reduction.element).parameters)[:2 + len(reduction.reads)] == [
+            "p", "g", *reduction.reads]
+        assert len(reduction.element(1.0, 0.25, *[0.5] * len(reduction.reads), *scalars, 0)) == len(reduction.outputs)
+        scalars = (*scalars, *[1.0] * len(per_tensor))
     bits = list(_modes.FLAGS.values())
     for combo in itertools.product((0, 1), repeat=len(bits)):
         flags = sum(b for b, on in zip(bits, combo) if on)

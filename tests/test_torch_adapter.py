@@ -116,10 +116,30 @@ def assert_close(actual, expected, dtype, what=""):
         assert err <= 1e-5 * float(e.norm()) + 1e-30, f"{what}: norm-wise rel error {err / float(e.norm()):.3g}"
 
 
+def kept(o_torch, state):
+    """A reference's per-param state without what lrfast.torch does not keep (``Rule.torch_ignored_state``:
+    diagnostics the reference writes and never reads): a state_dict's "state", or one param's dict."""
+    ignored = _ignored(o_torch)
+    if state and all(isinstance(v, dict) for v in state.values()):
+        return {i: {k: v for k, v in s.items() if k not in ignored} for i, s in state.items()}
+    return {k: v for k, v in state.items() if k not in ignored}
+
+
+def _ignored(o_torch) -> set:
+    for rule, variant in VARIANTS.values():
+        try:
+            cls = variant.reference_class()
+        except ImportError:
+            continue
+        if cls is not None and isinstance(o_torch, cls):
+            return set(rule.torch_ignored_state)
+    return set()
+
+
 def assert_same_run(m_torch, o_torch, m_lr, o_lr, dtype):
     for (name, pt), pl in zip(m_torch.named_parameters(), m_lr.parameters()):
         assert_close(pl, pt, dtype, name)
-        st, sl = o_torch.state.get(pt, {}), o_lr.state.get(pl, {})
+        st, sl = kept(o_torch, o_torch.state.get(pt, {})), kept(o_lr, o_lr.state.get(pl, {}))
         assert set(st) == set(sl), f"{name}: state keys {sorted(sl)} vs torch's {sorted(st)}"
         for key in st:
             if key == "step":
@@ -172,12 +192,16 @@ def pair(name, kw, dtype, **model_kw):
 
 def assert_same_group_keys(name, groups_l, groups_t):
     """lrfast's param-group keys are the reference's (torch.optim: exactly; another package: plus the
-    options it lacks, which lrfast.torch.X takes: lion-pytorch has no maximize)."""
+    options its groups do not hold, which lrfast.torch.X's do: lion-pytorch has no maximize,
+    pytorch_optimizer keeps maximize on the optimizer; less the reference's options lrfast.torch.X does not
+    take: pytorch_optimizer's Lamb's rectify)."""
     ref = reference_class(name)
-    extra = set(inspect.signature(getattr(lt, name)).parameters) - set(inspect.signature(ref).parameters)
+    ours = set(inspect.signature(getattr(lt, name)).parameters) - set(torch_classes._OWN)
+    extra = ours - set().union(*map(set, groups_t))
+    not_taken = set(inspect.signature(ref).parameters) - ours  # options of the reference lrfast does not take
     if ref.__module__.startswith("torch.optim"):
-        extra = set()
-    assert [sorted(set(g) - extra) for g in groups_l] == [sorted(g) for g in groups_t]
+        extra = not_taken = set()
+    assert [sorted(set(g) - extra - not_taken) for g in groups_l] == [sorted(set(g) - not_taken) for g in groups_t]
 
 
 # ---- parity ---------------------------------------------------------------------------------------
@@ -416,6 +440,7 @@ def test_state_layout_is_the_references(digits, name, kw):
     train_reference(m_torch, o_torch, data, negate)
     train(m_lr, o_lr, data)
     st, sl = o_torch.state_dict(), saved(o_lr.state_dict())
+    st["state"] = kept(o_torch, st["state"])
     assert set(sl["state"]) == set(st["state"])
     for i in st["state"]:
         assert list(sl["state"][i]) == list(st["state"][i])

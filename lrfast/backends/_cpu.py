@@ -62,8 +62,24 @@ def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=Fals
         if states[i] is not None:
             use |= 1 << bit
     tables = [t.ptrs if t is not None else params.ptrs for t in states]  # unused: the params' (never read)
-    launcher(*_chunks(params), (params.ptrs, grads.ptrs, *tables, params.like, use, params.like.dtype.type(gscale),
-                                *scalars, flags))
+    chunks, serial = _chunks(params)
+    args = (params.ptrs, grads.ptrs, *tables, params.like, use, params.like.dtype.type(gscale), *scalars, flags)
+    if rule.tensor_reduction is not None:
+        args += (_per_tensor(rule, hyper, params, chunks, serial, args),)
+    launcher(chunks, serial, args)
+
+
+def _per_tensor(rule, hyper, params, chunks, serial, args):
+    """The values the update of a rule with a ``TensorReduction`` reads per tensor: its reduce launch (the
+    update's arguments, each chunk's sums into a row of ``out``), summed per tensor, then its ``per_tensor``
+    (float64), in the arrays' dtype."""
+    reduction = rule.tensor_reduction
+    out = np.empty((chunks.shape[0], len(reduction.outputs)))
+    getattr(_cpu_launchers, rule.name + "_reduce")(chunks, serial, (*args, out))
+    totals = np.zeros((len(params.sizes), len(reduction.outputs)))
+    np.add.at(totals, chunks[:, 0], out)
+    values = reduction.per_tensor(totals, params.ndims, **rule.kernel_args(hyper))
+    return np.ascontiguousarray(values, dtype=params.dtype)
 
 
 def switch(rule, params, states, *, hyper, train):

@@ -9,10 +9,11 @@ the arrays' dtype and the mode bits. ``<reduction>_reduce(chunks, serial, (X0..,
 each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).
 """
 
-SOURCE_HASH = "bcc3d1a84a9751ab"  # of the element functions and the harness
+SOURCE_HASH = "09c5f53b4c244844"  # of the element functions and the harness
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from .. import rules as _rules
 from ..rules import _reductions
@@ -314,6 +315,120 @@ def radam(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             radam_chunk(c, chunks, *args)
+
+# ---- lars --------------------------------------------------------------------------------------------
+
+lars_element = njit(inline="always", **_JIT)(_rules.lars.RULE.element)
+
+
+@njit(**_JIT)
+def lars_chunk(c, chunks, P, G, S0, like, use, gscale, lr, momentum, one_minus_dampening, weight_decay, flags, T):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    t0 = T[chunks[c, 0], 0]
+    t1 = T[chunks[c, 0], 1]
+    buf = _slice(S0, chunks, c, like)
+    if use == 0:
+        for i in range(p.shape[0]):
+            pi = p[i]
+            p[i], _ = lars_element(pi, g[i] * gscale, pi, lr, momentum, one_minus_dampening, weight_decay, t0, t1, flags)
+    else:
+        for i in range(p.shape[0]):
+            pi = p[i]
+            p[i], buf[i] = lars_element(pi, g[i] * gscale, buf[i], lr, momentum, one_minus_dampening, weight_decay, t0, t1, flags)
+
+
+@njit(parallel=True, **_JIT)
+def lars(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            lars_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            lars_chunk(c, chunks, *args)
+
+
+lars_reduce_element = njit(inline="always", **_JIT)(_rules.lars.RULE.tensor_reduction.element)
+
+
+@njit(fastmath={"reassoc"}, **_JIT)
+def lars_reduce_chunk(c, chunks, P, G, S0, like, use, gscale, lr, momentum, one_minus_dampening, weight_decay, flags, out):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    a0 = 0.0
+    a1 = 0.0
+    for i in range(p.shape[0]):
+        v0, v1, = lars_reduce_element(p[i], g[i] * gscale, lr, momentum, one_minus_dampening, weight_decay, flags)
+        a0 += np.float64(v0)
+        a1 += np.float64(v1)
+    out[c, 0] = a0
+    out[c, 1] = a1
+
+
+@njit(parallel=True, **_JIT)
+def lars_reduce(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            lars_reduce_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            lars_reduce_chunk(c, chunks, *args)
+
+# ---- lamb --------------------------------------------------------------------------------------------
+
+register_jitable(inline="always")(_rules.lamb.RULE.helpers[0])
+lamb_element = njit(inline="always", **_JIT)(_rules.lamb.RULE.element)
+
+
+@njit(**_JIT)
+def lamb_chunk(c, chunks, P, G, S0, S1, like, use, gscale, step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags, T):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    t0 = T[chunks[c, 0], 0]
+    m = _slice(S0, chunks, c, like)
+    v = _slice(S1, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], m[i], v[i] = lamb_element(pi, g[i] * gscale, m[i], v[i], step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, t0, flags)
+
+
+@njit(parallel=True, **_JIT)
+def lamb(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            lamb_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            lamb_chunk(c, chunks, *args)
+
+
+lamb_reduce_element = njit(inline="always", **_JIT)(_rules.lamb.RULE.tensor_reduction.element)
+
+
+@njit(fastmath={"reassoc"}, **_JIT)
+def lamb_reduce_chunk(c, chunks, P, G, S0, S1, like, use, gscale, step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags, out):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    m = _slice(S0, chunks, c, like)
+    v = _slice(S1, chunks, c, like)
+    a0 = 0.0
+    a1 = 0.0
+    for i in range(p.shape[0]):
+        v0, v1, = lamb_reduce_element(p[i], g[i] * gscale, m[i], v[i], step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
+        a0 += np.float64(v0)
+        a1 += np.float64(v1)
+    out[c, 0] = a0
+    out[c, 1] = a1
+
+
+@njit(parallel=True, **_JIT)
+def lamb_reduce(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            lamb_reduce_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            lamb_reduce_chunk(c, chunks, *args)
 
 # ---- reduction grad_norm2 ----------------------------------------------------------------------------
 

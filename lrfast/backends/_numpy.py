@@ -45,6 +45,10 @@ def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=Fals
             return
         grads = [g * g.dtype.type(gate[0]) for g in grads]
     counter = {"step": step} if rule.counter == "step" else {"first_step": first_step} if rule.counter else {}
+    if rule.tensor_reduction is not None:  # the rule treats params by their dimensions (LARS)
+        counter["ndims"] = getattr(params, "ndims", None)
+        if counter["ndims"] is None:
+            counter["ndims"] = [p.ndim for p in params]
     kwargs = {h.name: hyper[h.name] for h in rule.hyper}
     globals()[rule.name](params, grads, *states, lr=lr, **kwargs, **counter, **(host or {}))
 
@@ -310,6 +314,63 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, eps, weight_decay,
             p[...] = pf - bias_corrected_exp_avg * lr * adaptive_lr * rect
         else:
             p[...] = pf - bias_corrected_exp_avg * lr
+
+
+def lars(params, grads, momentum_buffers, *, lr, weight_decay, momentum, dampening, trust_coefficient, nesterov,
+         maximize, step, ndims):
+    """LARS (pytorch_optimizer.LARS, its per-param branch); ``step``: the group's count (bookkeeping only),
+    ``ndims``: each param's number of dimensions (the trust ratio is for params of more than one).
+
+    g = -grad if maximize else grad
+    ndim > 1: trust = trust_coefficient * |p| / (|g| + weight_decay * |p|) (1 if |p| = 0 or that is 0)
+              g = (g + weight_decay * p) * trust
+    momentum: buf = momentum * buf + (1 - dampening) * g;  g = g + momentum * buf if nesterov else buf
+    p -= lr * g
+    """
+    for i, (p, grad, ndim) in enumerate(zip(params, grads, ndims)):
+        pf = _f64(p)
+        g = -_f64(grad) if maximize else _f64(grad)
+        if ndim > 1:
+            p_norm, g_norm = np.linalg.norm(pf), np.linalg.norm(g)
+            denominator = g_norm + weight_decay * p_norm
+            trust = trust_coefficient * p_norm / denominator if p_norm > 0 and denominator > 0 else 1.0
+            g = (g + weight_decay * pf) * trust
+        if momentum > 0:
+            buf = _f64(momentum_buffers[i]) * momentum + (1 - dampening) * g
+            momentum_buffers[i][...] = buf
+            g = g + momentum * buf if nesterov else buf
+        p[...] = pf - lr * g
+
+
+def lamb(params, grads, exp_avgs, exp_avg_sqs, *, lr, betas, weight_decay, weight_decouple, fixed_decay,
+         grad_averaging, adam, eps, maximize, rectify, step, ndims):
+    """LAMB (pytorch_optimizer.Lamb, its default branch: no rectify, no pre_norm); ``step``: the group's
+    steps done before this one.
+
+    g = -grad if maximize else grad
+    m = beta1 * m + (1 - beta1 if grad_averaging else 1) * g;  v = beta2 * v + (1 - beta2) * g^2
+    weight_decouple: p *= 1 - weight_decay * (1 if fixed_decay else lr)
+    u = m / (sqrt(v) + eps);  not weight_decouple: u += weight_decay * p
+    trust = min(|p|, 10) / (|u| + eps) (1 if either norm is 0, or adam);  p -= lr / (1 - beta1^t) * trust * u
+    """
+    if rectify:
+        raise ValueError("lamb: rectify=True (the reference's RAdam variant) is not implemented")
+    beta1, beta2 = betas
+    step_size = lr / (1 - beta1 ** (step + 1))
+    for p, grad, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        pf = _f64(p)
+        g = -_f64(grad) if maximize else _f64(grad)
+        mf = _f64(m) * beta1 + (1 - beta1 if grad_averaging else 1.0) * g
+        vf = _f64(v) * beta2 + (1 - beta2) * g * g
+        m[...], v[...] = mf, vf
+        if weight_decay != 0 and weight_decouple:
+            pf = pf * (1 - weight_decay * (1.0 if fixed_decay else lr))
+        u = mf / (np.sqrt(vf) + eps)
+        if not weight_decouple and weight_decay > 0:
+            u = u + weight_decay * pf
+        weight_norm, update_norm = min(np.linalg.norm(pf), 10.0), np.linalg.norm(u)
+        trust = 1.0 if adam or weight_norm == 0 or update_norm == 0 else weight_norm / (update_norm + eps)
+        p[...] = pf - step_size * trust * u
 
 
 def reduce(reduction, lists, per_tensor=False):

@@ -12,12 +12,14 @@ import numpy as np
 
 
 class TensorList:
-    __slots__ = ("arrays", "dtype", "sizes", "total", "_ptrs", "_chunks", "_like", "_device")
+    __slots__ = ("arrays", "dtype", "sizes", "total", "_ptrs", "_chunks", "_like", "_device", "ndims")
 
-    def __init__(self, arrays, dtype=None):
+    def __init__(self, arrays, dtype=None, ndims=None):
         self.arrays = tuple(arrays)
         self.dtype = np.dtype(dtype if dtype is not None else self.arrays[0].dtype)
         self.sizes = np.fromiter((a.size for a in self.arrays), dtype=np.int64, count=len(self.arrays))
+        # each tensor's number of dimensions as its param has them (a complex param's real view has one more)
+        self.ndims = np.asarray([a.ndim for a in self.arrays] if ndims is None else ndims, dtype=np.int64)
         self.total = int(self.sizes.sum())
         self._ptrs = None
         self._chunks = {}
@@ -25,7 +27,7 @@ class TensorList:
         self._device = None  # cuda backend: device copies of the tables (backends/_cuda.py)
 
     @classmethod
-    def from_addresses(cls, ptrs, dtype, *, sizes=None, same_shape_as=None, keep=()):
+    def from_addresses(cls, ptrs, dtype, *, sizes=None, same_shape_as=None, keep=(), ndims=None):
         """A list over memory given by base addresses (int64) rather than arrays.
 
         ``sizes``: element count of each tensor, or ``same_shape_as``: a list whose sizes (and cached
@@ -37,9 +39,11 @@ class TensorList:
         out._ptrs = np.ascontiguousarray(ptrs, dtype=np.int64)
         if same_shape_as is not None:
             out.sizes, out.total, out._chunks = same_shape_as.sizes, same_shape_as.total, same_shape_as._chunks
+            out.ndims = same_shape_as.ndims
         else:
             out.sizes = np.ascontiguousarray(sizes, dtype=np.int64)
             out.total = int(out.sizes.sum())
+            out.ndims = np.asarray(ndims if ndims is not None else np.ones(len(out.sizes)), dtype=np.int64)
         if out.sizes.shape != out._ptrs.shape:
             raise ValueError(f"{out._ptrs.size} addresses for {out.sizes.size} sizes")
         return out

@@ -143,6 +143,25 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class TensorReduction:
+    """A reduction pass before the update whose totals the update reads per tensor (LARS's and LAMB's
+    trust ratios: norms of each param and of its grad or update).
+
+    ``reads``: the states (short names) the pass reads besides p and g; ``outputs``: the names of the values
+    one element contributes (summed per tensor, in float64); ``element``: ``(p, g, *reads, *scalars, flags)
+    -> tuple of values`` (the update's inputs: g already gated, scalars the step's); ``per_tensor``:
+    ``(totals, ndims, **kernel_args) -> (tensors, len(names)) float64 array``, the values the update's
+    element takes after the scalars (``totals``: (tensors, outputs) float64; ``ndims``: each param's
+    number of dimensions); ``names``: their names."""
+
+    reads: tuple
+    outputs: tuple
+    element: Callable
+    per_tensor: Callable
+    names: tuple
+
+
+@dataclass(frozen=True)
 class Rule:
     """An optimizer update rule.
 
@@ -172,6 +191,12 @@ class Rule:
                 (``values``: the values before it, the same types; ``scalar_dtype``: torch's default dtype
                 as a NumPy type, see ``advance_host``)
     switch      ``train()`` / ``eval()`` (``Switch``), None: the class has neither
+    tensor_reduction  a pass before the update whose per-tensor totals it reads (``TensorReduction``;
+                the element then takes ``(p, g, *states, *scalars, *per-tensor values, flags)``)
+    helpers     plain-Python functions the element functions call (compiled with them for the kernels)
+    cuda        the cuda backend has this rule's kernels (``src/lrfast_rules.cuh``)
+    torch_ignored_state  keys the reference writes into a param's state and never reads (pytorch_optimizer's
+                Lamb: its norms, for logging): lrfast.torch loads a checkpoint holding them and drops them
     torch_state_at_init  lrfast.torch creates each param's state when the optimizer is built, not at its
                 first step (torch's Adagrad does)
     algorithm   the update in pseudocode: the docstrings of lrfast.X and lrfast.torch.X
@@ -199,6 +224,10 @@ class Rule:
     torch_state_at_init: bool = False
     group_states: tuple = ()
     switch: Switch | None = None
+    tensor_reduction: TensorReduction | None = None
+    helpers: tuple = ()
+    cuda: bool = True
+    torch_ignored_state: tuple = ()
     #: hyperparameters (as items) -> (kernel_args, used states, {fresh: mode bits}): what a step derives
     #: from them, computed once per setting (a step reads it in ~0.3 us instead of ~2.5 us)
     _derived: dict = field(default_factory=dict, compare=False, repr=False)

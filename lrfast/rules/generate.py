@@ -30,6 +30,10 @@ def _stamp() -> str:
         h.update(inspect.getsource(rule.element).encode())
         if rule.switch is not None:
             h.update(inspect.getsource(rule.switch.element).encode())
+        if rule.tensor_reduction is not None:
+            h.update(inspect.getsource(rule.tensor_reduction.element).encode())
+        for helper in rule.helpers:
+            h.update(inspect.getsource(helper).encode())
     for reduction in REDUCTIONS.values():
         h.update(inspect.getsource(reduction.element).encode())
     return h.hexdigest()[:16]
@@ -42,15 +46,21 @@ def _rule_source(rule) -> list[str]:
     scalars = list(rule.scalar_names())
     args = ["pi", "g[i] * gscale"]
     tables = ["P", "G"] + [f"S{i}" for i in range(len(states))]
-    lines = [
+    reduction = rule.tensor_reduction
+    per_tensor = [f"t{j}" for j in range(len(reduction.names))] if reduction is not None else []
+    lines = [f"register_jitable(inline=\"always\")(_rules.{n}.RULE.helpers[{j}])" for j in range(len(rule.helpers))]
+    lines += [
         f"{n}_element = njit(inline=\"always\", **_JIT)(_rules.{n}.RULE.element)",
         "",
         "",
         "@njit(**_JIT)",
-        f"def {n}_chunk(c, chunks, {', '.join(tables)}, like, use, gscale, {', '.join(scalars)}, flags):",
+        f"def {n}_chunk(c, chunks, {', '.join(tables)}, like, use, gscale, {', '.join(scalars)}, flags"
+        + (", T):" if reduction is not None else "):"),
         "    p = _slice(P, chunks, c, like)",
         "    g = _slice(G, chunks, c, like)",
     ]
+    lines += [f"    {t} = T[chunks[c, 0], {j}]" for j, t in enumerate(per_tensor)]
+    scalars_in = scalars + per_tensor
     for i, short in enumerate(states):
         lines.append(f"    {short} = _slice(S{i}, chunks, c, like)")
     # one loop per combination of the optional states in use: an unused state is neither read nor written
@@ -70,8 +80,34 @@ def _rule_source(rule) -> list[str]:
         targets = ", ".join(["p[i]"] + [f"{states[i]}[i]" if i in live else "_" for i in range(len(states))])
         lines += [f"{indent}for i in range(p.shape[0]):",
                   f"{indent}    pi = p[i]",
-                  f"{indent}    {targets} = {n}_element({reads}, {', '.join(scalars)}, flags)"]
-    return lines + _launcher_source(n, f"{n}_chunk")
+                  f"{indent}    {targets} = {n}_element({reads}, {', '.join(scalars_in)}, flags)"]
+    lines += _launcher_source(n, f"{n}_chunk")
+    return lines if reduction is None else lines + ["", ""] + _tensor_reduction_source(rule, tables, scalars)
+
+
+def _tensor_reduction_source(rule, tables, scalars) -> list[str]:
+    """``<rule>_reduce``: each chunk's sums (float64) of the rule's ``TensorReduction`` into row c of ``out``
+    (same arguments as the update, then ``out``; vectorised sums: ``reassoc`` only)."""
+    n, reduction = rule.name, rule.tensor_reduction
+    shorts = [s.short for s in rule.states]
+    k = len(reduction.outputs)
+    lines = [
+        f"{n}_reduce_element = njit(inline=\"always\", **_JIT)(_rules.{n}.RULE.tensor_reduction.element)",
+        "",
+        "",
+        "@njit(fastmath={\"reassoc\"}, **_JIT)",
+        f"def {n}_reduce_chunk(c, chunks, {', '.join(tables)}, like, use, gscale, {', '.join(scalars)}, flags, out):",
+        "    p = _slice(P, chunks, c, like)",
+        "    g = _slice(G, chunks, c, like)",
+    ]
+    lines += [f"    {short} = _slice(S{shorts.index(short)}, chunks, c, like)" for short in reduction.reads]
+    lines += [f"    a{j} = 0.0" for j in range(k)]
+    reads = ", ".join(["p[i]", "g[i] * gscale"] + [f"{short}[i]" for short in reduction.reads])
+    lines += ["    for i in range(p.shape[0]):",
+              f"        {', '.join(f'v{j}' for j in range(k))}, = {n}_reduce_element({reads}, {', '.join(scalars)}, flags)"]
+    lines += [f"        a{j} += np.float64(v{j})" for j in range(k)]
+    lines += [f"    out[c, {j}] = a{j}" for j in range(k)]
+    return lines + _launcher_source(f"{n}_reduce", f"{n}_reduce_chunk")
 
 
 def _switch_source(rule) -> list[str]:
@@ -149,6 +185,7 @@ def source() -> str:
         "",
         "import numpy as np",
         "from numba import njit, prange",
+        "from numba.extending import register_jitable",
         "",
         "from .. import rules as _rules",
         "from ..rules import _reductions",

@@ -26,7 +26,7 @@ def rows() -> list[str]:
     for rule in RULES.values():
         group = [", ".join(g.key for g in rule.group_states) + " (per group)"] if rule.group_states else []
         host = "; ".join([", ".join(h.key for h in rule.host_states)] * bool(rule.host_states) + group) or "-"
-        cuda = "yes, capturable" if not rule.host_keys else "yes"
+        cuda = "no (numpy, cpu)" if not rule.cuda else "yes, capturable" if not rule.host_keys else "yes"
         for v in rule.variants:
             out.append(f"| `{v.name}` | `{v.reference}` | {_state(rule)} | {host} | yes | {cuda} |")
     return out

@@ -52,6 +52,8 @@ class _Optimizer(torch.optim.Optimizer):
             if self._rule.switch is not None:
                 defaults[self._rule.switch.key] = True  # lrfast starts in train mode (see train())
         super().__init__(params, defaults)
+        if not self._rule.cuda and any(p.is_cuda for g in self.param_groups for p in g["params"]):
+            raise ValueError(f"{type(self).__name__} has no CUDA kernels yet: its params must be CPU tensors")
         if self._rule.torch_state_at_init:  # as torch's Adagrad: every param's state made now, from defaults
             lr, hyper = self._check_group({**self.defaults, "params": []}, 0)
             for group in self.param_groups:
@@ -206,6 +208,9 @@ class _Optimizer(torch.optim.Optimizer):
         self._check_state_dict(state_dict)
         flags = [{k: g[k] for k in _IMPL_FLAGS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for s in self.state.values():  # the reference's diagnostics lrfast does not keep
+            for key in self._rule.torch_ignored_state:
+                s.pop(key, None)
         for group, kept in zip(self.param_groups, flags):
             group.update(kept)
         self._plans = [None] * len(self.param_groups)
@@ -232,6 +237,8 @@ class _Optimizer(torch.optim.Optimizer):
                 continue
             p, label = where[key]
             for skey, value in entry.items():
+                if skey in rule.torch_ignored_state:
+                    continue
                 if skey not in keys:
                     raise ValueError(f"the loaded state of {label} holds {skey!r}; {name} keeps "
                                      f"{', '.join(sorted(keys))}: is the checkpoint from another optimizer?")

@@ -39,7 +39,8 @@ def host_list(tensors, dtype, shape_of: TensorList | None = None) -> TensorList:
     tensors = tuple(tensors)
     ptrs = np.fromiter(map(_PTR, tensors), dtype=np.int64, count=len(tensors))
     sizes = None if shape_of is not None else [t.numel() * (2 if t.is_complex() else 1) for t in tensors]
-    return TensorList.from_addresses(ptrs, dtype, sizes=sizes, same_shape_as=shape_of, keep=tensors)
+    ndims = None if shape_of is not None else [t.dim() for t in tensors]
+    return TensorList.from_addresses(ptrs, dtype, sizes=sizes, same_shape_as=shape_of, keep=tensors, ndims=ndims)
 
 
 def address_list(ptrs, dtype, shape_of: TensorList) -> TensorList:
@@ -57,7 +58,8 @@ def cuda_views(tensors):
 
 def cuda_list(tensors, dtype) -> TensorList:
     """A TensorList of DLPack views of CUDA tensors (params, state): the views keep the tensors alive."""
-    return TensorList(cuda_views(tensors), dtype)
+    tensors = list(tensors)
+    return TensorList(cuda_views(tensors), dtype, ndims=[t.dim() for t in tensors])
 
 
 class CudaGrads:
