@@ -69,8 +69,10 @@ def _check_schema(doc):
     for case in doc["cases"]:
         assert case["status"] in ("ok", "skipped")
         itemsize = np.dtype(case["dtype"]).itemsize
-        config = _cases.OPTIMIZERS[case["optimizer"]]
+        clip = case.get("clip")
+        config = _cases.lookup(case["optimizer"], clip["max_grad_norm"] if clip else _cases.CLIP)
         assert case["bytes_per_element"] == config.streams * itemsize
+        assert config.clipped == (clip is not None) == ("+clip" in case["optimizer"])
         assert set(case["results"]) == set(cfg["implementations"])
         for name, r in case["results"].items():
             assert r["status"] in STATUSES
@@ -343,11 +345,15 @@ def test_workload_shapes():
 @pytest.mark.parametrize("argv, message", [
     (["--sizes", "lots"], "--sizes"),
     (["--sizes", "1.5"], "--sizes"),
-    (["--optimizer", "lamb"], "--optimizer"),
+    (["--optimizer", "no-such-rule"], "--optimizer"),
     (["--backends", "tpu"], "--backends"),
     (["--dtype", "float16"], "--dtype"),
     (["--repeats", "0"], "--repeats"),
     (["--threads", "100000"], "--threads"),
+    (["--clip", "1"], "--clip"),  # no clipped configuration chosen
+    (["--clip", "0", "--optimizer", "adamw+clip"], "--clip"),
+    (["--clip", "inf", "--optimizer", "adamw+clip"], "--clip"),
+    (["--optimizer", "adamw+clip-1"], "--optimizer"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:  # argparse's answer: usage, the argument, exit status 2
@@ -359,7 +365,7 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
 
 def test_roofline_and_copy_kernels_move_the_data():
     from lrfast.backends._tensorlist import TensorList
-    from lrfast.bench._roofline import copy_step, roofline_step
+    from lrfast.bench._roofline import clipped_roofline_step, copy_step, read_step, roofline_step
 
     for sizes in ([10], [100_000], [70_000, 3, 40_000]):  # serial, parallel, a list across both
         g = TensorList([np.full(n, 0.5, np.float32) for n in sizes])
@@ -371,6 +377,12 @@ def test_roofline_and_copy_kernels_move_the_data():
         dst = TensorList([np.zeros(n, np.float32) for n in sizes])
         copy_step(g, dst)()
         assert all((a == 0.5).all() for a in dst)
+        read = read_step(g)
+        read()
+        assert read.out.sum() == 0.5 * sum(sizes)
+        rw = [TensorList([np.full(n, 1.0, np.float32) for n in sizes]) for _ in range(3)]
+        clipped_roofline_step(g, rw)()  # AdamW's clipped pattern: read g, then read g, p, m, v, write p, m, v
+        assert all((a == 1.5).all() for t in rw for a in t)
 
 
 def test_plot_writes_a_png(quick, tmp_path):
@@ -415,3 +427,156 @@ def test_roofline_launch_mirrors_the_cpu_backends_launch():
     assert body(_roofline.roofline_launch, "roofline_chunk") == backend, \
         "the cpu backend's launch changed: update lrfast/bench/_roofline.py's launchers to match"
     assert body(_roofline.copy_launch, "copy_chunk") == backend
+    assert body(_roofline.read_launch, "read_chunk") == backend
+    # and the norm's reduction pass (the clipped step's first) is launched the same way too
+    assert body(_cpu_launchers.grad_norm2_reduce, "grad_norm2_reduce_chunk") == backend
+
+
+# -- clipping: NAME+clip ------------------------------------------------------------------------------
+
+def test_clipped_configurations():
+    """Every configuration has a clipped form (derived: the same class and hyperparameters plus
+    max_grad_norm / norm_type); it moves one more read of the grads (AdamW float32: 28 -> 32 B)."""
+    adamw = _cases.OPTIMIZERS["adamw"]
+    clip = _cases.lookup("adamw+clip")
+    assert (clip.name, clip.max_grad_norm, clip.norm_type, clip.clipped) == ("adamw+clip", 1.0, 2.0, True)
+    assert clip.hyperparameters == adamw.hyperparameters and clip.variant is adamw.variant
+    assert clip.options == {**adamw.hyperparameters, "max_grad_norm": 1.0, "norm_type": 2.0}
+    assert adamw.options == adamw.hyperparameters and not adamw.clipped
+    assert (adamw.bytes_per_element(4), clip.bytes_per_element(4), clip.bytes_per_element(8)) == (28, 32, 64)
+    inf = _cases.lookup("adamw+clip-inf", 0.5)
+    assert (inf.max_grad_norm, inf.norm_type, inf.bytes_per_element(4)) == (0.5, math.inf, 32)
+    assert inf.label == "AdamW + clip_grad_norm_(0.5, inf)" and clip.label == "AdamW + clip_grad_norm_(1)"
+    assert _cases.lookup("sgd+clip").bytes_per_element(4) == 24  # SGD momentum: 20 + 4
+    names = [c.name for c in _cases.parse_optimizers(["adamw,all+clip", "lion+clip-inf"], clip=2.0)]
+    assert names == ["adamw"] + [n + "+clip" for n in _cases.OPTIMIZERS] + ["lion+clip-inf"]
+    assert all(c.max_grad_norm == 2.0 for c in _cases.parse_optimizers(["all+clip"], clip=2.0))
+    for bad in ("adamw+clip-2", "clip", "+clip"):
+        with pytest.raises(ValueError, match="--optimizer"):
+            _cases.parse_optimizers([bad])
+    with pytest.raises(KeyError):
+        _cases.lookup("adamw+clop")
+    with pytest.raises(ValueError, match="clipped already"):
+        _cases.clipped(clip)
+    with pytest.raises(ValueError, match="norm_type"):
+        _cases.clipped(adamw, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+def test_clipped_case_grads_exceed_the_max_norm(norm_type):
+    """The clipped case's grads have CLIP_OVER x max_grad_norm as their norm: clipping is active."""
+    config = _cases.clipped(_cases.OPTIMIZERS["adamw"], 0.5, norm_type)
+    case = _impls.Case(config, _cases.parse_workloads("3x50")[0], "float32")
+    g = np.concatenate([a.ravel() for a in case.grads]).astype(np.float64)
+    norm = np.abs(g).max() if math.isinf(norm_type) else np.sqrt(g @ g)
+    assert math.isclose(norm, 4 * 0.5, rel_tol=1e-6) and math.isclose(case.grad_norm, norm, rel_tol=1e-12)
+    assert math.isclose(case.clip_factor, 0.25, rel_tol=1e-5)
+    plain = _impls.Case(_cases.OPTIMIZERS["adamw"], case.workload, "float32")
+    assert plain.grad_norm is None and np.array_equal(plain.params0[0], case.params0[0])
+
+
+#: rules whose peers are in torch.optim (fused or not) or lion-pytorch: the agreement check's subjects
+AGREE = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "lion"]
+
+
+def _step_all(case, names, steps):
+    entries = {n: _impls.build(n, case, numpy_max=10**6) for n in names}
+    for e in entries.values():
+        if e.status == "ok":
+            for _ in range(steps):
+                e.step()
+    return entries
+
+
+@pytest.mark.parametrize("name", [n + "+clip" for n in AGREE] + [n for n in AGREE] +
+                         ["adamw+clip-inf", "sgd+clip-inf"])
+def test_implementations_agree_before_timing(name):
+    """Every implementation that is timed computes the same step: after one step from the same params
+    and grads, the params of lrfast's paths (arena, list, flat, lrfast.torch) and of the peers (torch:
+    clip_grad_norm_ then the optimizer) equal the float64 NumPy reference's (a small float64 case;
+    clipped forms with the clipping active)."""
+    config = _cases.lookup(name)
+    case = _impls.Case(config, _cases.parse_workloads("3x50")[0], "float64")
+    entries = _step_all(case, [n for n, (_, device, _) in _impls.IMPLS.items() if device == "cpu"], 1)
+    ref = entries["numpy"]
+    assert ref.status == "ok", ref.reason
+    expected = [np.asarray(p) for p in ref.params()]
+    assert not np.allclose(expected[0], case.params0[0])  # the step moved the params
+    checked = []
+    for n, e in entries.items():
+        if e.status != "ok" or e.params is None or n == "numpy":
+            continue
+        for got, want in zip(e.params(), expected):
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-7, atol=1e-12, err_msg=f"{name}: {n}")
+        checked.append(n)
+    assert {"lrfast", "lrfast-list", "lrfast-flat"} <= set(checked), checked
+    if _torch_installed():
+        assert "lrfast-torch" in checked and "torch-foreach" in checked or name.startswith("lion"), checked
+        if config.clipped:
+            opt = entries["lrfast-torch"].keep[1]
+            assert math.isclose(opt.last_grad_norm, case.grad_norm, rel_tol=1e-12)
+    if config.clipped:
+        opt = entries["lrfast-list"].keep[1]
+        assert math.isclose(opt.last_grad_norm, case.grad_norm, rel_tol=1e-12)
+        norm = entries["grad-norm"]
+        assert norm.status == "ok" and norm.bytes_per_element == 8
+    else:
+        assert entries["grad-norm"].status == "skipped"
+
+
+def test_lrfast_paths_agree_over_steps():
+    """Over several clipped steps lrfast's paths (which never rewrite the grads) stay equal to the
+    reference: the same factor every step."""
+    config = _cases.lookup("adamw+clip")
+    case = _impls.Case(config, _cases.parse_workloads("3x50")[0], "float64")
+    entries = _step_all(case, ["numpy", "lrfast", "lrfast-list", "lrfast-flat", "lrfast-torch"], 5)
+    expected = entries["numpy"].params()
+    for n, e in entries.items():
+        if e.status == "ok":
+            for got, want in zip(e.params(), expected):
+                np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-14, err_msg=n)
+
+
+@pytest.fixture(scope="module")
+def clip_doc():
+    """A tiny run of the clipped configurations (2- and inf-norm) with the unclipped one beside them."""
+    config = _run.Config(optimizers=_cases.parse_optimizers(["adamw,adamw+clip,adamw+clip-inf"], clip=0.5),
+                         workloads=_cases.parse_workloads("1000,3x50"), dtypes=[np.dtype("float32")],
+                         impls=_impls.parse_backends("cpu,read,grad-norm,copy,torch"),
+                         repeats=2, min_time=0.001, warmup=1)
+    return _run.run(config, progress=False)
+
+
+def test_clipped_run(clip_doc):
+    _check_schema(clip_doc)
+    _check_ratios(clip_doc)
+    _check_targets(clip_doc)
+    cases = {c["id"]: c for c in clip_doc["cases"]}
+    assert clip_doc["config"]["optimizers"] == ["adamw", "adamw+clip", "adamw+clip-inf"]
+    for name, norm_type in (("adamw+clip", "2"), ("adamw+clip-inf", "inf")):
+        for w in ("flat-1e3", "3x50"):
+            case = cases[f"{name}/float32/{w}"]
+            assert case["bytes_per_element"] == 32  # read g for the norm, then g, p, m, v; write p, m, v
+            clip = case["clip"]
+            assert (clip["max_grad_norm"], clip["norm_type"]) == (0.5, norm_type)
+            assert math.isclose(clip["grad_norm"], 2.0, rel_tol=1e-5) and clip["clip_factor"] < 1
+            res = case["results"]
+            for impl in ("roofline", "lrfast", "lrfast-list", "grad-norm", "read"):
+                assert res[impl]["status"] == "ok", (case["id"], impl, res[impl])
+            assert res["grad-norm"]["bytes_per_element"] == res["read"]["bytes_per_element"] == 4
+            assert "read pass over the grads" in res["roofline"]["note"]
+            if _torch_installed():
+                assert res["lrfast-torch"]["status"] == "ok"
+                for peer in ("torch-forloop", "torch-foreach", "torch-fused"):
+                    assert res[peer]["status"] == "ok" and "clip_grad_norm_" in res[peer]["note"], peer
+        assert cases["adamw/float32/flat-1e3"]["bytes_per_element"] == 28
+        assert "clip" not in cases["adamw/float32/flat-1e3"]
+        assert cases["adamw/float32/flat-1e3"]["results"]["grad-norm"]["status"] == "skipped"
+    text = _report.format_table(clip_doc)
+    assert "AdamW + clip_grad_norm_(0.5) float32  flat-1e3" in text
+    assert "AdamW + clip_grad_norm_(0.5, inf) float32  3x50" in text
+    assert "grads' inf-norm 2: clipped by 0.25" in text
+    md = _report.format_markdown(clip_doc)
+    assert "| adamw+clip-inf float32 3x50 |" in md and "| norm pass | GB/s |" in md
+    # the targets are AdamW's unclipped ones only (none at these sizes)
+    assert all(t["case"].startswith("adamw/") for t in clip_doc["targets"])

@@ -19,14 +19,19 @@ One run of ``lrfast bench`` times, side by side and interleaved, for each (optim
 - ``roofline``: a Numba kernel with the optimizer's loads and stores (the param, the gradient and the
   states the rule uses with the benchmark's hyperparameters) and trivial arithmetic, launched through the
   cpu backend's own chunk-table harness: the bandwidth limit of that access pattern here;
-- ``copy``: a plain copy through the same launch, for reference;
+- ``copy``: a plain copy through the same launch, and ``read``, a plain read (a sum), for reference;
 - ``lrfast`` (``ParamBuffer`` arena, ``opt.step()``), ``lrfast-list`` (separate arrays,
-  ``opt.step(grads)``) and, for tensor lists, ``lrfast-flat`` (one array of the same total size);
+  ``opt.step(grads)``), for tensor lists ``lrfast-flat`` (one array of the same total size), and
+  ``lrfast-torch`` (``lrfast.torch.X`` on CPU tensors);
 - the numpy reference backend (small sizes) and the peers, each explicit per rule: the torch peer is the
   class the rule's Variant names as its reference (torch.optim for-loop, foreach, fused; lion-pytorch for
   Lion), optax's equivalent (``optax.lion`` for Lion), DeepSpeed's CPU Adam (Adam/AdamW), and on a GPU
   the cuda backend and the torch peer's fused CUDA path. A peer that is missing, or has no equivalent of
   the rule or of a hyperparameter value, is reported ``unavailable`` with the reason.
+
+Every configuration has a clipped form, ``NAME+clip`` (``+clip-inf``: the inf-norm; ``--clip`` sets the
+max norm): lrfast with ``max_grad_norm=`` against torch's ``clip_grad_norm_`` followed by the same peers,
+the roofline with one more read of the grads (the norm's pass), and ``grad-norm``: that pass alone.
 
 The JSON document (``--json``) has ``schema == "lrfast-bench/1"``: ``machine``, ``config``, ``cases``
 (each with per-implementation ``results`` holding the raw per-repeat ``times_s`` and their median,
@@ -36,7 +41,8 @@ implementation's speedup over every other one timed in the same case) and ``targ
 Public names:
 
 - cases: ``Workload``, ``parse_workloads(spec)``, ``RESNET50``, ``GPT2``, ``SMALL``,
-  ``OptimizerConfig``, ``OPTIMIZERS`` (name -> config), ``parse_optimizers(values)``, ``config_of``;
+  ``OptimizerConfig``, ``OPTIMIZERS`` (name -> config), ``parse_optimizers(values, clip=)``, ``config_of``,
+  ``clipped(config, max_norm, norm_type)``, ``lookup(name)`` (``adamw+clip`` too);
 - implementations: ``IMPLS``, ``parse_backends(spec)``, ``Case(config, workload, dtype)``,
   ``build(name, case, numpy_max=...)`` (an ``Entry``, or one marked unavailable/skipped with the reason);
 - timing: ``Entry``, ``calibrate``, ``measure(entries, repeats=, min_time=, warmup=, ...)``, ``summary``,
@@ -46,8 +52,8 @@ Public names:
   ``write_json``, ``plot``.
 """
 
-from ._cases import (GPT2, OPTIMIZERS, RESNET50, SMALL, OptimizerConfig, Workload, config_of,
-                     parse_optimizers, parse_workloads)
+from ._cases import (GPT2, OPTIMIZERS, RESNET50, SMALL, OptimizerConfig, Workload, clipped, config_of,
+                     lookup, parse_optimizers, parse_workloads)
 from ._impls import IMPLS, Case, Unavailable, build, parse_backends
 from ._machine import machine_info, memory_available, set_threads
 from ._report import format_markdown, format_table, plot, write_json
@@ -56,7 +62,7 @@ from ._timing import Entry, OtherLoad, calibrate, measure, summary, wait_quiet
 
 __all__ = [
     "Workload", "parse_workloads", "RESNET50", "GPT2", "SMALL",
-    "OptimizerConfig", "OPTIMIZERS", "parse_optimizers", "config_of",
+    "OptimizerConfig", "OPTIMIZERS", "parse_optimizers", "config_of", "clipped", "lookup",
     "IMPLS", "parse_backends", "Case", "build", "Unavailable",
     "Entry", "calibrate", "measure", "summary", "OtherLoad", "wait_quiet",
     "set_threads", "memory_available", "machine_info",

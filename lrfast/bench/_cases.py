@@ -6,10 +6,17 @@ A workload is a list of parameter shapes: one flat tensor of ``n`` elements, a R
 elements. An optimizer configuration (one per public class of each ``lrfast.rules`` rule, derived from the
 registry) fixes the hyperparameters every implementation is run with and the bytes per element the update
 must move (the roofline's access pattern: the param, the gradient and the states the rule uses).
+
+Every configuration has a clipped form, ``NAME+clip`` (``adamw+clip``; ``NAME+clip-inf`` for the inf-norm):
+the same class and hyperparameters with ``max_grad_norm=`` (``--clip``, default 1.0) and ``norm_type=``,
+the step torch writes as ``clip_grad_norm_(params, max_norm, norm_type)`` then ``opt.step()``. Its access
+pattern adds one read of the gradients (the norm's reduction pass before the update): AdamW's 28 bytes per
+float32 element become 32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -127,6 +134,31 @@ class OptimizerConfig:
     variant: object
     hyperparameters: dict = field(default_factory=dict)
     states: tuple = ()
+    max_grad_norm: float | None = None  # the clipped form (NAME+clip): clip the global grad norm to this
+    norm_type: float = 2.0
+
+    @property
+    def clipped(self) -> bool:
+        return self.max_grad_norm is not None
+
+    @property
+    def clip_options(self) -> dict:
+        """The keywords of the clipped step for ``lrfast.X`` / ``lrfast.torch.X`` ({} when not clipped)."""
+        return {"max_grad_norm": self.max_grad_norm, "norm_type": self.norm_type} if self.clipped else {}
+
+    @property
+    def options(self) -> dict:
+        """Every keyword ``lrfast.X`` and ``lrfast.torch.X`` are built with: the hyperparameters, then
+        the clipping options."""
+        return {**self.hyperparameters, **self.clip_options}
+
+    @property
+    def label(self) -> str:
+        """The class, and the clipping of the clipped form ("AdamW + clip_grad_norm_(1.0)")."""
+        if not self.clipped:
+            return self.lrfast_class
+        norm = "" if self.norm_type == 2.0 else f", {_norm_name(self.norm_type)}"
+        return f"{self.lrfast_class} + clip_grad_norm_({self.max_grad_norm:g}{norm})"
 
     @property
     def lrfast_class(self) -> str:
@@ -153,8 +185,14 @@ class OptimizerConfig:
         return 1
 
     @property
+    def norm_reads(self) -> int:
+        """Extra reads per element before the update: the clipped form reads the gradient once more
+        (its norm) before the update reads it again."""
+        return 1 if self.clipped else 0
+
+    @property
     def streams(self) -> int:
-        return 2 * self.read_write + self.read_only
+        return 2 * self.read_write + self.read_only + self.norm_reads
 
     def bytes_per_element(self, itemsize: int) -> int:
         return self.streams * itemsize
@@ -187,6 +225,41 @@ def config_of(rule, variant, overrides=None) -> OptimizerConfig:
     return OptimizerConfig(name, rule, variant, hyper, rule.used_states(checked))
 
 
+#: ``--clip``'s default: the max_grad_norm of the NAME+clip configurations
+CLIP = 1.0
+#: the clipped forms' suffixes -> norm_type
+CLIP_SUFFIXES = {"+clip": 2.0, "+clip-inf": math.inf}
+
+
+def _norm_name(norm_type) -> str:
+    return "inf" if math.isinf(norm_type) else f"{norm_type:g}"
+
+
+def clipped(config: OptimizerConfig, max_norm: float = CLIP, norm_type: float = 2.0) -> OptimizerConfig:
+    """The clipped form of ``config``: ``max_grad_norm=max_norm``, ``norm_type`` 2 or inf, named
+    ``<name>+clip`` (``+clip-inf``)."""
+    if config.clipped:
+        raise ValueError(f"{config.name} is clipped already")
+    if not (isinstance(max_norm, (int, float)) and math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"max_norm must be a finite number > 0, not {max_norm!r}")
+    suffix = next((s for s, t in CLIP_SUFFIXES.items() if t == float(norm_type)), None)
+    if suffix is None:
+        raise ValueError(f"norm_type must be 2 or inf, not {norm_type!r}")
+    return dataclasses.replace(config, name=config.name + suffix, max_grad_norm=float(max_norm),
+                               norm_type=float(norm_type))
+
+
+def lookup(name: str, clip: float = CLIP) -> OptimizerConfig:
+    """The configuration of ``name``: a key of ``OPTIMIZERS``, or one with a clipping suffix
+    (``adamw+clip``, ``adamw+clip-inf``) clipped to ``clip``; KeyError otherwise."""
+    if name in OPTIMIZERS:
+        return OPTIMIZERS[name]
+    for suffix, norm_type in CLIP_SUFFIXES.items():
+        if name.endswith(suffix) and name[:-len(suffix)] in OPTIMIZERS:
+            return clipped(OPTIMIZERS[name[:-len(suffix)]], clip, norm_type)
+    raise KeyError(name)
+
+
 def _registry() -> dict:
     from ..rules import RULES
 
@@ -197,16 +270,22 @@ def _registry() -> dict:
 OPTIMIZERS = _registry()
 
 
-def parse_optimizers(values) -> list[OptimizerConfig]:
-    """``["sgd,adam", "lion"]`` (repeatable, comma-separated, ``all``) -> configurations; default adamw."""
+def parse_optimizers(values, clip: float = CLIP) -> list[OptimizerConfig]:
+    """``["sgd,adam", "lion", "adamw+clip"]`` (repeatable, comma-separated, ``all``; any of them with
+    ``+clip`` or ``+clip-inf``: the clipped form, ``max_grad_norm=clip``) -> configurations; default adamw."""
     names = []
     for v in values or ["adamw"]:
         for item in v.split(","):
             item = item.strip().lower()
-            if item == "all":
-                names.extend(OPTIMIZERS)
-            elif item in OPTIMIZERS:
+            base, suffix = item, ""
+            for s in CLIP_SUFFIXES:
+                if item.endswith(s):
+                    base, suffix = item[:-len(s)], s
+            if base == "all":
+                names.extend(n + suffix for n in OPTIMIZERS)
+            elif base in OPTIMIZERS:
                 names.append(item)
             elif item:
-                raise ValueError(f"--optimizer: unknown {item!r}; expected {', '.join(OPTIMIZERS)} or all")
-    return [OPTIMIZERS[n] for n in dict.fromkeys(names)]
+                raise ValueError(f"--optimizer: unknown {item!r}; expected {', '.join(OPTIMIZERS)} or all, "
+                                 f"each optionally with {' or '.join(CLIP_SUFFIXES)} (clipped)")
+    return [lookup(n, clip) for n in dict.fromkeys(names)]

@@ -11,6 +11,12 @@ reference (``torch.optim.AdamW``, ``lion_pytorch.Lion``), run with the benchmark
 optax's equivalent comes from ``OPTAX`` (rule name -> builder); DeepSpeed runs the adam rule only. A
 peer that has no equivalent of the rule or of one of its hyperparameter values is reported
 ``unavailable`` with the reason.
+
+A clipped configuration (``NAME+clip``) runs lrfast's paths with ``max_grad_norm=`` / ``norm_type=`` and
+every torch-based peer as ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type, foreach=...)``
+then its step, on its own copy of the grads (``clip_grad_norm_`` rewrites them; lrfast does not).
+``grad-norm`` times lrfast's norm pass alone and ``read`` a plain read of the grads. Each optimizer
+entry can return its params (``Entry.params``), so tests can check that they all compute the same step.
 """
 
 from __future__ import annotations
@@ -26,14 +32,20 @@ IMPLS = {
     "roofline": ("reference", "cpu",
                  "Numba kernel: the optimizer's loads/stores, trivial arithmetic, same launch"),
     "copy": ("reference", "cpu", "Numba copy (read 1, write 1) through the same launch"),
+    "read": ("reference", "cpu", "Numba read-only pass (a sum of the grads) through the same launch"),
+    "grad-norm": ("reference", "cpu", "clipped configurations: the cpu backend's norm reduction pass alone "
+                                      "(GRAD_NORM2 / GRAD_NORM_INF over the grads, the step's first pass)"),
     "lrfast": ("lrfast", "cpu", "lrfast cpu backend, ParamBuffer arena: opt.step()"),
     "lrfast-list": ("lrfast", "cpu", "lrfast cpu backend, separate arrays: opt.step(grads)"),
     "lrfast-flat": ("lrfast", "cpu",
                     "lrfast cpu backend, one flat array of the same total size: opt.step([g])"),
+    "lrfast-torch": ("lrfast", "cpu", "lrfast.torch (the torch.optim drop-in) on CPU tensors: opt.step()"),
     "numpy": ("peer", "cpu", "lrfast numpy reference backend (float64 math)"),
-    "torch-forloop": ("peer", "cpu", "the torch peer (torch.optim; lion-pytorch for Lion), foreach=False"),
-    "torch-foreach": ("peer", "cpu", "the torch peer, foreach=True"),
-    "torch-fused": ("peer", "cpu", "the torch peer, fused=True"),
+    "torch-forloop": ("peer", "cpu", "the torch peer (torch.optim; lion-pytorch for Lion), foreach=False "
+                                     "(clipped: after torch.nn.utils.clip_grad_norm_(foreach=False))"),
+    "torch-foreach": ("peer", "cpu",
+                      "the torch peer, foreach=True (clipped: after clip_grad_norm_(foreach=True))"),
+    "torch-fused": ("peer", "cpu", "the torch peer, fused=True (clipped: after clip_grad_norm_(foreach=True))"),
     "optax": ("peer", "cpu", "optax's equivalent (jax.jit, donated buffers)"),
     "deepspeed": ("peer", "cpu", "DeepSpeed DeepSpeedCPUAdam"),
     "cuda": ("lrfast", "cuda", "lrfast cuda backend (CuPy): opt.step(grads)"),
@@ -43,7 +55,7 @@ IMPLS = {
 #: --backends names -> implementations.
 GROUPS = {
     "all": tuple(IMPLS),
-    "cpu": ("lrfast", "lrfast-list", "lrfast-flat"),
+    "cpu": ("lrfast", "lrfast-list", "lrfast-flat", "lrfast-torch"),
     "torch": ("torch-forloop", "torch-foreach", "torch-fused"),
     "gpu": ("cuda", "torch-cuda-fused"),
 }
@@ -71,7 +83,12 @@ class Unavailable(Exception):
 
 
 class Case:
-    """One (optimizer, workload, dtype): initial params and the gradients every implementation reads."""
+    """One (optimizer, workload, dtype): initial params and the gradients every implementation reads.
+
+    For a clipped configuration the gradients are scaled so that their global norm (``norm_type``) is
+    ``CLIP_OVER`` times ``max_grad_norm``: clipping is active (factor ~1 / CLIP_OVER). ``grad_norm`` and
+    ``clip_factor`` record both (None when not clipped).
+    """
 
     def __init__(self, config, workload, dtype, seed=0):
         self.config, self.workload, self.dtype = config, workload, np.dtype(dtype)
@@ -80,10 +97,31 @@ class Case:
         self.grads = [_randn(rng, s, self.dtype, scale=1e-3) for s in workload.shapes]
         self.elements = workload.elements
         self.bytes_per_element = config.bytes_per_element(self.dtype.itemsize)
+        self.grad_norm = self.clip_factor = None
+        if config.clipped:
+            norm = _norm(self.grads, config.norm_type)
+            if norm > 0:  # an empty workload has nothing to clip
+                scale = CLIP_OVER * config.max_grad_norm / norm
+                for g in self.grads:
+                    g *= self.dtype.type(scale)
+            self.grad_norm = _norm(self.grads, config.norm_type)
+            self.clip_factor = min(1.0, config.max_grad_norm / (self.grad_norm + 1e-6))
 
     def params(self):
         """A fresh copy of the initial params (separate allocations)."""
         return [p.copy() for p in self.params0]
+
+
+#: a clipped case's grads have this many times the max_grad_norm as their norm
+CLIP_OVER = 4.0
+
+
+def _norm(arrays, norm_type) -> float:
+    """The global norm of ``arrays`` (2 or inf), float64."""
+    if np.isinf(norm_type):
+        return max((float(np.abs(a).max()) for a in arrays if a.size), default=0.0)
+    return float(np.sqrt(sum(float(np.dot(a.ravel().astype(np.float64), a.ravel().astype(np.float64)))
+                             for a in arrays)))
 
 
 def _randn(rng, shape, dtype, scale=1.0):
@@ -96,9 +134,11 @@ def _randn(rng, shape, dtype, scale=1.0):
 def arrays_needed(name, config) -> int:
     """Whole-workload-sized arrays an implementation allocates (for the memory estimate)."""
     rw = config.read_write
+    own_grads = 1 if config.clipped else 0  # torch's clip_grad_norm_ rewrites the grads: a copy each
     return {"roofline": rw, "copy": 1, "lrfast": rw + 1, "lrfast-list": rw, "lrfast-flat": rw + 1,
-            "numpy": rw, "torch-forloop": rw, "torch-foreach": rw, "torch-fused": rw, "optax": 2 * rw,
-            "deepspeed": rw}.get(name, 0)
+            "lrfast-torch": rw, "numpy": rw, "torch-forloop": rw + own_grads,
+            "torch-foreach": rw + own_grads, "torch-fused": rw + own_grads, "optax": 2 * rw,
+            "deepspeed": rw + own_grads}.get(name, 0)
 
 
 def build(name, case, *, numpy_max):
@@ -123,15 +163,19 @@ class _Skip(Exception):
 
 def _roofline(entry, case, numpy_max):
     from ..backends._tensorlist import TensorList
-    from ._roofline import roofline_step
+    from ._roofline import clipped_roofline_step, roofline_step
 
+    config = case.config
     rw = [TensorList(case.params())] + [TensorList([np.zeros_like(g) for g in case.grads])
-                                        for _ in range(case.config.read_write - 1)]
+                                        for _ in range(config.read_write - 1)]
     grads = TensorList(case.grads)
-    entry.step, entry.keep = roofline_step(grads, rw), (grads, rw)
-    states = ", ".join(("param",) + case.config.states)
-    entry.note = (f"reads {case.config.read_only + case.config.read_write}, writes "
-                  f"{case.config.read_write} arrays per element (grad; {states})")
+    make = clipped_roofline_step if config.clipped else roofline_step
+    entry.step, entry.keep = make(grads, rw), (grads, rw)
+    states = ", ".join(("param",) + config.states)
+    entry.note = (f"reads {config.read_only + config.read_write}, writes "
+                  f"{config.read_write} arrays per element (grad; {states})")
+    if config.clipped:
+        entry.note = f"a read pass over the grads (the norm), then the update's pass: {entry.note}"
 
 
 def _copy(entry, case, numpy_max):
@@ -141,6 +185,32 @@ def _copy(entry, case, numpy_max):
     src, dst = TensorList(case.grads), TensorList([np.empty_like(g) for g in case.grads])
     entry.step, entry.keep = copy_step(src, dst), (src, dst)
     entry.bytes_per_element = 2 * case.dtype.itemsize
+
+
+def _read(entry, case, numpy_max):
+    from ..backends._tensorlist import TensorList
+    from ._roofline import read_step
+
+    src = TensorList(case.grads)
+    entry.step, entry.keep = read_step(src), src
+    entry.bytes_per_element = case.dtype.itemsize
+
+
+def _grad_norm(entry, case, numpy_max):
+    """The norm's reduction pass of the clipped step, alone, as the optimizer calls it (per bucket)."""
+    from ..backends import _cpu
+    from ..backends._tensorlist import TensorList
+    from ..rules._reductions import grad_reduction
+
+    config = case.config
+    if not config.clipped:
+        raise _Skip("not a clipped configuration (NAME+clip)")
+    reduction = grad_reduction(config.norm_type)
+    grads = [TensorList(case.grads)]
+    reduce = _cpu.reduce
+    entry.step, entry.keep = (lambda: reduce(reduction, grads)), grads
+    entry.bytes_per_element = case.dtype.itemsize
+    entry.note = f"lrfast.backends._cpu.reduce({reduction.name.upper()}): reads the grads once"
 
 
 # -- lrfast -----------------------------------------------------------------------------------------
@@ -157,14 +227,16 @@ def _lrfast_arena(entry, case, numpy_max):
     buf = ParamBuffer(case.params0, dtype=case.dtype)
     for view, g in zip(buf.grads, case.grads):
         view[...] = g
-    opt = _lrfast_class(case)(buf, **case.config.hyperparameters)
+    opt = _lrfast_class(case)(buf, **case.config.options)
     entry.step, entry.keep = opt.step, (buf, opt)
+    entry.params = lambda: buf.params
 
 
 def _lrfast_list(entry, case, numpy_max, backend="cpu"):
     params, grads = case.params(), case.grads
-    opt = _lrfast_class(case)(params, backend=backend, **case.config.hyperparameters)
+    opt = _lrfast_class(case)(params, backend=backend, **case.config.options)
     entry.step, entry.keep = (lambda: opt.step(grads)), (params, opt)
+    entry.params = lambda: params
 
 
 def _lrfast_flat(entry, case, numpy_max):
@@ -172,8 +244,29 @@ def _lrfast_flat(entry, case, numpy_max):
         raise _Skip("the workload is one flat tensor already (see lrfast-list)")
     p = np.concatenate([a.ravel() for a in case.params0])
     g = [np.concatenate([a.ravel() for a in case.grads])]
-    opt = _lrfast_class(case)([p], **case.config.hyperparameters)
+    opt = _lrfast_class(case)([p], **case.config.options)
     entry.step, entry.keep = (lambda: opt.step(g)), (p, g, opt)
+    entry.params = lambda: _split(p, case.params0)
+
+
+def _split(flat, like):
+    """``flat`` cut into arrays shaped as ``like``."""
+    out, start = [], 0
+    for a in like:
+        out.append(flat[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return out
+
+
+def _lrfast_torch(entry, case, numpy_max):
+    torch = _torch()
+    import lrfast.torch as lt
+
+    params = _torch_params(torch, case, "cpu", own_grads=False)  # lrfast.torch does not rewrite grads
+    opt = getattr(lt, case.config.lrfast_class)(params, **case.config.options)
+    entry.step, entry.keep = opt.step, (params, opt)
+    entry.params = lambda: [p.detach().numpy() for p in params]
+    entry.note = f"lrfast.torch.{case.config.lrfast_class}, torch {torch.__version__}"
 
 
 def _numpy(entry, case, numpy_max):
@@ -231,27 +324,52 @@ def _peer_kwargs(config, cls, ref):
     return kwargs, accepted
 
 
-def _torch_optimizer(entry, case, device, **flags):
+def _torch_optimizer(entry, case, device, clip_foreach=True, **flags):
     torch = _torch()
     cls, ref = torch_peer(case.config)
     kwargs, accepted = _peer_kwargs(case.config, cls, ref)
     for flag in flags:
         if flag not in accepted:
             raise Unavailable(f"{ref} has no {flag}= switch (no {flag} implementation)")
-    params = []
-    for p0, g in zip(case.params0, case.grads):
-        t = torch.nn.Parameter(torch.from_numpy(p0.copy()).to(device))
-        t.grad = torch.from_numpy(g).to(device)
-        params.append(t)
+    params = _torch_params(torch, case, device, own_grads=case.config.clipped)
     try:
         opt = cls(params, **kwargs, **flags)
     except (TypeError, RuntimeError, ValueError) as exc:
         flag = ", ".join(f"{k}={v}" for k, v in flags.items())
         raise Unavailable(f"{ref}({flag}) not supported here: {exc}") from None
-    entry.step, entry.keep = opt.step, (params, opt)
+    entry.step, entry.keep = _clipped(torch, params, case.config, opt.step, clip_foreach), (params, opt)
+    entry.params = lambda: [p.detach().cpu().numpy() for p in params]
     version = "" if ref.startswith("torch.") else _version(ref.split(".")[0]) + ", "
     entry.note = f"{ref}, {version}torch {torch.__version__}"
+    if case.config.clipped:
+        entry.note = (f"torch.nn.utils.clip_grad_norm_(foreach={clip_foreach}) on its own copy of the grads "
+                      f"(it rewrites them), then {entry.note}")
     return torch
+
+
+def _torch_params(torch, case, device, own_grads):
+    """The case's params as torch Parameters on ``device``, their ``.grad`` the case's gradients (a copy
+    of them with ``own_grads``, else the same memory where the device allows)."""
+    params = []
+    for p0, g in zip(case.params0, case.grads):
+        t = torch.nn.Parameter(torch.from_numpy(p0.copy()).to(device))
+        t.grad = torch.from_numpy(g.copy() if own_grads else g).to(device)
+        params.append(t)
+    return params
+
+
+def _clipped(torch, params, config, step, foreach):
+    """``step``, preceded by ``torch.nn.utils.clip_grad_norm_`` when ``config`` is clipped."""
+    if not config.clipped:
+        return step
+    clip = torch.nn.utils.clip_grad_norm_
+    max_norm, norm_type = config.max_grad_norm, config.norm_type
+
+    def clipped_step():
+        clip(params, max_norm, norm_type=norm_type, foreach=foreach)
+        step()
+
+    return clipped_step
 
 
 def _version(module) -> str:
@@ -273,7 +391,7 @@ def _torch_forloop(entry, case, numpy_max):
     import inspect
 
     flags = {"foreach": False} if "foreach" in inspect.signature(cls).parameters else {}
-    _torch_optimizer(entry, case, "cpu", **flags)
+    _torch_optimizer(entry, case, "cpu", clip_foreach=False, **flags)
 
 
 def _torch_foreach(entry, case, numpy_max):
@@ -355,6 +473,10 @@ def _optax(entry, case, numpy_max):
     import jax.numpy as jnp
 
     tx = make(optax, case.config)
+    if case.config.clipped:
+        if case.config.norm_type != 2.0:
+            raise Unavailable("optax.clip_by_global_norm clips the 2-norm only")
+        tx = optax.chain(optax.clip_by_global_norm(case.config.max_grad_norm), tx)
     cpu = jax.devices("cpu")[0]
     params = [jax.device_put(jnp.asarray(p), cpu) for p in case.params0]
     grads = [jax.device_put(jnp.asarray(g), cpu) for g in case.grads]
@@ -371,6 +493,7 @@ def _optax(entry, case, numpy_max):
 
     entry.step, entry.keep = step, (box, grads)
     entry.sync = lambda: jax.block_until_ready(box["params"])
+    entry.params = lambda: [np.asarray(p) for p in box["params"]]
     entry.note = f"optax {optax.__version__}, jax {jax.__version__}"
 
 
@@ -384,16 +507,13 @@ def _deepspeed(entry, case, numpy_max):
     except Exception as exc:  # ImportError, or its op builder failing at import
         raise Unavailable(f"deepspeed not importable ({type(exc).__name__}: {exc})") from None
     torch = _torch()
-    params = []
-    for p0, g in zip(case.params0, case.grads):
-        t = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-        t.grad = torch.from_numpy(g)
-        params.append(t)
+    params = _torch_params(torch, case, "cpu", own_grads=config.clipped)
     hp = config.hyperparameters
     decoupled = bool(config.variant.fixed.get("decoupled_weight_decay") or hp.get("decoupled_weight_decay"))
     opt = DeepSpeedCPUAdam(params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=hp["eps"],
                            weight_decay=hp["weight_decay"], adamw_mode=decoupled)
-    entry.step, entry.keep = opt.step, (params, opt)
+    entry.step, entry.keep = _clipped(torch, params, config, opt.step, True), (params, opt)
+    entry.params = lambda: [p.detach().numpy() for p in params]
 
 
 def _cuda(entry, case, numpy_max):
@@ -406,8 +526,9 @@ def _cuda(entry, case, numpy_max):
 
     params = [cupy.asarray(p) for p in case.params0]
     grads = [cupy.asarray(g) for g in case.grads]
-    opt = _lrfast_class(case)(params, backend="cuda", **case.config.hyperparameters)
+    opt = _lrfast_class(case)(params, backend="cuda", **case.config.options)
     entry.step, entry.keep = (lambda: opt.step(grads)), (params, grads, opt)
+    entry.params = lambda: [cupy.asnumpy(p) for p in params]
     entry.sync = cupy.cuda.get_current_stream().synchronize
     entry.note = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
 
@@ -424,8 +545,8 @@ def _torch_cuda_fused(entry, case, numpy_max):
 
 
 _BUILDERS = {
-    "roofline": _roofline, "copy": _copy, "lrfast": _lrfast_arena, "lrfast-list": _lrfast_list,
-    "lrfast-flat": _lrfast_flat, "numpy": _numpy, "torch-forloop": _torch_forloop,
-    "torch-foreach": _torch_foreach, "torch-fused": _torch_fused, "optax": _optax,
-    "deepspeed": _deepspeed, "cuda": _cuda, "torch-cuda-fused": _torch_cuda_fused,
+    "roofline": _roofline, "copy": _copy, "read": _read, "grad-norm": _grad_norm, "lrfast": _lrfast_arena,
+    "lrfast-list": _lrfast_list, "lrfast-flat": _lrfast_flat, "lrfast-torch": _lrfast_torch, "numpy": _numpy,
+    "torch-forloop": _torch_forloop, "torch-foreach": _torch_foreach, "torch-fused": _torch_fused,
+    "optax": _optax, "deepspeed": _deepspeed, "cuda": _cuda, "torch-cuda-fused": _torch_cuda_fused,
 }

@@ -6,13 +6,28 @@ import json
 import os
 
 from .._extras import pyplot
-from ._cases import OPTIMIZERS
+from ._cases import CLIP_SUFFIXES, OPTIMIZERS
 
 
 def _class(name: str) -> str:
-    """The public class name of a benchmarked optimizer ("adamw" -> "AdamW"), from the registry."""
-    config = OPTIMIZERS.get(name)
-    return config.lrfast_class if config is not None else name
+    """The public class name of a benchmarked optimizer ("adamw" -> "AdamW"), from the registry; a
+    clipped form's with its clipping ("adamw+clip-inf" -> "AdamW + clip_grad_norm_(inf)")."""
+    suffix = next((s for s in CLIP_SUFFIXES if name.endswith(s) and name[:-len(s)] in OPTIMIZERS), "")
+    config = OPTIMIZERS.get(name[:len(name) - len(suffix)])
+    cls = config.lrfast_class if config is not None else name
+    if not suffix:
+        return cls
+    return cls + (" + clip_grad_norm_" if CLIP_SUFFIXES[suffix] == 2.0 else " + clip_grad_norm_(inf)")
+
+
+def _label(case) -> str:
+    """The case's optimizer with its clipping: "AdamW", "AdamW + clip_grad_norm_(1, inf)"."""
+    clip = case.get("clip")
+    base = _class(case["optimizer"]).split(" + ")[0]
+    if not clip:
+        return base
+    norm = "" if clip["norm_type"] == "2" else f", {clip['norm_type']}"
+    return f"{base} + clip_grad_norm_({clip['max_grad_norm']:g}{norm})"
 
 
 def _time(s):
@@ -59,10 +74,15 @@ def format_table(doc) -> str:
     head = (f"  {'implementation':<17}{'time/step':>11}{'IQR':>6}{'Melem/s':>10}{'GB/s':>8}"
             f"{'of roof':>9}{'lrfast':>9}{'list':>8}")
     for case in doc["cases"]:
-        title = (f"{_class(case['optimizer'])} {case['dtype']}  {case['workload']}: "
+        title = (f"{_label(case)} {case['dtype']}  {case['workload']}: "
                  f"{case['tensors']:,} tensor{'s' if case['tensors'] != 1 else ''}, "
                  f"{case['elements']:,} elements, {case['bytes_per_element']} B/element")
         lines.append(title)
+        clip = case.get("clip") or {}
+        if clip.get("grad_norm") is not None:
+            lines.append(f"  grads' {clip['norm_type']}-norm {clip['grad_norm']:.4g}: clipped by "
+                         f"{clip['clip_factor']:.4g} (lrfast: every step; torch rewrites its grads, so from "
+                         "its second step on the factor is ~1, the work the same)")
         rounds = case.get("rounds") or []
         dropped = sum(not r["kept"] for r in rounds)
         if dropped:
@@ -109,6 +129,10 @@ def _mark(t):
     return (word + ("" if t.get("decisive") else "~")).ljust(5)
 
 
+#: implementations with columns of their own in the Markdown table (the others are peer columns)
+_OWN_COLUMNS = ("roofline", "lrfast", "lrfast-list", "lrfast-flat", "lrfast-torch", "read", "grad-norm")
+
+
 def format_markdown(doc) -> str:
     """The results as Markdown tables (bench/results/README.md): one row per case, one per target."""
     m = doc["machine"]
@@ -116,11 +140,18 @@ def format_markdown(doc) -> str:
              f"(commit {m.get('git_commit') or '?'}), {machine_line(doc)}.",
              f"Medians of {doc['config']['repeats']} interleaved repeats; speedup = peer time / lrfast time "
              "(> 1: lrfast faster), from the same run; 'of roof' = roofline time / lrfast time.", ""]
-    peers = [n for n in doc["implementations"]
-             if n not in ("roofline", "lrfast", "lrfast-list", "lrfast-flat")
-             and any(c.get("results", {}).get(n, {}).get("status") == "ok" for c in doc["cases"])]
-    head = ["case", "lrfast step()", "GB/s", "of roof", "list step(grads)", "of roof"] + \
-           [f"vs {p}" for p in peers]
+    def timed(impl):
+        return any(c.get("results", {}).get(impl, {}).get("status") == "ok" for c in doc["cases"])
+
+    subjects = ["lrfast", "lrfast-list"] + (["lrfast-torch"] if timed("lrfast-torch") else [])
+    peers = [n for n in doc["implementations"] if n not in _OWN_COLUMNS and timed(n)]
+    head = ["case", "lrfast step()", "GB/s", "of roof", "list step(grads)", "of roof"]
+    if "lrfast-torch" in subjects:
+        head += ["lrfast.torch step()", "of roof"]
+    norm_pass = timed("grad-norm")
+    if norm_pass:
+        head += ["norm pass", "GB/s"]
+    head += [f"vs {p}" for p in peers]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in doc["cases"]:
         name = f"{case['optimizer']} {case['dtype']} {case['workload']}"
@@ -133,15 +164,22 @@ def format_markdown(doc) -> str:
             r = res.get(impl, {})
             return fmt(r[key]) if r.get("status") == "ok" and r.get(key) is not None else "-"
 
+        def roof(impl):
+            return cell(impl, "fraction_of_roofline", lambda v: f"{v:.2f}")
+
         row = [name, cell("lrfast", "median_s", _time), cell("lrfast", "gb_per_s", lambda v: f"{v:.1f}"),
-               cell("lrfast", "fraction_of_roofline", lambda v: f"{v:.2f}"),
-               cell("lrfast-list", "median_s", _time),
-               cell("lrfast-list", "fraction_of_roofline", lambda v: f"{v:.2f}")]
+               roof("lrfast"), cell("lrfast-list", "median_s", _time), roof("lrfast-list")]
+        if "lrfast-torch" in subjects:
+            row += [cell("lrfast-torch", "median_s", _time), roof("lrfast-torch")]
+        if norm_pass:
+            row += [cell("grad-norm", "median_s", _time), cell("grad-norm", "gb_per_s", lambda v: f"{v:.1f}")]
         for p in peers:
-            a, b = _speedup_over(case, "lrfast", p), _speedup_over(case, "lrfast-list", p)
-            row.append("-" if a is None else f"{a:.2f}x / {b:.2f}x" if b is not None else f"{a:.2f}x")
+            cells = [_speedup_over(case, s, p) for s in subjects]
+            row.append(" / ".join("-" if v is None else f"{v:.2f}x" for v in cells)
+                       if any(v is not None for v in cells) else "-")
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "(peer columns: speedup of lrfast step() / of step(grads))"]
+    which = {"lrfast": "lrfast step()", "lrfast-list": "of step(grads)", "lrfast-torch": "of lrfast.torch step()"}
+    lines += ["", f"(peer columns: speedup of {' / '.join(which[s] for s in subjects)})"]
     if doc.get("targets"):
         lines += ["", "| target | case | subject | value (per-repeat IQR) | met |", "|---|---|---|---|---|"]
         for t in doc["targets"]:
@@ -194,7 +232,7 @@ def plot(doc, path):
         ax.set_xscale("log")
         ax.set_xlabel("elements per step (x: model-shaped tensor lists)")
         ax.set_ylabel("GB/s (bytes the update must move)")
-        ax.set_title(f"{_class(opt)} {dtype}")
+        ax.set_title(f"{_label(cases[0]) if cases else _class(opt)} {dtype}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     m = doc["machine"]

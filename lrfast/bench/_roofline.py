@@ -8,7 +8,10 @@ its arithmetic. It is launched exactly as the cpu backend launches a rule (its c
 ``_cpu._chunks``: the same chunk size and serial/parallel choice, a launcher written like the generated
 ``_cpu_launchers.adam``), so its time is the bandwidth limit of that access pattern on this machine,
 measured in the same run.
-``copy_chunk`` (read one array, write another) is the plain-copy reference.
+``copy_chunk`` (read one array, write another) is the plain-copy reference, ``read_chunk`` (a sum of one
+array, float64, ``reassoc``: vectorised) the plain read. A clipped step reads the grads once for their
+norm before the update reads them again: ``clipped_roofline_step`` is the read pass, then the roofline
+kernel (AdamW: 4 + 28 = 32 bytes per float32 element).
 """
 
 from __future__ import annotations
@@ -68,6 +71,15 @@ def copy_chunk(c, chunks, SRC, DST, like):
         d[i] = s[i]
 
 
+@njit(fastmath={"reassoc"}, **_JIT)
+def read_chunk(c, chunks, SRC, like, out):
+    s = _slice(SRC, chunks, c, like)
+    a = 0.0
+    for i in range(s.shape[0]):
+        a += s[i]
+    out[c] = a
+
+
 # The launchers mirror the cpu backend's (the generated ``_cpu_launchers.adam`` etc.) line for line: serial
 # when ``_cpu._chunks`` says so, else ``prange`` over the rows of the chunk table. tests/test_bench.py
 # checks that they still match the backend's source, so a change of the launch scheme there fails a test
@@ -93,6 +105,16 @@ def copy_launch(chunks, serial, args):
             copy_chunk(c, chunks, *args)
 
 
+@njit(parallel=True, **_JIT)
+def read_launch(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            read_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            read_chunk(c, chunks, *args)
+
+
 def roofline_step(grads, rw_lists):
     """A callable running the roofline kernel once over ``grads`` and 1..MAX_RW read-write TensorLists."""
     if not 1 <= len(rw_lists) <= MAX_RW:
@@ -111,6 +133,32 @@ def copy_step(src: TensorList, dst: TensorList):
     args = (src.ptrs, dst.ptrs, src.like)
     launch = copy_launch
     return lambda: launch(chunks, serial, args)
+
+
+def read_step(src: TensorList):
+    """A callable reading every array of ``src`` once (their sum, per chunk) through the same launch."""
+    chunks, serial = _cpu._chunks(src)
+    out = np.empty(chunks.shape[0])
+    args = (src.ptrs, src.like, out)
+    launch = read_launch
+
+    def step():
+        launch(chunks, serial, args)
+
+    step.out = out  # the per-chunk sums (so the read cannot be optimised away, and can be checked)
+    return step
+
+
+def clipped_roofline_step(grads, rw_lists):
+    """The clipped step's access pattern: a read pass over ``grads`` (the norm), then the roofline kernel
+    over ``grads`` and ``rw_lists``."""
+    read, update = read_step(grads), roofline_step(grads, rw_lists)
+
+    def step():
+        read()
+        update()
+
+    return step
 
 
 def same_shapes(arrays, fill=0.0):

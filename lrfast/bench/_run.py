@@ -110,6 +110,9 @@ def _run_case(config, opt, dtype, workload, tick):
         "bytes_per_element": opt.bytes_per_element(dtype.itemsize),
         "hyperparameters": dict(opt.hyperparameters),
     }
+    if opt.clipped:  # norm_type as text: JSON has no infinity
+        case_doc["clip"] = {"max_grad_norm": opt.max_grad_norm,
+                            "norm_type": "inf" if np.isinf(opt.norm_type) else f"{opt.norm_type:g}"}
     nbytes = workload.elements * dtype.itemsize
     avail = _machine.memory_available()
     if avail is not None and 2 * nbytes > MEMORY_SHARE * avail:
@@ -122,6 +125,8 @@ def _run_case(config, opt, dtype, workload, tick):
             tick(len(config.impls) + config.repeats)
         return case_doc
     case = _impls.Case(opt, workload, dtype, seed=config.seed)
+    if opt.clipped:
+        case_doc["clip"].update(grad_norm=case.grad_norm, clip_factor=case.clip_factor)
     entries = []
     avail = _machine.memory_available()
     budget = None if avail is None else MEMORY_SHARE * avail  # state is allocated lazily: count ahead

@@ -46,9 +46,11 @@ class Entry:
     inner: int = 0
     times: list = field(default_factory=list)  # seconds per step, one per repeat
     keep: object = None  # owns the arrays the step uses
+    params: object = None  # () -> the params as NumPy arrays (optimizers; the agreement check)
 
     def fail(self, status, reason):
         self.status, self.reason, self.step, self.sync, self.keep = status, reason, None, None, None
+        self.params = None
 
 
 #: Seconds to pause before each timed block (see the module docstring).

@@ -12,12 +12,18 @@ workloads (--sizes): numbers are one flat tensor of that many elements (1e6, 250
   gpt2-small  the 148 parameter tensors of GPT-2 small (124.4M elements)
   1000x64     1,000 tensors of 64 elements (host overhead); any KxN works
 implementations (--backends, comma-separated; the roofline kernel always runs):
-  all, cpu (= lrfast, lrfast-list, lrfast-flat), torch (= torch-forloop, torch-foreach, torch-fused),
-  gpu (= cuda, torch-cuda-fused), copy, numpy, optax, deepspeed, or any single name
+  all, cpu (= lrfast, lrfast-list, lrfast-flat, lrfast-torch), torch (= torch-forloop, torch-foreach,
+  torch-fused), gpu (= cuda, torch-cuda-fused), copy, read, grad-norm, numpy, optax, deepspeed, or any
+  single name
+clipping (--optimizer NAME+clip, NAME+clip-inf): the same optimizer with max_grad_norm=--clip (default 1)
+  and norm_type 2 (inf); the grads are scaled to 4x that norm (clipping active); the torch peers run
+  torch.nn.utils.clip_grad_norm_ before their step; the roofline adds one read of the grads; grad-norm
+  times the norm's reduction pass alone
 examples:
   lrfast bench --quick
   lrfast bench --optimizer all --json bench/results/cpu.json --plot bench/results/cpu.png
   lrfast bench --quick --optimizer lion
+  lrfast bench --optimizer adamw,adamw+clip,adamw+clip-inf --clip 1.0 --sizes 1e4,1e5,1e6,1e7
   NUMBA_NUM_THREADS=4 lrfast bench --sizes 1e6,resnet50 --backends cpu,torch-fused --threads 4
 """
 
@@ -41,6 +47,9 @@ def register(subparsers):
     p.add_argument("--optimizer", action="append", metavar="NAME",
                    help=f"{', '.join(optimizer_names())} or all; repeatable or comma-separated "
                         "(default: adamw)")
+    p.add_argument("--clip", type=number(low=0, low_open=True), metavar="MAX_NORM",
+                   help="max_grad_norm of the clipped configurations (--optimizer NAME+clip), > 0 "
+                        "(default 1.0)")
     p.add_argument("--sizes", help="comma-separated workloads (default: 1e4..1e8 and the model lists; "
                                    "--quick: 1e4..1e7, resnet50, 1000x64); each must fit in memory")
     p.add_argument("--dtype", default="float32", help="float32, float64 or both comma-separated "
@@ -124,7 +133,11 @@ def _config(args):
     from ..bench import _cases, _impls, _run
 
     preset = _run.QUICK if args.quick else _run.FULL
-    optimizers = checked("--optimizer", _cases.parse_optimizers, args.optimizer)
+    clip = _cases.CLIP if args.clip is None else args.clip
+    optimizers = checked("--optimizer", _cases.parse_optimizers, args.optimizer, clip=clip)
+    if args.clip is not None and not any(o.clipped for o in optimizers):
+        raise UsageError("--clip", "no clipped configuration chosen: name one in --optimizer "
+                                   "(adamw+clip, adamw+clip-inf, all+clip)")
     dtypes = checked("--dtype", _dtypes, args.dtype)
     if args.sizes is None:  # the presets: a case that does not fit is skipped by the run
         workloads = _cases.parse_workloads(preset["sizes"])
