@@ -102,6 +102,25 @@ class _DeviceLR:
         return None
 
 
+class _DeviceGate:
+    """What a capturable step with ``skip_nonfinite`` / ``max_grad_norm`` decides on the GPU: the grad
+    reduction's totals, one row per bucket (``reduce(..., out=row)``), the gates [grad scale, skip] of float32
+    and of float64 params (``lrfast_grad_gate`` writes both), the grads' norm (``last_grad_norm``, a 0-d view)
+    and the count of skipped steps (``skipped_steps``). Allocated once (``upload``) at the first eager step;
+    afterwards written only by kernels, and the skip counter in place (``skipped_steps = n``), so a captured
+    graph keeps reading live memory."""
+
+    def __init__(self, cuda, reduction, rows, skipped, device):
+        self.reduction = reduction
+        self.totals = cuda.upload(np.zeros((rows, len(reduction.outputs))), device)
+        self.rows = [self.totals[i] for i in range(rows)]  # kept: a captured reduce writes through these views
+        self.gates = cuda.upload(np.array([1.0, 0.0, 1.0, 0.0]), device)
+        self.by_dtype = {np.dtype(np.float32): self.gates[0:2], np.dtype(np.float64): self.gates[2:4]}
+        self.norm = cuda.upload(np.zeros(1), device)
+        self.norm0 = self.norm.reshape(())
+        self.skipped = cuda.upload(np.array([skipped], dtype=np.int64), device)
+
+
 def _constant(lr):
     from .schedules import constant
 
@@ -122,10 +141,17 @@ class Optimizer:
             stream.begin_capture(); opt.step(); graph = stream.end_capture()
         graph.launch(stream)              # one training step; the schedule advances on the device
 
-    ``lr`` must be a number or an lrfast schedule (its table is what the GPU evaluates), and
-    ``skip_nonfinite`` is not available (deciding to skip needs the host). Changes to ``lr_scale``,
-    ``lr_multiplier`` or an attached plateau reach the GPU at the next eager ``step()`` (or
+    ``lr`` must be a number or an lrfast schedule (its table is what the GPU evaluates). Changes to
+    ``lr_scale``, ``lr_multiplier`` or an attached plateau reach the GPU at the next eager ``step()`` (or
     ``sync_device_lr()``); ``step_count`` reads the GPU's counter.
+
+    ``skip_nonfinite`` and ``max_grad_norm`` are decided on the GPU too, as torch's fused optimizers'
+    found_inf: each step reduces every bucket's grads into a device row of totals, ``lrfast_grad_gate``
+    combines them into the norm and a gate [grad scale, skip] per params dtype (``clip_gate``'s), and every
+    launch of the step reads it; a skipped step writes nothing and is not counted by the device step counter.
+    Such a ``step()`` returns None (no host bool: the outcome is on the GPU); ``skipped_steps`` reads the
+    device counter the gate kernel increments on a skip, ``last_grad_norm`` the device norm (both wait for
+    the step). ``max_grad_norm``, ``norm_type`` and ``skip_nonfinite`` are fixed when a graph is captured.
 
     A captured graph holds raw addresses of device buffers, so after a capture lrfast never replaces one
     (``tests/test_cuda_graph_host.py``); per buffer:
@@ -137,6 +163,8 @@ class Optimizer:
     - grads' address table: other grad arrays passed to an eager ``step(grads)`` are written into it in
       place (one host-to-device copy, also without a graph), so later replays read those grads.
     - state, params, chunk tables, scalars buffer: kept; ``load_state_dict`` zeroes state it would free.
+    - gate buffers (``_DeviceGate``: per-bucket totals, gates, norm, skip counter; the reductions' partials
+      cached on the grads' tables): kept; ``skipped_steps = n`` writes the counter in place.
       ``to()`` would free them: it raises (build a new optimizer from ``state_dict()`` and capture again).
 
     During a capture only ``step()`` may run, and only when it has nothing to copy from the host: the
@@ -179,12 +207,7 @@ class Optimizer:
             raise ValueError(f"Invalid capturable: True; {type(self).__name__} advances its "
                              f"{', '.join(self._rule.host_keys)} on the host every step, so "
                              "its step cannot be captured")
-        if self.capturable and self.skip_nonfinite:
-            raise ValueError("capturable=True cannot be combined with skip_nonfinite=True: deciding to skip "
-                             "a step needs the gradients' check on the host")
-        if self.capturable and self.max_grad_norm is not None:
-            raise ValueError("capturable=True cannot be combined with max_grad_norm: the clipped step is not "
-                             "graph-capturable yet")
+        self._gate = None  # capturable steps with skip_nonfinite / max_grad_norm: the _DeviceGate
         self._step_count = 0
         self.skipped_steps = 0
         self.lr_multiplier = 1.0
@@ -347,6 +370,22 @@ class Optimizer:
         for device in devices:  # in place: a captured graph reads these counters
             self._backend.upload(np.array([value], dtype=np.int64), out=device.step)
 
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped by ``skip_nonfinite``; for capturable steps (decided on the GPU) read from the device
+        counter the gate kernel increments (waits for the step)."""
+        gate = getattr(self, "_gate", None)
+        return int(gate.skipped.get()[0]) if gate is not None else self._skipped_steps
+
+    @skipped_steps.setter
+    def skipped_steps(self, value):
+        value = int(value)
+        gate = getattr(self, "_gate", None)
+        if gate is not None:  # in place: a captured graph increments this counter
+            self._refuse_during_capture("setting skipped_steps")
+            self._backend.upload(np.array([value], dtype=np.int64), out=gate.skipped)
+        self._skipped_steps = value
+
     def _refuse_during_capture(self, what):
         if self.backend == "cuda" and self._backend.capturing():
             raise RuntimeError(f"{what} while the current stream captures a CUDA graph: only step() can be "
@@ -399,7 +438,9 @@ class Optimizer:
         With params given as a ``ParamBuffer``, call ``step()`` with no argument: the gradients are read
         from the arena. Everything is validated before anything is written. Returns True when the update
         was applied, False when ``skip_nonfinite`` found a NaN/Inf gradient and skipped it (params,
-        state and ``step_count`` untouched; ``skipped_steps`` counts these).
+        state and ``step_count`` untouched; ``skipped_steps`` counts these). A capturable step with
+        ``skip_nonfinite`` or ``max_grad_norm`` decides on the GPU and returns None (no host sync: read
+        ``skipped_steps`` or ``step_count``, which wait for it); other capturable steps return True.
         """
         self._check_bound()
         if self._rule.switch is not None:
@@ -414,7 +455,8 @@ class Optimizer:
             hypers.append(self._checked[i][1])
         arena = grad_lists is None
         if self.capturable:
-            self._step_on_device(grad_lists, arena, hypers)
+            if self._step_on_device(grad_lists, arena, hypers):
+                return None  # decided on the device: skipped_steps / step_count read it
             self._step_count += 1
             return True
         schedules = self._schedules()
@@ -550,10 +592,13 @@ class Optimizer:
                 device.host_factors = factors
 
     def _step_on_device(self, grad_lists, arena, hypers):
-        """A capturable step: per bucket, the lr from the device schedule, then the update reading it."""
+        """A capturable step: with skip_nonfinite / max_grad_norm first the grads' reduction and the gate on
+        the device (``_device_gate``); then per bucket the lr from the device schedule and the update reading
+        it and the gate. Returns whether the step was gated (its outcome is on the device)."""
         cuda = self._backend
         capturing = cuda.capturing()
         self.sync_device_lr(capturing=capturing)
+        gate = self._device_gate(grad_lists, arena, capturing)
         for gi, (hyper, buckets) in enumerate(zip(hypers, self._buckets)):
             used = self._rule.used_states(hyper)
             for bi, bucket in enumerate(buckets):
@@ -561,11 +606,49 @@ class Optimizer:
                                                          arena, hyper, self.param_groups[gi]["lr"])
                 d = bucket.device
                 cuda.schedule_lr(d.table, d.step, d.factors, d.lr)
-                cuda.update_capturable(self._rule, params, grads, state, lr=d.lr, step=d.step, hyper=hyper)
+                cuda.update_capturable(self._rule, params, grads, state, lr=d.lr, step=d.step, hyper=hyper,
+                                       gate=None if gate is None else gate.by_dtype[np.dtype(params.dtype)])
         if capturing:  # from now on the buffers these launches read are only written in place
             self._captured = True
             for bucket in (b for bs in self._buckets for b in bs):
                 bucket.device.captured = True
+        return gate is not None
+
+    def _device_gate(self, grad_lists, arena, capturing):
+        """With skip_nonfinite / max_grad_norm: the grads' reduction per bucket into the persistent totals,
+        then ``lrfast_grad_gate`` (norm, gates, skip counter), all on the device; the ``_DeviceGate`` (made at
+        the first, eager, step). None without them."""
+        if not (self.skip_nonfinite or self.max_grad_norm is not None):
+            return None
+        cuda = self._backend
+        reduction = grad_reduction(self.norm_type)
+        buckets = [b for bs in self._buckets for b in bs]
+        lists = [b.flat_grads for b in buckets] if arena else [tl for gl in grad_lists for tl in gl]
+        gate = self._gate
+        if gate is None or gate.reduction is not reduction:
+            if capturing:
+                raise RuntimeError("the first capturable step with skip_nonfinite or max_grad_norm (or one after "
+                                   "norm_type changed) would allocate its gate while the stream captures a CUDA "
+                                   "graph: run one eager step() before capturing")
+            if gate is not None and self._captured:
+                raise RuntimeError("norm_type changed after this optimizer's step was captured in a CUDA graph: "
+                                   "the graph reads the gate of the old reduction. Build a new optimizer (load "
+                                   "this one's state_dict()) and capture its step again")
+            devices = {b.params.arrays[0].device.id for b in buckets}
+            if len(devices) > 1:
+                raise ValueError(f"capturable steps with skip_nonfinite or max_grad_norm decide on one GPU; the "
+                                 f"params are on devices {sorted(devices)}")
+            unsupported = {str(b.params.dtype) for b in buckets} - {"float32", "float64"}
+            if unsupported:
+                raise TypeError(f"capturable gated steps need float32 or float64 params, got {sorted(unsupported)}")
+            skipped = self.skipped_steps
+            gate = _DeviceGate(cuda, reduction, len(lists), skipped, devices.pop())
+            self._gate, self._skipped_steps, self._last_norm = gate, skipped, gate.norm0
+        for tl, row in zip(lists, gate.rows):
+            cuda.reduce(reduction, [tl], out=row)
+        cuda.grad_gate(reduction, gate.totals, norm_type=self.norm_type, max_norm=self.max_grad_norm,
+                       skip_nonfinite=self.skip_nonfinite, gates=gate.gates, norm=gate.norm, skipped=gate.skipped)
+        return gate
 
     def zero_grad(self):
         """Zero the gradients of every ParamBuffer-backed group (others own their grad arrays)."""

@@ -17,7 +17,8 @@
 // Every reduction of LRFAST_REDUCTIONS (lrfast_reductions.cuh) gets
 //   lrfast_reduce_<name>_<f32|f64>(tables..., chunks, nchunks, double* partials)
 //       the reduction's per-chunk partials, partials[c * outputs + k] (a block reduction, no atomics),
-// and lrfast_reduce_combine totals such partials, globally or per tensor (CombineJob, lrfast_multi_tensor.cuh).
+// and lrfast_reduce_combine totals such partials, globally or per tensor (CombineJob, lrfast_multi_tensor.cuh);
+// lrfast_grad_gate turns a grad reduction's totals into the norm and the gates on the device (capturable steps).
 // Names are stable; the Python side builds the argument lists (lrfast/backends/_cuda.py, `call` and
 // `capturable_call`, from the rule) and changing one means bumping LRFAST_ABI_VERSION.
 //
@@ -172,6 +173,48 @@ LRFAST_EXPORT_BLOCK(lrfast_reduce_combine,
                     (lrfast::CombineJob{partials, outputs, static_cast<unsigned>(maxed), starts, groups, rows, out}),
                     (const double* partials, int outputs, int maxed, const lrfast::i64* starts, lrfast::i64 groups,
                      lrfast::i64 rows, double* out))
+
+// ---- the gate of a capturable step, decided on the device ------------------------------------------------
+// lrfast_grad_gate(totals, rows, outputs, maxed, inf_norm, clip, max_norm, skip_nonfinite, gates, norm, skipped),
+// a 1 x 1 launch after the grads' reduction: `totals` holds `rows` rows of one grad reduction's totals (one per
+// bucket of params, (rows, outputs)), combined here in row order (maxed bit k: output k is a max skipping NaN,
+// else a sum), as Reduction.total; then norm[0] = grad_norm (inf_norm: GRAD_NORM_INF's rule, else sqrt of the
+// sum of squares) and the two gates [scale, skip], gates[0..1] for float32 params and gates[2..3] for float64:
+// scale = clip_gate's factor in that dtype for max_norm when `clip`, else 1; skip = 1 when `skip_nonfinite` and
+// the sentinel (the last output) is not 0. `skipped` (0: none) counts the steps skipped.
+namespace lrfast {
+
+LRFAST_HD void grad_gate_kernel(const Grid& grid, const double* totals, i64 rows, int outputs, int maxed,
+                                int inf_norm, int clip, double max_norm, int skip_nonfinite, double* gates,
+                                double* norm, i64* skipped) {
+  if (grid.block != 0 || grid.thread != 0) return;
+  double acc[LRFAST_REDUCE_MAX_OUTPUTS];
+  for (int k = 0; k < outputs; ++k) {
+    const bool max = (static_cast<unsigned>(maxed) >> k) & 1u;
+    double a = rows > 0 ? totals[k] : (max ? -1.0 / 0.0 : 0.0);
+    for (i64 r = 1; r < rows; ++r) {
+      const double b = totals[r * outputs + k];
+      a = max ? (b > a ? b : a) : a + b;
+    }
+    acc[k] = a;
+  }
+  const double n = grad_norm_of(acc, inf_norm != 0);
+  const double skip = (skip_nonfinite && acc[outputs - 1] != 0.0) ? 1.0 : 0.0;
+  *norm = n;
+  gates[0] = clip ? clip_scale<float>(n, max_norm) : 1.0;
+  gates[1] = skip;
+  gates[2] = clip ? clip_scale<double>(n, max_norm) : 1.0;
+  gates[3] = skip;
+  if (skipped && skip != 0.0) *skipped += 1;
+}
+
+}  // namespace lrfast
+
+#define LRFAST_EXPORT_GATE LRFAST_EXPORT
+LRFAST_EXPORT_GATE(lrfast_grad_gate, lrfast::grad_gate_kernel,
+                   (const double* totals, lrfast::i64 rows, int outputs, int maxed, int inf_norm, int clip,
+                    double max_norm, int skip_nonfinite, double* gates, double* norm, lrfast::i64* skipped),
+                   (totals, rows, outputs, maxed, inf_norm, clip, max_norm, skip_nonfinite, gates, norm, skipped))
 
 // utilities
 #define LRFAST_ROOFLINE_PARAMS                                                                       \

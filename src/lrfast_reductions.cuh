@@ -57,6 +57,33 @@ struct GradNormInfReduction {
   }
 };
 
+// ---- the gate of a step decided on the device (lrfast/rules/_reductions.py: grad_norm, clip_gate) -------
+
+// A quiet NaN (numpy.nan's bits).
+LRFAST_HD double quiet_nan() {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(0x7ff8000000000000LL);
+#else
+  return std::nan("");
+#endif
+}
+
+// grad_norm: the norm from one grad reduction's totals, sqrt(sum g^2) (GRAD_NORM2), or max |g| (GRAD_NORM_INF:
+// NaN when a g is NaN, numpy.maximum(max_abs, 0) else).
+LRFAST_HD double grad_norm_of(const double* totals, bool inf_norm) {
+  if (inf_norm) return totals[1] > 0.0 ? quiet_nan() : max_nan(totals[0], 0.0);
+  return sqrt_(totals[0]);
+}
+
+// clip_gate's scale in the params' dtype T: the norm rounded to T, then min((1 / (n + 1e-6)) * max_norm, 1),
+// NaN kept (numpy.minimum), every constant rounded to T first; returned as the double the gate stores.
+template <class T>
+LRFAST_HD double clip_scale(double norm, double max_norm) {
+  const T n = static_cast<T>(norm);
+  const T s = (T(1) / (n + static_cast<T>(1e-6))) * static_cast<T>(max_norm);
+  return static_cast<double>((s != s || s < T(1)) ? s : T(1));
+}
+
 }  // namespace lrfast
 
 // Every reduction: X(name, Name, inputs, outputs), in lrfast.rules._reductions.REDUCTIONS order.

@@ -728,6 +728,46 @@ def test_capturable_optimizer_step_replays_in_a_cuda_graph():
     np.testing.assert_allclose(buf.params[0].get(), expected, rtol=1e-6)
 
 
+@gpu
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")], ids=["l2", "inf"])
+def test_capturable_gated_step_replays_its_device_decision(norm_type):
+    """skip_nonfinite + max_grad_norm with capturable=True (the gate decided on the device,
+    lrfast_grad_gate): captured once, replayed over grads rewritten in place (NaN / Inf / large ones mixed
+    in), as the eager cuda path stepping the same grads (params rel 1e-6 float32, 1e-12 float64;
+    step_count, skipped_steps; last_grad_norm rel 1e-12)."""
+    rng = np.random.default_rng(11)
+    shapes = [((33,), np.float32), ((4, 50), np.float64), ((5000,), np.float32)]
+    init = [rng.standard_normal(s).astype(d) for s, d in shapes]
+    opts = dict(lr=lrfast.schedules.linear(1e-2, 1e-3, 40), weight_decay=0.1, skip_nonfinite=True,
+                max_grad_norm=1.5, norm_type=norm_type)
+    capt = lrfast.AdamW([cp.asarray(a) for a in init], capturable=True, **opts)
+    eager = lrfast.AdamW([cp.asarray(a) for a in init], **opts)
+    grads = [cp.asarray(rng.standard_normal(s).astype(d)) for s, d in shapes]
+    capt.step(grads)
+    eager.step([g.copy() for g in grads])
+    stream = cp.cuda.Stream(non_blocking=True)
+    cp.cuda.Device().synchronize()
+    with stream:
+        stream.begin_capture()
+        capt.step(grads)
+        graph = stream.end_capture()
+    for k in range(12):
+        new = [rng.standard_normal(s).astype(d) * (10.0 if k % 3 == 1 else 0.3) for s, d in shapes]
+        if k % 4 == 2:
+            new[1].flat[5] = np.nan if k % 8 == 2 else np.inf
+        for g, a in zip(grads, new):
+            g.set(a)
+        cp.cuda.Device().synchronize()
+        graph.launch(stream)
+        stream.synchronize()
+        eager.step([cp.asarray(a) for a in new])
+        assert capt.step_count == eager.step_count and capt.skipped_steps == eager.skipped_steps
+        np.testing.assert_allclose(capt.last_grad_norm, eager.last_grad_norm, rtol=1e-12)
+        for a, b, (_, d) in zip(capt.param_groups[0]["params"], eager.param_groups[0]["params"], shapes):
+            np.testing.assert_allclose(a.get(), b.get(), rtol=1e-6 if d == np.float32 else 1e-12, atol=1e-7)
+    assert capt.skipped_steps == 3
+
+
 
 # ---- on a GPU: issue 17 (NVRTC under lrfast's own options, the ABI probe, compute capability) ----------
 

@@ -178,6 +178,15 @@ def reduce(reduction, lists, per_tensor=False, out=None):
     return _gpu().reduce(reduction, lists, per_tensor, out)
 
 
+def grad_gate(reduction, totals, *, norm_type, max_norm, skip_nonfinite, gates, norm, skipped=None):
+    """The gate of a step decided on the device (``lrfast_grad_gate``, one 1 x 1 launch): the per-bucket
+    ``totals`` of the grad ``reduction`` (``reduce(..., out=)`` rows) combined, the norm into ``norm`` and
+    ``clip_gate``'s [scale, skip] per params dtype into ``gates`` (float32 ``gates[0:2]``, float64
+    ``gates[2:4]``), ``skipped`` incremented on a skip (``Launcher.grad_gate``). No allocation, no sync."""
+    _gpu().grad_gate(reduction, totals, norm_type=norm_type, max_norm=max_norm, skip_nonfinite=skip_nonfinite,
+                     gates=gates, norm=norm, skipped=skipped)
+
+
 def switch(rule, params, states, *, hyper, train):
     """``train()`` / ``eval()`` of ``rule`` (``rule.switch``): its element over each array with CuPy's
     elementwise operations (a few launches per array; not yet a fused kernel of src/)."""

@@ -162,6 +162,31 @@ class Launcher:
                       (partials, np.int32(nout), np.int32(maxed), starts, np.int64(groups), np.int64(nchunks), out))
         return out
 
+    def grad_gate(self, reduction, totals, *, norm_type, max_norm, skip_nonfinite, gates, norm, skipped=None):
+        """One 1 x 1 launch of ``lrfast_grad_gate``: ``totals`` (float64, (rows, outputs) of the grad reduction
+        ``reduction``, one row per bucket) combined in row order, then ``norm[0]`` (``grad_norm``) and the
+        gates of ``clip_gate`` for ``max_norm`` (None: scale 1) and ``skip_nonfinite``, ``gates[0:2]`` for
+        float32 params, ``gates[2:4]`` for float64 ones; ``skipped`` (an int64 device counter, or None) is
+        incremented when the step is skipped. Everything stays on the device (graph-capturable: nothing is
+        allocated or copied)."""
+        import math
+
+        nout = len(reduction.outputs)
+        maxed = sum(1 << k for k, how in enumerate(reduction.combine) if how == "max")
+        rows = totals.shape[0] if totals.ndim == 2 else 1
+        for what, a, dtype, size in (("totals", totals, np.float64, rows * nout), ("gates", gates, np.float64, 4),
+                                     ("norm", norm, np.float64, 1), ("skipped", skipped, np.int64, 1)):
+            if a is None and what == "skipped":
+                continue
+            if getattr(a, "dtype", None) != dtype or getattr(a, "size", None) != size or not _contiguous(a):
+                raise TypeError(f"grad_gate: {what} must be a contiguous {np.dtype(dtype)} device array of "
+                                f"{size} elements, got {type(a).__name__} {getattr(a, 'dtype', '')} "
+                                f"of size {getattr(a, 'size', '?')}")
+        self.call("lrfast_grad_gate", 1, 1,
+                  (totals, np.int64(rows), np.int32(nout), np.int32(maxed), np.int32(math.isinf(norm_type)),
+                   np.int32(max_norm is not None), np.float64(0.0 if max_norm is None else max_norm),
+                   np.int32(bool(skip_nonfinite)), gates, norm, NULL if skipped is None else skipped))
+
     def check_gate(self, params, gate):
         """``gate`` as the kernels take it, or a TypeError."""
         _check_gate(gate)
