@@ -619,6 +619,113 @@ struct RadamOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { radam_update(x[P], x[G], x[M], x[V], s); }
 };
 
+// ---- Schedule-free AdamW / SGD (schedulefree's AdamWScheduleFree, SGDScheduleFree) ----------------
+
+// The group's schedule of step k + 1 (k steps done), as the reference computes it in Python floats:
+// lr_t = lr * sched (linear warmup), lr_max = max(lr_t, lr_max), weight = (k + 1)^r * lr_max^weight_lr_power,
+// ckp1 = weight / (weight_sum + weight) (0 when that sum is 0). Shared by sfadamw_prepare and sfsgd_prepare.
+LRFAST_HD void schedule_free_group(double lr, double k, double warmup_steps, double r, double weight_lr_power,
+                                   double lr_max, double weight_sum, double& lr_t, double& ckp1) {
+  const double sched = k < warmup_steps ? (k + 1.0) / warmup_steps : 1.0;
+  lr_t = lr * sched;
+  const double top = lr_max > lr_t ? lr_max : lr_t;  // Python's max(lr_t, lr_max)
+  const double weight = pow_(k + 1.0, r) * pow_(top, weight_lr_power);
+  const double sum = weight_sum + weight;
+  ckp1 = sum == 0.0 ? 0.0 : weight / sum;
+}
+
+template <class T>
+struct SfadamwScalars {
+  T ckp1, one_minus_ckp1;  // the weight of z in y's interpolation
+  T y_coef;  // lr_t * (beta1 * (1 - ckp1) - 1)
+  T lr;  // lr_t: the z step
+  T beta2, one_minus_beta2;
+  T bc2;  // 1 - beta2^(k+1)
+  T eps, weight_decay;
+  int flags;
+};
+
+// The hyperparameters, then the group states' values before the step (the host advances them).
+struct SfadamwHyper {
+  double beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, k, weight_sum, lr_max, scheduled_lr;
+};
+
+// v = v * beta2 + (1 - beta2) * g * g;  g = g / (sqrt(v / bc2) + eps) (+ weight_decay * y)
+// y = lerp(y, z, ckp1);  y = y + y_coef * g;  z = z - lr * g
+template <class T>
+LRFAST_HD void sfadamw_update(T& p, T grad, T& z, T& v, const SfadamwScalars<T>& s) {
+  const T v_new = v * s.beta2 + s.one_minus_beta2 * grad * grad;
+  T g = grad / (sqrt_(v_new / s.bc2) + s.eps);
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  const T y = torch_lerp(p, z, s.ckp1, s.one_minus_ckp1);
+  v = v_new;
+  p = y + s.y_coef * g;
+  z = z - s.lr * g;
+}
+
+template <class T>
+LRFAST_HD SfadamwScalars<T> sfadamw_prepare(double lr, i64, const SfadamwHyper& h, int flags) {
+  double lr_t, ckp1;
+  schedule_free_group(lr, h.k, h.warmup_steps, h.r, h.weight_lr_power, h.lr_max, h.weight_sum, lr_t, ckp1);
+  const SfadamwScalars<T> s = {T(ckp1), T(1.0 - ckp1), T(lr_t * (h.beta1 * (1.0 - ckp1) - 1.0)), T(lr_t), T(h.beta2),
+                               T(1.0 - h.beta2), T(1.0 - pow_(h.beta2, h.k + 1.0)), T(h.eps), T(h.weight_decay),
+                               flags};
+  return s;
+}
+
+template <class T>
+struct SfadamwOp {
+  enum { P, G, Z, V, LISTS };
+  typedef SfadamwScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << Z | 1u << V; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << Z | 1u << V; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { sfadamw_update(x[P], x[G], x[Z], x[V], s); }
+};
+
+template <class T>
+struct SfsgdScalars {
+  T ckp1, one_minus_ckp1;  // the weight of z in y's interpolation
+  T y_coef;  // lr_t * (momentum * (1 - ckp1) - 1)
+  T lr;  // lr_t: the z step
+  T weight_decay;
+  int flags;
+};
+
+// The hyperparameters, then the group states' values before the step (the host advances them).
+struct SfsgdHyper {
+  double momentum, weight_decay, warmup_steps, r, weight_lr_power, k, weight_sum, lr_max, scheduled_lr;
+};
+
+// g = g + weight_decay * y;  y = lerp(y, z, ckp1);  y = y + y_coef * g;  z = z - lr * g
+template <class T>
+LRFAST_HD void sfsgd_update(T& p, T grad, T& z, const SfsgdScalars<T>& s) {
+  T g = grad;
+  if (s.flags & LRFAST_WEIGHT_DECAY) g = g + s.weight_decay * p;
+  const T y = torch_lerp(p, z, s.ckp1, s.one_minus_ckp1);
+  p = y + s.y_coef * g;
+  z = z - s.lr * g;
+}
+
+template <class T>
+LRFAST_HD SfsgdScalars<T> sfsgd_prepare(double lr, i64, const SfsgdHyper& h, int flags) {
+  double lr_t, ckp1;
+  schedule_free_group(lr, h.k, h.warmup_steps, h.r, h.weight_lr_power, h.lr_max, h.weight_sum, lr_t, ckp1);
+  const SfsgdScalars<T> s = {T(ckp1), T(1.0 - ckp1), T(lr_t * (h.momentum * (1.0 - ckp1) - 1.0)), T(lr_t),
+                             T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct SfsgdOp {
+  enum { P, G, Z, LISTS };
+  typedef SfsgdScalars<T> Scalars;
+  Scalars s;
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << Z; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << Z; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { sfsgd_update(x[P], x[G], x[Z], s); }
+};
+
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
 // The roofline reference for Adam (bench/bench_cuda.py): the same loads (p, g, m, v) and stores (p, m, v)
@@ -640,6 +747,6 @@ struct RooflineOp {
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
 // order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
 // names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(asgd, Asgd, 3) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4) X(radam, Radam, 4)
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(asgd, Asgd, 3) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4) X(radam, Radam, 4) X(sfadamw, Sfadamw, 4) X(sfsgd, Sfsgd, 3)
 
 #endif  // LRFAST_RULES_CUH

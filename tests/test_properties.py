@@ -139,7 +139,7 @@ def test_every_class_is_drawn():
     """The optimizers strategy covers every public class of the registry."""
     drawn = set()
 
-    @settings(max_examples=200, database=None)
+    @settings(max_examples=50 * len(VARIANTS), database=None)  # ~50 draws per class
     @given(case=optimizers)
     def draw(case):
         drawn.add(case[0].__name__)

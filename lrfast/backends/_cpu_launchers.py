@@ -9,7 +9,7 @@ the arrays' dtype and the mode bits. ``<reduction>_reduce(chunks, serial, (X0..,
 each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).
 """
 
-SOURCE_HASH = "09c5f53b4c244844"  # of the element functions and the harness
+SOURCE_HASH = "bc1421b2b0a6a06b"  # of the element functions and the harness
 
 import numpy as np
 from numba import njit, prange
@@ -429,6 +429,97 @@ def lamb_reduce(chunks, serial, args):
     else:
         for c in prange(chunks.shape[0]):
             lamb_reduce_chunk(c, chunks, *args)
+
+# ---- sfadamw -----------------------------------------------------------------------------------------
+
+sfadamw_element = njit(inline="always", **_JIT)(_rules.sfadamw.RULE.element)
+
+
+@njit(**_JIT)
+def sfadamw_chunk(c, chunks, P, G, S0, S1, like, use, gscale, ckp1, one_minus_ckp1, y_coef, lr, beta2, one_minus_beta2, bc2, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    z = _slice(S0, chunks, c, like)
+    v = _slice(S1, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], z[i], v[i] = sfadamw_element(pi, g[i] * gscale, z[i], v[i], ckp1, one_minus_ckp1, y_coef, lr, beta2, one_minus_beta2, bc2, eps, weight_decay, flags)
+
+
+@njit(parallel=True, **_JIT)
+def sfadamw(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            sfadamw_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            sfadamw_chunk(c, chunks, *args)
+
+
+sfadamw_switch_element = njit(inline="always", **_JIT)(_rules.sfadamw.RULE.switch.element)
+
+
+@njit(**_JIT)
+def sfadamw_switch_chunk(c, chunks, P, S0, like, w, one_minus_w):
+    p = _slice(P, chunks, c, like)
+    s0 = _slice(S0, chunks, c, like)
+    for i in range(p.shape[0]):
+        p[i] = sfadamw_switch_element(p[i], s0[i], w, one_minus_w)
+
+
+@njit(parallel=True, **_JIT)
+def sfadamw_switch(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            sfadamw_switch_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            sfadamw_switch_chunk(c, chunks, *args)
+
+# ---- sfsgd -------------------------------------------------------------------------------------------
+
+sfsgd_element = njit(inline="always", **_JIT)(_rules.sfsgd.RULE.element)
+
+
+@njit(**_JIT)
+def sfsgd_chunk(c, chunks, P, G, S0, like, use, gscale, ckp1, one_minus_ckp1, y_coef, lr, weight_decay, flags):
+    p = _slice(P, chunks, c, like)
+    g = _slice(G, chunks, c, like)
+    z = _slice(S0, chunks, c, like)
+    for i in range(p.shape[0]):
+        pi = p[i]
+        p[i], z[i] = sfsgd_element(pi, g[i] * gscale, z[i], ckp1, one_minus_ckp1, y_coef, lr, weight_decay, flags)
+
+
+@njit(parallel=True, **_JIT)
+def sfsgd(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            sfsgd_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            sfsgd_chunk(c, chunks, *args)
+
+
+sfsgd_switch_element = njit(inline="always", **_JIT)(_rules.sfsgd.RULE.switch.element)
+
+
+@njit(**_JIT)
+def sfsgd_switch_chunk(c, chunks, P, S0, like, w, one_minus_w):
+    p = _slice(P, chunks, c, like)
+    s0 = _slice(S0, chunks, c, like)
+    for i in range(p.shape[0]):
+        p[i] = sfsgd_switch_element(p[i], s0[i], w, one_minus_w)
+
+
+@njit(parallel=True, **_JIT)
+def sfsgd_switch(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            sfsgd_switch_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            sfsgd_switch_chunk(c, chunks, *args)
 
 # ---- reduction grad_norm2 ----------------------------------------------------------------------------
 

@@ -7,10 +7,10 @@ below, and regenerate ``backends/_cpu_launchers.py`` (``python -m lrfast.rules.g
 (``lrfast.X``, ``lrfast.torch.X``, bench cases, CLI lists, the tests) reads this registry.
 """
 
-from . import adadelta, adagrad, adam, adamax, asgd, lamb, lars, lion, nadam, radam, rmsprop, rprop, sgd
+from . import adadelta, adagrad, adam, adamax, asgd, lamb, lars, lion, nadam, radam, rmsprop, rprop, sfadamw, sfsgd, sgd
 
 #: every rule, by kernel name, in the order lists show them
-RULES = {m.RULE.name: m.RULE for m in (sgd, adam, rmsprop, lion, adamax, adagrad, nadam, asgd, adadelta, rprop, radam, lars, lamb)}
+RULES = {m.RULE.name: m.RULE for m in (sgd, adam, rmsprop, lion, adamax, adagrad, nadam, asgd, adadelta, rprop, radam, lars, lamb, sfadamw, sfsgd)}
 #: every public class name -> (rule, variant)
 VARIANTS = {v.name: (r, v) for r in RULES.values() for v in r.variants}
 
