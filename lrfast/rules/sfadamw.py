@@ -21,7 +21,8 @@ then per param (z = p at its first step, v = 0)::
     y = lerp(y, z, ckp1);  y = y + lr_t * (beta1 * (1 - ckp1) - 1) * g
     z = z - lr_t * g
 eval(): p = lerp(p, z, 1 - 1/beta1) (x, the average: evaluate there); train(): p = lerp(p, z, 1 - beta1)
-(back to y). step() needs train mode (lrfast's optimizers start in it).
+(back to y). step() needs train mode (lrfast's optimizers start in it). The grads are read, not
+rewritten (the reference leaves p.grad holding the normalised gradient).
 """
 
 
