@@ -87,6 +87,27 @@ LRFAST_HD void update_dev_body(const Grid& grid, const i64* chunks, i64 nchunks,
                      lists...);
 }
 
+// The update of a rule with a per-tensor reduction: the same, each chunk's op bound to its tensor's row of
+// `values` (the reduction pass's table, (tensors, Op::VALUES) in T).
+template <template <class> class Op, class T, class... Tables>
+LRFAST_HD void update_tensor_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
+                                  const typename Op<T>::Scalars& s, const T* values, Tables... lists) {
+  static_assert(sizeof...(Tables) == Op<T>::LISTS, "one table per list of the rule");
+  if (gate_skips(gate)) return;
+  const i64* const tables[Op<T>::LISTS] = {lists...};
+  Op<T> base = {s, {}};
+  const TensorScaledOp<T, Op<T>, Op<T>::G> op = {base, gate ? T(gate[0]) : T(1), values};
+  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+}
+
+template <template <class> class Op, class T, class... Tables>
+LRFAST_HD void update_tensor_dev_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
+                                      const unsigned char* scalars, const T* values, Tables... lists) {
+  if (gate_skips(gate)) return;
+  update_tensor_body<Op, T>(grid, chunks, nchunks, gate,
+                            *reinterpret_cast<const typename Op<T>::Scalars*>(scalars), values, lists...);
+}
+
 // lr: the step's learning rate; step: the steps completed before this one (the update is step t = *step + 1),
 // incremented here unless the gate says skip (a skipped step is not counted; a CUDA graph that replays a
 // step whose skip the device decides keeps the device counter right).
@@ -147,8 +168,53 @@ LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, con
                 (unsigned char* scalars, const double* lr, lrfast::i64* step, lrfast::Name##Hyper hyper,      \
                  int flags, const double* gate),                                                              \
                 (scalars, lr, step, hyper, flags, gate))
-#define LRFAST_EXPORT_RULE(NAME, Name, N) \
+#define LRFAST_EXPORT_PLAIN_RULE(NAME, Name, N) \
   LRFAST_EXPORT_RULE_T(NAME, Name, N, float, f32) LRFAST_EXPORT_RULE_T(NAME, Name, N, double, f64)
+
+// A rule with a per-tensor reduction (its LRFAST_RULES line has a fourth number, K = its Op's VALUES):
+//   lrfast_<rule>_<t>(tables..., chunks, nchunks, gate, <Name>Scalars<T> s, const T* values)
+//   lrfast_<rule>_dev_<t>(tables..., chunks, nchunks, gate, const unsigned char* scalars, const T* values)
+//       the update, reading its chunk's tensor's row of `values` ((tensors, K) in T);
+//   lrfast_<rule>_prepare_<t>  as every rule's;
+//   lrfast_<rule>_reduce_<t>(tables..., chunks, nchunks, gate, <Name>Scalars<T> s, double* partials)
+//       each chunk's sums of the reduction's values (TensorReduceJob), partials[c * REDUCED + k];
+//   lrfast_<rule>_per_tensor_<t>(partials, starts, tensors, rows, ndims, <Name>Hyper h, gate, T* values)
+//       each tensor's totals of those partials (rows starts[g] .. starts[g + 1] - 1), then its values
+//       (the rule's per_tensor, TensorValuesJob) into `values`.
+// The reduce and per-tensor kernels run one block per chunk / tensor, at most LRFAST_REDUCE_THREADS wide.
+#define LRFAST_EXPORT_TENSOR_RULE_T(NAME, Name, N, K, T, SFX)                                                 \
+  LRFAST_EXPORT(lrfast_##NAME##_##SFX, (lrfast::update_tensor_body<lrfast::Name##Op, T>),                    \
+                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
+                 const double* gate, lrfast::Name##Scalars<T> s, const T* values),                            \
+                (chunks, nchunks, gate, s, values, LRFAST_TABLES_ARGS_##N))                                   \
+  LRFAST_EXPORT(lrfast_##NAME##_dev_##SFX, (lrfast::update_tensor_dev_body<lrfast::Name##Op, T>),            \
+                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
+                 const double* gate, const unsigned char* scalars, const T* values),                          \
+                (chunks, nchunks, gate, scalars, values, LRFAST_TABLES_ARGS_##N))                             \
+  LRFAST_EXPORT(lrfast_##NAME##_prepare_##SFX,                                                                \
+                (lrfast::prepare_body<lrfast::Name##Scalars<T>, lrfast::Name##Hyper, lrfast::NAME##_prepare<T>>), \
+                (unsigned char* scalars, const double* lr, lrfast::i64* step, lrfast::Name##Hyper hyper,      \
+                 int flags, const double* gate),                                                              \
+                (scalars, lr, step, hyper, flags, gate))                                                      \
+  LRFAST_EXPORT_BLOCK(lrfast_##NAME##_reduce_##SFX,                                                           \
+                      (lrfast::TensorReduceJob<T, lrfast::Name##Op<T> >{{LRFAST_TABLES_ARGS_##N}, chunks, nchunks, \
+                                                                        gate, {s, {}}, partials}),           \
+                      (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,              \
+                       const double* gate, lrfast::Name##Scalars<T> s, double* partials))                     \
+  LRFAST_EXPORT_BLOCK(lrfast_##NAME##_per_tensor_##SFX,                                                       \
+                      (lrfast::TensorValuesJob<T, lrfast::Name##Op<T> >{                                      \
+                          {partials, lrfast::Name##Op<T>::REDUCED, 0u, starts, tensors, rows, 0}, ndims, hyper, \
+                          gate, values}),                                                                     \
+                      (const double* partials, const lrfast::i64* starts, lrfast::i64 tensors, lrfast::i64 rows, \
+                       const lrfast::i64* ndims, lrfast::Name##Hyper hyper, const double* gate, T* values))
+#define LRFAST_EXPORT_TENSOR_RULE(NAME, Name, N, K)                                                          \
+  static_assert(lrfast::Name##Op<float>::VALUES == K, "LRFAST_RULES line and the op's VALUES disagree");   \
+  LRFAST_EXPORT_TENSOR_RULE_T(NAME, Name, N, K, float, f32) LRFAST_EXPORT_TENSOR_RULE_T(NAME, Name, N, K, double, f64)
+
+// X(name, Name, lists) or X(name, Name, lists, values): the plain or the per-tensor family.
+#define LRFAST_PICK_THIRD(A, B, C, ...) C
+#define LRFAST_EXPORT_RULE(NAME, Name, ...) \
+  LRFAST_PICK_THIRD(__VA_ARGS__, LRFAST_EXPORT_TENSOR_RULE, LRFAST_EXPORT_PLAIN_RULE, )(NAME, Name, __VA_ARGS__)
 
 LRFAST_RULES(LRFAST_EXPORT_RULE)
 

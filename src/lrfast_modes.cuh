@@ -16,7 +16,9 @@
 // 6: the gate (const double* gate, 0 = none) on every update kernel (after nchunks; last on the prepare and
 // roofline kernels); the reductions lrfast_reduce_<name>_<t> and lrfast_reduce_combine; lrfast_nonfinite_<t>
 // removed (all_finite is a reduction).
-#define LRFAST_ABI_VERSION 6
+// 7: LARS and LAMB: a rule with a per-tensor reduction has lrfast_<rule>_reduce_<t> and
+// lrfast_<rule>_per_tensor_<t>, and its update / dev kernels take the per-tensor table (const T* values) last.
+#define LRFAST_ABI_VERSION 7
 
 // Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.
 #define LRFAST_SCALARS_BYTES 128

@@ -111,13 +111,14 @@ LRFAST_UNROLL
       }
     }
     i64 done = 0;
+    const auto& cop = op.at(chunk.tensor);  // the op itself, or (a per-tensor rule's) bound to the chunk's tensor
     if (aligned) {
       const i64 packs = chunk.length / N;
-      for (i64 j = grid.thread; j < packs; j += grid.threads) apply_pack<T, NL>(base, j, used, written, op);
+      for (i64 j = grid.thread; j < packs; j += grid.threads) apply_pack<T, NL>(base, j, used, written, cop);
       done = packs * N;
     }
     for (i64 i = done + grid.thread; i < chunk.length; i += grid.threads)
-      apply_one<T, NL>(base, i, used, written, op);
+      apply_one<T, NL>(base, i, used, written, cop);
   }
 }
 
@@ -132,10 +133,29 @@ struct ScaledOp {
   T scale;
   LRFAST_HD unsigned used() const { return op.used(); }
   LRFAST_HD unsigned written() const { return op.written(); }
+  LRFAST_HD const ScaledOp& at(i64) const { return *this; }  // the same op for every tensor
   template <int NL>
   LRFAST_HD void operator()(T (&x)[NL]) const {
     x[LIST] = x[LIST] * scale;
     op(x);
+  }
+};
+
+// The gate around the op of a rule with a per-tensor reduction (lrfast_rules.cuh): `values` is the
+// (tensors, Op::VALUES) table in T the reduction pass wrote; at(tensor) gives the ScaledOp whose op holds
+// that tensor's row (multi_tensor_apply binds it once per chunk).
+template <class T, class Op, int LIST>
+struct TensorScaledOp {
+  Op op;
+  T scale;
+  const T* values;
+  LRFAST_HD unsigned used() const { return op.used(); }
+  LRFAST_HD unsigned written() const { return op.written(); }
+  LRFAST_HD ScaledOp<T, Op, LIST> at(i64 tensor) const {
+    ScaledOp<T, Op, LIST> out = {op, scale};
+LRFAST_UNROLL
+    for (int j = 0; j < Op::VALUES; ++j) out.op.v[j] = global_ptr(values)[tensor * Op::VALUES + j];
+    return out;
   }
 };
 
@@ -316,6 +336,108 @@ LRFAST_UNROLL
   }
   LRFAST_HD void store(i64 g, const double* rows_, unsigned stride) const {
     for (int k = 0; k < nout; ++k) out[g * nout + k] = rows_[k * stride];
+  }
+};
+
+// ---- the per-tensor reduction pass of a rule with a TensorReduction (lrfast_rules.cuh) -------------------
+//
+// Before such a rule's update: TensorReduceJob writes each chunk's sums of the op's `reduce` values (the
+// update's lists and scalars, the grads gated) as partials[c * REDUCED + k]; TensorValuesJob then sums each
+// tensor's rows (CombineJob: rows starts[g] .. starts[g + 1] - 1, in a fixed order), turns the totals into
+// the tensor's values (Op::per_tensor, double) and writes them in T to values[g * VALUES + j], the table the
+// update reads (TensorScaledOp). Both on the device (no host sync); both do nothing when the gate says skip.
+
+// One chunk's sums for one thread: the elements multi_tensor_apply would give this thread (packs when every
+// list the pass reads is 16-byte aligned at the chunk's start, then the scalar tail), in element order.
+template <class T, class Op>
+struct TensorReduceJob {
+  enum { CAPACITY = Op::REDUCED, NL = Op::LISTS };
+  static_assert(Op::REDUCED <= LRFAST_REDUCE_MAX_OUTPUTS, "a reduction has at most LRFAST_REDUCE_MAX_OUTPUTS outputs");
+  const i64* tables[NL];
+  const i64* chunks;
+  i64 nchunks;
+  const double* gate;
+  Op op;
+  double* partials;
+  LRFAST_HD i64 items() const { return gate_skips(gate) ? 0 : nchunks; }
+  LRFAST_HD int outputs() const { return Op::REDUCED; }
+  LRFAST_HD unsigned maxed() const { return 0u; }
+  LRFAST_HD void add(T (&x)[NL], T scale, double* acc) const {
+    x[Op::G] = x[Op::G] * scale;
+    double out[Op::REDUCED];
+    op.reduce(x, out);
+LRFAST_UNROLL
+    for (int k = 0; k < Op::REDUCED; ++k) acc[k] = acc[k] + out[k];
+  }
+  LRFAST_HD void thread(const Grid& grid, i64 c, double* acc) const {
+    typedef typename Pack<T>::Type P;
+    const int N = Pack<T>::N;
+    const Chunk chunk = chunk_at(chunks, c);
+    const unsigned used = op.reduce_used();
+    const T scale = gate ? T(gate[0]) : T(1);
+    const T* base[NL];
+    bool aligned = true;
+LRFAST_UNROLL
+    for (int k = 0; k < NL; ++k) {
+      base[k] = 0;
+      if (used >> k & 1u) {
+        base[k] = reinterpret_cast<const T*>(tables[k][chunk.tensor]) + chunk.start;
+        aligned = aligned && is_aligned(base[k]);
+      }
+    }
+LRFAST_UNROLL
+    for (int k = 0; k < Op::REDUCED; ++k) acc[k] = 0.0;
+    i64 done = 0;
+    if (aligned) {
+      const i64 packs = chunk.length / N;
+      for (i64 j = grid.thread; j < packs; j += grid.threads) {
+        T x[N][NL] = {};
+LRFAST_UNROLL
+        for (int k = 0; k < NL; ++k) {
+          if (used >> k & 1u) {
+            const P pk = global_ptr(reinterpret_cast<const P*>(base[k]))[j];
+LRFAST_UNROLL
+            for (int e = 0; e < N; ++e) x[e][k] = pk.v[e];
+          }
+        }
+LRFAST_UNROLL
+        for (int e = 0; e < N; ++e) add(x[e], scale, acc);
+      }
+      done = packs * N;
+    }
+    for (i64 i = done + grid.thread; i < chunk.length; i += grid.threads) {
+      T x[NL] = {};
+LRFAST_UNROLL
+      for (int k = 0; k < NL; ++k)
+        if (used >> k & 1u) x[k] = global_ptr(base[k])[i];
+      add(x, scale, acc);
+    }
+  }
+  LRFAST_HD void store(i64 c, const double* rows, unsigned stride) const {
+    for (int k = 0; k < Op::REDUCED; ++k) partials[c * Op::REDUCED + k] = rows[k * stride];
+  }
+};
+
+// Each tensor's totals of the partials (one block per tensor), then its values: values[g * VALUES + j].
+template <class T, class Op>
+struct TensorValuesJob {
+  enum { CAPACITY = CombineJob::CAPACITY };
+  CombineJob combine;  // the partials summed per tensor (starts: the first chunk row of each tensor)
+  const i64* ndims;
+  typename Op::Hyper hyper;
+  const double* gate;
+  T* values;
+  LRFAST_HD i64 items() const { return gate_skips(gate) ? 0 : combine.groups; }
+  LRFAST_HD int outputs() const { return Op::REDUCED; }
+  LRFAST_HD unsigned maxed() const { return 0u; }
+  LRFAST_HD void thread(const Grid& grid, i64 g, double* acc) const { combine.thread(grid, g, acc); }
+  LRFAST_HD void store(i64 g, const double* rows, unsigned stride) const {
+    double totals[Op::REDUCED], out[Op::VALUES];
+LRFAST_UNROLL
+    for (int k = 0; k < Op::REDUCED; ++k) totals[k] = rows[k * stride];
+    Op::per_tensor(totals, ndims[g], hyper, out);
+LRFAST_UNROLL
+    for (int j = 0; j < Op::VALUES; ++j) values[g * Op::VALUES + j] = T(out[j]);
   }
 };
 

@@ -726,6 +726,177 @@ struct SfsgdOp {
   LRFAST_HD void operator()(T (&x)[LISTS]) const { sfsgd_update(x[P], x[G], x[Z], s); }
 };
 
+// ---- rules with a per-tensor reduction (Rule.tensor_reduction: LARS, LAMB) --------------------------
+//
+// Such a rule's Op also says, for the harness's reduction pass before the update (lrfast_multi_tensor.cuh,
+// TensorReduceJob / TensorValuesJob / TensorScaledOp; lrfast_kernels.cu exports the kernels):
+//   REDUCED          the number of values one element contributes (the TensorReduction's outputs), each
+//                    summed per tensor in double;
+//   reduce_used()    the lists the pass reads (P, G and the TensorReduction's `reads`);
+//   reduce(x, out)   the TensorReduction's element: the same math as the Numba one, in T, each value then
+//                    converted to double (the grads already gated);
+//   VALUES, Hyper, per_tensor(totals, ndim, hyper, values)   the TensorReduction's per_tensor for one
+//                    tensor, in double (the update reads them rounded to T, as the cpu backend does);
+//   v[VALUES]        the values of the chunk's tensor, filled by the harness before the update's element.
+// Their LRFAST_RULES line has a fourth number: VALUES.
+
+// min(a, b) that propagates NaN from either side, as numpy.minimum does.
+LRFAST_HD double min_nan(double a, double b) { return (a != a || a < b) ? a : b; }
+
+// ---- LARS --------------------------------------------------------------------------------------
+
+template <class T>
+struct LarsScalars {
+  T lr, momentum, one_minus_dampening, weight_decay;
+  int flags;
+};
+
+// The hyperparameters, then the group's step (a group state: the host counts it).
+struct LarsHyper {
+  double momentum, dampening, weight_decay, trust_coefficient, step;
+};
+
+// g = -grad if maximize else grad;  matrix: g = (g + weight_decay * p) * trust
+// momentum: buf = buf * momentum + (1 - dampening) * g;  g = g + momentum * buf | buf;  p -= lr * g
+template <class T>
+LRFAST_HD void lars_update(T& p, T grad, T& buf, const LarsScalars<T>& s, T trust, T matrix) {
+  T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  if (matrix != T(0)) g = (g + s.weight_decay * p) * trust;
+  if (s.flags & LRFAST_MOMENTUM) {
+    const T b = buf * s.momentum + s.one_minus_dampening * g;
+    buf = b;
+    g = (s.flags & LRFAST_NESTEROV) ? g + s.momentum * b : b;
+  }
+  p = p - s.lr * g;
+}
+
+// The reduction's element: (p^2, g^2), in T.
+template <class T>
+LRFAST_HD void lars_norms(T p, T g, double (&out)[2]) {
+  out[0] = static_cast<double>(p * p);
+  out[1] = static_cast<double>(g * g);
+}
+
+// (trust, matrix) of one tensor: trust_coefficient * |p| / (|g| + weight_decay * |p|) for a param of more
+// than one dimension (1 when |p| = 0 or the denominator is not > 0), matrix = 1 if ndim > 1 else 0.
+LRFAST_HD void lars_per_tensor(const double (&totals)[2], i64 ndim, const LarsHyper& h, double (&values)[2]) {
+  const double p_norm = sqrt_(totals[0]), g_norm = sqrt_(totals[1]);
+  const double denominator = g_norm + h.weight_decay * p_norm;
+  const double ratio = h.trust_coefficient * p_norm / denominator;
+  const bool matrix = ndim > 1;
+  values[0] = (matrix && p_norm > 0.0 && denominator > 0.0) ? ratio : 1.0;
+  values[1] = matrix ? 1.0 : 0.0;
+}
+
+template <class T>
+LRFAST_HD LarsScalars<T> lars_prepare(double lr, i64, const LarsHyper& h, int flags) {
+  const LarsScalars<T> s = {T(lr), T(h.momentum), T(1.0 - h.dampening), T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct LarsOp {
+  enum { P, G, BUF, LISTS };
+  enum { REDUCED = 2, VALUES = 2 };
+  typedef LarsScalars<T> Scalars;
+  typedef LarsHyper Hyper;
+  Scalars s;
+  T v[VALUES];
+  LRFAST_HD unsigned used() const { return (1u << P | 1u << G) | ((s.flags & LRFAST_MOMENTUM) ? 1u << BUF : 0u); }
+  LRFAST_HD unsigned written() const { return used() & ~(1u << G); }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { lars_update(x[P], x[G], x[BUF], s, v[0], v[1]); }
+  LRFAST_HD unsigned reduce_used() const { return 1u << P | 1u << G; }
+  LRFAST_HD void reduce(const T (&x)[LISTS], double (&out)[REDUCED]) const { lars_norms(x[P], x[G], out); }
+  LRFAST_HD static void per_tensor(const double (&totals)[REDUCED], i64 ndim, const Hyper& h,
+                                   double (&values)[VALUES]) {
+    lars_per_tensor(totals, ndim, h, values);
+  }
+};
+
+// ---- LAMB --------------------------------------------------------------------------------------
+
+template <class T>
+struct LambScalars {
+  T step_size;  // lr / (1 - beta1^(step + 1))
+  T beta1, beta3, beta2, one_minus_beta2;  // beta3: 1 - beta1 with grad averaging, else 1
+  T eps;
+  T decay;  // 1 - weight_decay * (1 if fixed_decay else lr) (LRFAST_DECOUPLED)
+  T weight_decay;  // read when LRFAST_WEIGHT_DECAY (L2, added to the update)
+  int flags;
+};
+
+// The hyperparameters, then the group's step (a group state: the steps done before this one).
+struct LambHyper {
+  double beta1, beta2, weight_decay, fixed_decay, grad_averaging, adam, eps, step;
+};
+
+// One element's moments and update (the rule's `moments`, for both passes): g = -grad if maximize;
+// m = m beta1 + beta3 g;  v = v beta2 + (1 - beta2) g^2;  decoupled: p *= decay;  u = m / (sqrt(v) + eps);
+// L2: u += weight_decay * p.  Returns p after the decay.
+template <class T>
+LRFAST_HD T lamb_moments(T p, T grad, T& m, T& v, T& u, const LambScalars<T>& s) {
+  const T g = (s.flags & LRFAST_MAXIMIZE) ? -grad : grad;
+  m = m * s.beta1 + s.beta3 * g;
+  v = v * s.beta2 + s.one_minus_beta2 * g * g;
+  if (s.flags & LRFAST_DECOUPLED) p = p * s.decay;
+  u = m / (sqrt_(v) + s.eps);
+  if (s.flags & LRFAST_WEIGHT_DECAY) u = u + s.weight_decay * p;
+  return p;
+}
+
+// p = p - step_size * trust * u
+template <class T>
+LRFAST_HD void lamb_update(T& p, T grad, T& m, T& v, const LambScalars<T>& s, T trust) {
+  T u;
+  const T pf = lamb_moments(p, grad, m, v, u, s);
+  p = pf - s.step_size * trust * u;
+}
+
+// The reduction's element: (p^2, u^2) of the update's own p and u, in T (m and v not written).
+template <class T>
+LRFAST_HD void lamb_norms(T p, T grad, T m, T v, const LambScalars<T>& s, double (&out)[2]) {
+  T u;
+  const T pf = lamb_moments(p, grad, m, v, u, s);
+  out[0] = static_cast<double>(pf * pf);
+  out[1] = static_cast<double>(u * u);
+}
+
+// (trust,) of one tensor: min(|p|, 10) / (|u| + eps), 1 when either norm is 0 or with adam.
+LRFAST_HD void lamb_per_tensor(const double (&totals)[2], i64, const LambHyper& h, double (&values)[1]) {
+  const double weight_norm = min_nan(sqrt_(totals[0]), 10.0), update_norm = sqrt_(totals[1]);
+  const double ratio = weight_norm / (update_norm + h.eps);
+  values[0] = (weight_norm != 0.0 && update_norm != 0.0 && h.adam == 0.0) ? ratio : 1.0;
+}
+
+template <class T>
+LRFAST_HD LambScalars<T> lamb_prepare(double lr, i64, const LambHyper& h, int flags) {
+  const LambScalars<T> s = {T(lr / (1.0 - pow_(h.beta1, h.step + 1.0))), T(h.beta1),
+                            T(h.grad_averaging != 0.0 ? 1.0 - h.beta1 : 1.0), T(h.beta2), T(1.0 - h.beta2), T(h.eps),
+                            T(1.0 - h.weight_decay * (h.fixed_decay != 0.0 ? 1.0 : lr)), T(h.weight_decay), flags};
+  return s;
+}
+
+template <class T>
+struct LambOp {
+  enum { P, G, M, V, LISTS };
+  enum { REDUCED = 2, VALUES = 1 };
+  typedef LambScalars<T> Scalars;
+  typedef LambHyper Hyper;
+  Scalars s;
+  T v[VALUES];
+  LRFAST_HD unsigned used() const { return 1u << P | 1u << G | 1u << M | 1u << V; }
+  LRFAST_HD unsigned written() const { return 1u << P | 1u << M | 1u << V; }
+  LRFAST_HD void operator()(T (&x)[LISTS]) const { lamb_update(x[P], x[G], x[M], x[V], s, v[0]); }
+  LRFAST_HD unsigned reduce_used() const { return used(); }
+  LRFAST_HD void reduce(const T (&x)[LISTS], double (&out)[REDUCED]) const {
+    lamb_norms(x[P], x[G], x[M], x[V], s, out);
+  }
+  LRFAST_HD static void per_tensor(const double (&totals)[REDUCED], i64 ndim, const Hyper& h,
+                                   double (&values)[VALUES]) {
+    lamb_per_tensor(totals, ndim, h, values);
+  }
+};
+
 // ---- utilities (not rules: no scalars, no prepare) ---------------------------------------------
 
 // The roofline reference for Adam (bench/bench_cuda.py): the same loads (p, g, m, v) and stores (p, m, v)
@@ -745,8 +916,8 @@ struct RooflineOp {
 }  // namespace lrfast
 
 // Every rule: X(name, Name, lists), lists = 2 + the rule's states (params, grads, states in rule.states
-// order). lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it
-// names every rule of lrfast.rules.RULES, in the registry's order.
-#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(asgd, Asgd, 3) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4) X(radam, Radam, 4) X(sfadamw, Sfadamw, 4) X(sfsgd, Sfsgd, 3)
+// order); a rule with a per-tensor reduction: X(name, Name, lists, values), values = its Op's VALUES.
+// lrfast_kernels.cu exports each rule's kernels from this list; tests/test_cuda_host.py checks it names every rule of lrfast.rules.RULES, in the registry's order.
+#define LRFAST_RULES(X) X(sgd, Sgd, 3) X(adam, Adam, 5) X(rmsprop, Rmsprop, 5) X(lion, Lion, 3) X(adamax, Adamax, 4) X(adagrad, Adagrad, 3) X(nadam, Nadam, 4) X(asgd, Asgd, 3) X(adadelta, Adadelta, 4) X(rprop, Rprop, 4) X(radam, Radam, 4) X(lars, Lars, 3, 2) X(lamb, Lamb, 4, 1) X(sfadamw, Sfadamw, 4) X(sfsgd, Sfsgd, 3)
 
 #endif  // LRFAST_RULES_CUH

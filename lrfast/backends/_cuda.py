@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _cuda_launch, _cuda_module
 from ._cuda_launch import (BLOCK, MAX_CHUNK, MIN_CHUNK, REDUCE_BLOCK, REDUCE_MAX_OUTPUTS, TARGET_CHUNKS,
-                           GpuLauncher, Launcher, chunk_size, kernel_name)
+                           GpuLauncher, Launcher, TensorPass, chunk_size, kernel_name)
 from ._cuda_module import (ABI_KERNEL, ABI_VERSION, FORCE_NVRTC_ENV, MIN_COMPUTE_CAPABILITY,
                            NVRTC_OPTIONS, SCALARS_BYTES, fatbin_path, kernel_source, module, source_dir)
 from ._cuda_schedule import (SCHEDULE_FACTORS, TABLE_CACHE_SIZE, lr_factors, schedule_lr,
@@ -44,7 +44,8 @@ name = "cuda"
 
 #: the backend API, and the names other modules read from here (re-exported from _cuda_launch,
 #: _cuda_module and _cuda_schedule, where they live)
-__all__ = ["update", "update_capturable", "reduce", "call", "capturable_call", "scalars_dtype", "hyper_dtype",
+__all__ = ["update", "update_capturable", "reduce", "call", "capturable_call", "prepare_args", "scalars_dtype",
+           "hyper_dtype", "TensorPass",
            "all_finite",
            "upload", "rewrite", "readdress", "capturing", "info", "unavailable_reason",
            "BLOCK", "MIN_CHUNK", "MAX_CHUNK", "TARGET_CHUNKS", "REDUCE_BLOCK", "REDUCE_MAX_OUTPUTS", "chunk_size",
@@ -114,13 +115,33 @@ def _lists(rule, params, grads, states, hyper):
 
 
 def call(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
-    """(kernel rule name, tensor lists, (scalars struct,)) of one step of ``rule`` (a ``lrfast.rules`` Rule):
-    the arguments of ``backends._numpy.update``. The scalars are ``rule.step_scalars`` (float64) rounded to
-    the params' dtype, the flags ``rule.modes(hyper, first_step)``."""
+    """(kernel rule name, tensor lists, (scalars struct,), tensor pass) of one step of ``rule`` (a
+    ``lrfast.rules`` Rule): the arguments of ``backends._numpy.update``. The scalars are
+    ``rule.step_scalars`` (float64) rounded to the params' dtype, the flags ``rule.modes(hyper, first_step)``.
+    The tensor pass: None, or for a rule with a ``TensorReduction`` its ``_cuda_launch.TensorPass`` (the
+    ``<Name>Hyper`` struct of its per-tensor kernel: kernel_args, then the host values before the step)."""
     lists = _lists(rule, params, grads, states, hyper)
     dtype = scalars_dtype(rule, params.dtype)  # raises for an unsupported dtype below, in kernel_name
     scalars, flags = rule.step_args(hyper, lr, step, first_step, host)
-    return rule.name, lists, (_struct(dtype, (*scalars, flags)),)
+    tensor = None
+    if rule.tensor_reduction is not None:
+        reduction = rule.tensor_reduction
+        tensor = TensorPass(len(reduction.outputs), len(reduction.names), _hyper_struct(rule, hyper, host))
+    return rule.name, lists, (_struct(dtype, (*scalars, flags)),), tensor
+
+
+def _hyper_struct(rule, hyper, host):
+    """``<Name>Hyper``: ``rule.kernel_args(hyper)``, then the host values."""
+    return _struct(hyper_dtype(rule), (*rule.kernel_args(hyper).values(), *(host or {}).values()))
+
+
+def prepare_args(rule, *, lr, step, hyper, host=None):
+    """The prepare kernel's arguments but the gate: (lr, step, ``<Name>Hyper`` struct, flags) (see
+    ``capturable_call``)."""
+    if bool(rule.host_keys) != (host is not None):
+        raise ValueError(f"{rule.name}: host states {list(rule.host_keys)} expected, got {host!r}")
+    _counters(lr, step)
+    return lr, step, _hyper_struct(rule, hyper, host), np.int32(rule.flags(hyper, False))
 
 
 def capturable_call(rule, params, grads, states, *, lr, step, hyper, host=None):
@@ -130,13 +151,13 @@ def capturable_call(rule, params, grads, states, *, lr, step, hyper, host=None):
     The prepare arguments are (lr, step, ``<Name>Hyper`` struct of ``rule.kernel_args(hyper)``, flags);
     SGD's first step is the prepare kernel's to find (step 0). Rules with host states (NAdam's mu_product,
     ASGD's eta and mu) take their values before the step as ``host``, in the Hyper struct: the host advances
-    them, so the optimizers offer no capturable step for those rules (a graph would replay frozen values)."""
-    if bool(rule.host_keys) != (host is not None):
-        raise ValueError(f"{rule.name}: host states {list(rule.host_keys)} expected, got {host!r}")
-    _counters(lr, step)
-    lists = _lists(rule, params, grads, states, hyper)
-    h = _struct(hyper_dtype(rule), (*rule.kernel_args(hyper).values(), *(host or {}).values()))
-    return rule.name, lists, (lr, step, h, np.int32(rule.flags(hyper, False)))
+    them, so the optimizers offer no capturable step for those rules (a graph would replay frozen values).
+    Rules with a per-tensor reduction (LARS, LAMB) have none at all here: their reduction pass takes the
+    step's scalars by value (a ValueError)."""
+    if rule.tensor_reduction is not None:
+        raise ValueError(f"{rule.name}: no capturable step for a rule with a per-tensor reduction pass")
+    prepare = prepare_args(rule, lr=lr, step=step, hyper=hyper, host=host)
+    return rule.name, _lists(rule, params, grads, states, hyper), prepare
 
 
 def _counters(lr, step):
@@ -155,8 +176,9 @@ def _gpu() -> GpuLauncher:
 
 
 def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None):
-    """Backend entry point: one launch of ``rule`` over ``params`` / ``grads`` / ``states`` (see ``call``).
-    ``gate``: None, or a two-element float64 CuPy array on the params' device, [grad scale, skip]: the
+    """Backend entry point: one launch of ``rule`` over ``params`` / ``grads`` / ``states`` (see ``call``);
+    for a rule with a ``TensorReduction`` (LARS, LAMB) two launches before it, its reduction pass and its
+    per-tensor values, on the device (``Launcher.tensor_values``; no sync). ``gate``: None, or a two-element float64 CuPy array on the params' device, [grad scale, skip]: the
     kernel writes nothing when skip != 0, else multiplies each grad by the scale (in the params' dtype)
     before the rule's math. Read on the device: no sync."""
     _gpu().run(*call(rule, params, grads, states, lr=lr, hyper=hyper, step=step, first_step=first_step,

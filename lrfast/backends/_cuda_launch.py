@@ -10,6 +10,7 @@ the same launches through a host build of the kernels). ``gpu()`` is the process
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,23 +80,37 @@ def tensor_starts(params, size) -> np.ndarray:
     return np.searchsorted(params.chunks(size)[:, 0], np.arange(len(params) + 1)).astype(np.int64)
 
 
+class TensorPass(NamedTuple):
+    """The reduction pass before the update of a rule with a ``TensorReduction`` (``_cuda.call``):
+    ``reduced`` values per element summed per tensor, turned into ``values`` per tensor by the rule's
+    per-tensor kernel, which takes ``hyper`` (the ``<Name>Hyper`` struct: kernel_args, then host values)."""
+
+    reduced: int
+    values: int
+    hyper: np.ndarray
+
+
 class Launcher:
     """Turns a kernel call (rule, tensor lists, scalars) into one launch of ``kernel_name(rule, dtype)``.
 
     Arguments passed: each list's address table, the chunk table, its row count, the gate (``NULL``: none),
     then the scalars; the grid is one block per chunk (at most ``max_grid``; blocks loop over chunks).
-    ``reduce`` launches a reduction over the same tables. Subclasses say where tables live and how a kernel
-    is called: ``table``, ``chunk_table``, ``starts_table``, ``partials``, ``empty``, ``call``, ``xp``.
+    ``reduce`` launches a reduction over the same tables; a rule with a per-tensor reduction pass gets its two
+    launches first (``tensor_values``). Subclasses say where tables live and how a kernel is called:
+    ``table``, ``chunk_table``, ``starts_table``, ``partials``, ``values_buffer``, ``ndims_table``, ``empty``,
+    ``call``, ``xp``.
     """
 
     xp = np
     block = BLOCK
     max_grid = 2 ** 31 - 1
 
-    def run(self, rule, lists, scalars, before=None, gate=None):
-        """Launch ``rule`` over ``lists``; ``before`` = (kernel, args): a 1 x 1 launch made first, once
-        everything is checked (a capturable step's prepare kernel), the gate appended to its args;
-        ``gate``: None, or a float64 device array [grad scale, skip] (``src/lrfast_kernels.cu``)."""
+    def run(self, rule, lists, scalars, tensor=None, before=None, gate=None):
+        """Launch ``rule`` over ``lists``; ``tensor``: None, or the ``TensorPass`` of a rule with a per-tensor
+        reduction (two launches first, ``tensor_values``: the update then reads their table);
+        ``before`` = (kernel, args): a 1 x 1 launch made first, once everything is checked (a capturable
+        step's prepare kernel), the gate appended to its args; ``gate``: None, or a float64 device array
+        [grad scale, skip] (``src/lrfast_kernels.cu``)."""
         params = lists[0]
         kernel = kernel_name(rule, params.dtype)
         _check_lists(rule, lists)
@@ -109,7 +124,27 @@ class Launcher:
         if nchunks == 0:
             return
         grid = min(nchunks, self.max_grid)
+        if tensor is not None:
+            scalars = (*scalars, self.tensor_values(rule, params, tables, size, chunks, nchunks, gate, scalars,
+                                                    tensor))
         self.call(kernel, grid, self.block, (*tables, chunks, np.int64(nchunks), gate, *scalars))
+
+    def tensor_values(self, rule, params, tables, size, chunks, nchunks, gate, scalars, tensor):
+        """The per-tensor values the update of ``rule`` reads, on the device (no host sync): two launches,
+        ``lrfast_<rule>_reduce_<t>`` (each chunk's sums of the rule's reduction, with the update's tables,
+        gate and scalars, into the cached partials) and ``lrfast_<rule>_per_tensor_<t>`` (one block per
+        tensor: its rows summed in a fixed order, then the rule's per_tensor in double, written in the
+        params' dtype to a cached (tensors, values) table, which is returned). Both do nothing when the gate
+        says skip (the update skips too)."""
+        block = min(self.block, REDUCE_BLOCK)
+        partials = self.partials(params, size, nchunks * tensor.reduced)
+        self.call(kernel_name(f"{rule}_reduce", params.dtype), min(nchunks, self.max_grid), block,
+                  (*tables, chunks, np.int64(nchunks), gate, *scalars, partials))
+        values = self.values_buffer(params, len(params) * tensor.values)
+        self.call(kernel_name(f"{rule}_per_tensor", params.dtype), min(len(params), self.max_grid), block,
+                  (partials, self.starts_table(params, size), np.int64(len(params)), np.int64(nchunks),
+                   self.ndims_table(params), tensor.hyper, gate, values))
+        return values
 
     def run_capturable(self, rule, lists, prepare, gate=None):
         """A capturable step: the prepare kernel turns (lr, step) into the scalars buffer, then the update
@@ -217,6 +252,14 @@ class Launcher:
 
     def starts_table(self, params, size):
         """``tensor_starts(params, size)`` as the kernels read it."""
+        raise NotImplementedError
+
+    def values_buffer(self, params, n):
+        """A buffer of at least ``n`` elements (at least one) of the params' dtype: a rule's per-tensor values."""
+        raise NotImplementedError
+
+    def ndims_table(self, params):
+        """``params.ndims`` (int64, each param's number of dimensions) as the kernels read it."""
         raise NotImplementedError
 
     def tables(self, lists):
@@ -359,6 +402,23 @@ class GpuLauncher(Launcher):
         table = starts.get(size)
         if table is None:
             table = starts[size] = self.upload(tensor_starts(params, size), cache["device"])
+        return table
+
+    def values_buffer(self, params, n):
+        """Cached per TensorList (grown when needed)."""
+        cache = self._cache(params)
+        buf = cache.get("values")
+        if buf is None or buf.size < max(n, 1):
+            with self.cp.cuda.Device(cache["device"]):
+                self._refuse_capture("allocate a per-tensor table")
+                buf = cache["values"] = self.cp.empty(max(n, 1), dtype=params.dtype)
+        return buf
+
+    def ndims_table(self, params):
+        cache = self._cache(params)
+        table = cache.get("ndims")
+        if table is None:
+            table = cache["ndims"] = self.upload(np.asarray(params.ndims, dtype=np.int64), cache["device"])
         return table
 
     def check_counters(self, params, counters):

@@ -111,6 +111,6 @@ RULE = Rule(
     tensor_reduction=TensorReduction(reads=("m", "v"), outputs=("p_sq", "u_sq"), element=norms,
                                      per_tensor=trust_ratios, names=("trust",)),
     helpers=(moments,),
-    cuda=False,
+    cuda=True,
     torch_ignored_state=("weight_norm", "adam_norm", "trust_ratio"),
 )

@@ -90,5 +90,5 @@ RULE = Rule(
     advance=advance,
     tensor_reduction=TensorReduction(reads=(), outputs=("p_sq", "g_sq"), element=norms,
                                      per_tensor=trust_ratios, names=("trust", "matrix")),
-    cuda=False,
+    cuda=True,
 )
