@@ -444,7 +444,7 @@ class Optimizer:
         """
         self._check_bound()
         if self._rule.switch is not None:
-            self._check_train_mode()
+            self._rule.switch.check_train_mode(self.param_groups, type(self).__name__)
         grad_lists = self._grads_per_bucket(grads)
         hypers = []
         for i, group in enumerate(self.param_groups):
@@ -810,14 +810,6 @@ class Optimizer:
         return out
 
     # -- train() / eval() (rules with a Switch) ------------------------------------------------------
-
-    def _check_train_mode(self):
-        key = self._rule.switch.key
-        for gi, group in enumerate(self.param_groups):
-            if not group[key]:
-                raise RuntimeError(f"{type(self).__name__}.step() in eval mode (param group {gi}): the params "
-                                   "hold the evaluation point x; call optimizer.train() before training steps "
-                                   "(and optimizer.eval() before evaluating or saving)")
 
     def _switch(self, train: bool):
         """Move every group not in the mode ``train`` to it: one launch per bucket whose state exists (the

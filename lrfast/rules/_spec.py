@@ -115,6 +115,14 @@ class Switch:
         hyper = rule.check_all(rule.defaults(rule.variants[0]))
         return tuple(self.to_train(**rule.kernel_args(hyper)))
 
+    def check_train_mode(self, groups, optimizer: str):
+        """Raise when a param group is in eval mode (a step there would train from x, not y)."""
+        for gi, group in enumerate(groups):
+            if not group[self.key]:
+                raise RuntimeError(f"{optimizer}.step() in eval mode (param group {gi}): the params hold the "
+                                   "evaluation point x; call optimizer.train() before training steps (and "
+                                   "optimizer.eval() before evaluating or saving)")
+
 
 @dataclass(frozen=True)
 class Variant:

@@ -92,7 +92,7 @@ class _Optimizer(torch.optim.Optimizer):
         """
         _checks.refuse_graph_capture(type(self).__name__)
         if self._rule.switch is not None:
-            self._check_train_mode()
+            self._rule.switch.check_train_mode(self.param_groups, type(self).__name__)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -177,14 +177,6 @@ class _Optimizer(torch.optim.Optimizer):
                     and all(map(operator.is_, self.state.values(), seen[1])))
 
     # -- train() / eval() (rules with a Switch: schedule-free) ------------------------------------------
-
-    def _check_train_mode(self):
-        key = self._rule.switch.key
-        for gi, group in enumerate(self.param_groups):
-            if not group[key]:
-                raise RuntimeError(f"{type(self).__name__}.step() in eval mode (param group {gi}): the params "
-                                   "hold the evaluation point x; call optimizer.train() before training steps "
-                                   "(and optimizer.eval() before evaluating or saving)")
 
     @torch.no_grad()
     def _switch(self, train: bool):
