@@ -60,7 +60,8 @@ ODD_SIZES = [0, 1, 3, 4, 5, 17, 1023, 1024, 1025, 0, 4099, 70001]
 FULLEST = {name: max((c for c in CASES if rule_of(c[0]).name == name), key=lambda c: len(c[1])) for name in RULES}
 #: the cases with a capturable step at the kernel level (not the rules with a per-tensor reduction pass: LARS, LAMB)
 CAPTURABLE, CAPTURABLE_IDS = map(list, zip(*[(c, i) for c, i in zip(CASES, IDS)
-                                             if rule_of(c[0]).tensor_reduction is None]))
+                                             if rule_of(c[0]).tensor_reduction is None
+                                             and not rule_of(c[0]).host_keys]))  # host-advanced: no capturable step
 #: the AdamW configuration of the launch-count and graph tests
 ADAMW = (lrfast.AdamW, dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01))
 
