@@ -9,7 +9,9 @@ must propagate exactly as in the reference.
 """
 
 import numpy as np
+from llvmlite import ir
 from numba import carray, njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
@@ -22,6 +24,20 @@ def _as_pointer(typingctx, address, like):
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@intrinsic
+def _fmax(typingctx, a, b):
+    """``llvm.maxnum.f64(a, b)``: the larger, or the one that is not NaN (C's fmax, np.fmax). A loop whose
+    only reduction is this vectorises without fast-math flags (a ``v if v > a else a`` select does not)."""
+    sig = types.float64(types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(d, [d, d]), "llvm.maxnum.f64")
+        return builder.call(fn, args)
 
     return sig, codegen
 

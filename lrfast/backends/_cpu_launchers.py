@@ -9,7 +9,7 @@ the arrays' dtype and the mode bits. ``<reduction>_reduce(chunks, serial, (X0..,
 each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).
 """
 
-SOURCE_HASH = "bc1421b2b0a6a06b"  # of the element functions and the harness
+SOURCE_HASH = "4905477147d5f7a9"  # of the element functions and the harness
 
 import numpy as np
 from numba import njit, prange
@@ -17,7 +17,7 @@ from numba.extending import register_jitable
 
 from .. import rules as _rules
 from ..rules import _reductions
-from ._cpu_kernels import _JIT, _slice
+from ._cpu_kernels import _JIT, _fmax, _slice
 
 
 # ---- sgd ---------------------------------------------------------------------------------------------
@@ -561,7 +561,9 @@ def grad_norm_inf_reduce_chunk(c, chunks, X0, like, out):
     a2 = 0.0
     for i in range(x0.shape[0]):
         v0, v1, v2, = grad_norm_inf_element(np.float64(x0[i]))
-        a0 = v0 if v0 > a0 else a0
+        a0 = _fmax(a0, v0)
+    for i in range(x0.shape[0]):
+        v0, v1, v2, = grad_norm_inf_element(np.float64(x0[i]))
         a1 += v1
         a2 += v2
     out[c, 0] = a0

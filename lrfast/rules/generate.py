@@ -160,10 +160,17 @@ def _reduction_source(reduction) -> list[str]:
     ]
     lines += [f"    {x} = _slice({x.upper()}, chunks, c, like)" for x in xs]
     lines += [f"    a{j} = {'0.0' if comb == 'sum' else '-np.inf'}" for j, comb in enumerate(reduction.combine)]
-    lines += [f"    for i in range({xs[0]}.shape[0]):",
-              f"        {', '.join(values)}, = {n}_element({', '.join(f'np.float64({x}[i])' for x in xs)})"]
+    head = [f"    for i in range({xs[0]}.shape[0]):",
+            f"        {', '.join(values)}, = {n}_element({', '.join(f'np.float64({x}[i])' for x in xs)})"]
+    # Each max in a loop of its own through llvm.maxnum (_fmax: the non-NaN operand, as np.fmax): LLVM
+    # vectorises that reduction without nnan only when it is the loop's one reduction; the sums share a
+    # second loop over the same (L2-resident) chunk. The unused outputs of the inlined element are dropped.
     for j, comb in enumerate(reduction.combine):
-        lines.append(f"        a{j} += v{j}" if comb == "sum" else f"        a{j} = v{j} if v{j} > a{j} else a{j}")
+        if comb == "max":
+            lines += head + [f"        a{j} = _fmax(a{j}, v{j})"]
+    sums = [j for j, comb in enumerate(reduction.combine) if comb == "sum"]
+    if sums:
+        lines += head + [f"        a{j} += v{j}" for j in sums]
     lines += [f"    out[c, {j}] = a{j}" for j in range(k)]
     return lines + _launcher_source(f"{n}_reduce", f"{n}_reduce_chunk")
 
@@ -189,7 +196,7 @@ def source() -> str:
         "",
         "from .. import rules as _rules",
         "from ..rules import _reductions",
-        "from ._cpu_kernels import _JIT, _slice",
+        "from ._cpu_kernels import _JIT, _fmax, _slice",
         "",
     ]
     for rule in RULES.values():
