@@ -386,15 +386,20 @@ class GpuLauncher(Launcher):
         with self.cp.cuda.Device(self._cache(params)["device"]):
             return self.cp.empty(shape, dtype=np.float64)
 
-    def partials(self, params, size, n):
-        """Cached per TensorList (grown when a reduction needs more): a captured graph keeps reading it."""
+    def _grown(self, params, key, n, dtype, what):
+        """A device buffer of at least ``n`` elements cached per TensorList under ``key`` (grown when a launch
+        needs more; never while a graph is captured): a captured graph keeps reading it."""
         cache = self._cache(params)
-        buf = cache.get("partials")
+        buf = cache.get(key)
         if buf is None or buf.size < max(n, 1):
             with self.cp.cuda.Device(cache["device"]):
-                self._refuse_capture("allocate a reduction's partials")
-                buf = cache["partials"] = self.cp.empty(max(n, 1), dtype=np.float64)
+                self._refuse_capture(f"allocate {what}")
+                buf = cache[key] = self.cp.empty(max(n, 1), dtype=dtype)
         return buf
+
+    def partials(self, params, size, n):
+        """A reduction's per-chunk partials (float64)."""
+        return self._grown(params, "partials", n, np.float64, "a reduction's partials")
 
     def starts_table(self, params, size):
         cache = self._cache(params)
@@ -405,14 +410,8 @@ class GpuLauncher(Launcher):
         return table
 
     def values_buffer(self, params, n):
-        """Cached per TensorList (grown when needed)."""
-        cache = self._cache(params)
-        buf = cache.get("values")
-        if buf is None or buf.size < max(n, 1):
-            with self.cp.cuda.Device(cache["device"]):
-                self._refuse_capture("allocate a per-tensor table")
-                buf = cache["values"] = self.cp.empty(max(n, 1), dtype=params.dtype)
-        return buf
+        """The per-tensor values table of a rule with a TensorReduction (the params' dtype)."""
+        return self._grown(params, "values", n, params.dtype, "a per-tensor table")
 
     def ndims_table(self, params):
         cache = self._cache(params)
