@@ -23,7 +23,7 @@ from lrfast import schedules as S
 from lrfast.backends import _cuda, _cuda_launch, _cuda_schedule
 from lrfast.rules._reductions import GRAD_NORM2, GRAD_NORM_INF, clip_gate, grad_norm, grad_reduction, nonfinite
 from tests.cuda_host import build as host_build
-from tests.cuda_host.fake_cupy import FakeCupy
+from tests.cuda_host.fake_cupy import FakeCupy, capture
 
 INF = float("inf")
 
@@ -200,17 +200,6 @@ def test_capturable_gated_steps_equal_the_eager_cuda_path(fake, cls, kw, skip_no
     assert capt.skipped_steps == (3 if skip_nonfinite else 0)
 
 
-def _capture(fake, fn):
-    stream = fake.cuda.Stream(non_blocking=True)
-    with stream:
-        stream.begin_capture()
-        try:
-            fn()
-        finally:
-            graph = stream.end_capture()
-    return graph, stream
-
-
 @pytest.mark.parametrize("norm_type", [2.0, INF], ids=["l2", "inf"])
 def test_captured_gated_step_allocates_nothing_and_decides_per_replay(fake, norm_type):
     """AdamW (amsgrad) with skip_nonfinite and max_grad_norm: one eager step, one captured step (nothing
@@ -227,7 +216,7 @@ def test_captured_gated_step_allocates_nothing_and_decides_per_replay(fake, norm
     capt.step(grads)
     eager.step([fake.asarray(a.get()) for a in grads])
     before = (fake.allocations, fake.uploads, fake.syncs)
-    graph, stream = _capture(fake, lambda: capt.step(grads))
+    graph, stream = capture(fake, lambda: capt.step(grads))
     assert (fake.allocations, fake.uploads, fake.syncs) == before
     names = [n[0] for n in graph.nodes]
     reduce = _cuda.kernel_name(f"reduce_{grad_reduction(norm_type).name}", np.float32)
@@ -270,7 +259,7 @@ def test_param_buffer_capturable_gated_step(fake):
 
     fill([rng.standard_normal(a.shape) for a in init])
     capt.step(), eager.step()
-    graph, stream = _capture(fake, capt.step)
+    graph, stream = capture(fake, capt.step)
     for bad in (None, "nan", None, "inf", None):
         values = [rng.standard_normal(a.shape) * 4 for a in init]
         if bad:
@@ -304,7 +293,7 @@ def test_gated_counters_state_dict_and_capture_refusals(fake):
     assert opt.skipped_steps == 5 and int(opt._gate.skipped.get()[0]) == 5
     saved = opt.state_dict()
     assert saved["skipped_steps"] == 5 and saved["step_count"] == 1
-    graph, _ = _capture(fake, lambda: opt.step([g]))
+    graph, _ = capture(fake, lambda: opt.step([g]))
     with stream:
         stream.begin_capture()
         with pytest.raises(RuntimeError, match="captures a CUDA graph"):

@@ -24,7 +24,7 @@ import lrfast
 from lrfast import backends
 from lrfast import schedules as S
 from tests.cuda_host import build as host_build
-from tests.cuda_host.fake_cupy import FakeCupy
+from tests.cuda_host.fake_cupy import FakeCupy, capture
 from lrfast.backends import _cuda, _cuda_launch, _cuda_schedule
 from lrfast.backends._tensorlist import TensorList
 from lrfast.rules import RULES
@@ -58,17 +58,6 @@ def _alive(graph):
     return all(ref() is not None and ref().ctypes.data == ptr for ref, ptr in graph.buffers())
 
 
-def _capture(fake, fn):
-    stream = fake.cuda.Stream(non_blocking=True)
-    with stream:
-        stream.begin_capture()
-        try:
-            fn()
-        finally:
-            graph = stream.end_capture()
-    return graph, stream
-
-
 def _snapshot(opt):
     return (opt.step_count, [p.get() for p in opt.param_groups[0]["params"]],
             [g["schedule"] for g in opt.param_groups], opt.lr_multiplier)
@@ -91,7 +80,7 @@ def test_eager_changes_after_a_capture_keep_the_graphs_buffers_alive(fake):
     assert opt.backend == "cuda"
     grads = [fake.asarray(rng.standard_normal(s)) for s in shapes]
     opt.step(grads)  # eager warm-up: tables, _DeviceLR
-    graph, stream = _capture(fake, lambda: opt.step(grads))
+    graph, stream = capture(fake, lambda: opt.step(grads))
     assert [n[0] for n in graph.nodes] == ["lrfast_schedule_lr", "lrfast_sgd_prepare_f64", "lrfast_sgd_dev_f64"]
     assert len(graph.buffers()) >= 9  # table, step, factors, lr, scalars, 3 address tables, the chunk table
     assert _alive(graph) and opt.step_count == 1  # captured, not run
@@ -152,7 +141,7 @@ def test_replay_follows_in_place_changes(fake):
     g = fake.asarray(np.full(1000, 1.0))
     opt = lrfast.SGD([p], lr=sched, capturable=True)
     opt.step([g])
-    graph, stream = _capture(fake, lambda: opt.step([g]))
+    graph, stream = capture(fake, lambda: opt.step([g]))
     expected = 1.0 - sched(0)
     np.testing.assert_allclose(p.get(), expected)
     opt.step_count = 50
@@ -179,7 +168,7 @@ def test_param_buffer_graph_and_state_dict(fake):
     opt = lrfast.AdamW(buf, lr=S.warmup_cosine(1e-2, 2, 20), amsgrad=True, capturable=True)
     buf.grads[0][...] = 0.5
     opt.step()
-    graph, stream = _capture(fake, opt.step)
+    graph, stream = capture(fake, opt.step)
     saved = opt.state_dict()
     for _ in range(3):
         graph.launch(stream)
@@ -196,21 +185,21 @@ def test_capture_refuses_host_work(fake):
     g = fake.asarray(np.ones(10))
     opt = lrfast.SGD([p], lr=0.1, capturable=True)
     with pytest.raises(RuntimeError, match="eager step"):
-        _capture(fake, lambda: opt.step([g]))
+        capture(fake, lambda: opt.step([g]))
     assert (p.get() == 1).all()
     opt.step([g])
     opt.lr_multiplier = 0.5
     with pytest.raises(RuntimeError, match="eager step"):
-        _capture(fake, lambda: opt.step([g]))
+        capture(fake, lambda: opt.step([g]))
     opt.step([g])
-    graph, stream = _capture(fake, lambda: opt.step([g]))  # nothing changed since: captured
+    graph, stream = capture(fake, lambda: opt.step([g]))  # nothing changed since: captured
     with pytest.raises(RuntimeError, match="capture"):
-        _capture(fake, lambda: setattr(opt, "step_count", 3))
+        capture(fake, lambda: setattr(opt, "step_count", 3))
     with pytest.raises(RuntimeError, match="capture"):
-        _capture(fake, lambda: opt.load_state_dict(opt.state_dict()))
+        capture(fake, lambda: opt.load_state_dict(opt.state_dict()))
     other = fake.asarray(np.ones(10))
     with pytest.raises(RuntimeError, match="eager step"):
-        _capture(fake, lambda: opt.step([other]))
+        capture(fake, lambda: opt.step([other]))
     assert opt.step_count == 2 and _alive(graph)
 
 

@@ -291,3 +291,16 @@ class FakeCupy:
             return kernel
 
         return types.SimpleNamespace(get_function=get_function), "fake"
+
+
+def capture(fake, fn):
+    """(graph, stream): ``fn()`` captured on a new non-blocking stream of ``fake`` (the capture is ended
+    even when ``fn`` raises)."""
+    stream = fake.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        try:
+            fn()
+        finally:
+            graph = stream.end_capture()
+    return graph, stream
