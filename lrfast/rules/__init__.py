@@ -14,4 +14,9 @@ RULES = {m.RULE.name: m.RULE for m in (sgd, adam, rmsprop, lion, adamax, adagrad
 #: every public class name -> (rule, variant)
 VARIANTS = {v.name: (r, v) for r in RULES.values() for v in r.variants}
 
-__all__ = ["RULES", "VARIANTS"]
+#: the optimizers whose step is several passes (``_program.Program``: Adafactor, Muon, Prodigy), by name
+PROGRAMS = {m.PROGRAM.name: m.PROGRAM for m in ()}
+#: their public class names -> (program, variant)
+PROGRAM_VARIANTS = {v.name: (p, v) for p in PROGRAMS.values() for v in p.variants}
+
+__all__ = ["RULES", "VARIANTS", "PROGRAMS", "PROGRAM_VARIANTS"]
