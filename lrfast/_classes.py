@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 
 from ._optimizer_base import Optimizer
-from .rules import RULES
+from ._program_base import ProgramOptimizer
+from .rules import PROGRAMS, RULES
 
 _OPTIONS_DOC = """\
 Args:
@@ -83,6 +84,27 @@ def make_class(rule, variant) -> type:
                                                                    if h.name not in variant.fixed), **attrs})
 
 
+def make_program_class(program, variant) -> type:
+    """The ``lrfast`` class of a ``Program``'s variant (``_program_base.ProgramOptimizer``)."""
+    sig = signature(program, variant)
+
+    def __init__(self, *args, **kwargs):
+        params, values = bind(sig, self, args, kwargs)
+        own = {k: values.pop(k) for k in _OWN}
+        ProgramOptimizer.__init__(self, params, values, **own)
+
+    __init__.__signature__ = sig
+    hyper = "\n".join(f"    {h.name}: default {h.default!r}." for h in program.hyper if h.name not in variant.fixed)
+    doc = (f"{variant.summary} ({variant.reference}).\n\n"
+           + "\n".join("    " + line if line else "" for line in program.algorithm.splitlines())
+           + ("\n\n    " + program.bytes_note if program.bytes_note else "") + "\n\n"
+           + "\n".join("    " + line if line else "" for line in
+                       _OPTIONS_DOC.format(hyper=hyper).replace(", or a ``ParamBuffer``", "").splitlines()))
+    return type(variant.name, (ProgramOptimizer,), {"__init__": __init__, "__doc__": doc, "__module__": "lrfast",
+                                                    "_program": program, "_variant": variant,
+                                                    "_hyper_names": program.hyper_names(variant)})
+
+
 def _train(self):
     """Train mode (``Rule.switch``: the params move to the point steps update, schedule-free's y); the
     optimizer starts in it. Returns self."""
@@ -96,5 +118,6 @@ def _eval(self):
 
 
 _CLASSES = {v.name: make_class(r, v) for r in RULES.values() for v in r.variants}
+_CLASSES.update((v.name, make_program_class(p, v)) for p in PROGRAMS.values() for v in p.variants)
 globals().update(_CLASSES)
 __all__ = list(_CLASSES)

@@ -85,6 +85,15 @@ class Program:
                 out[h.name] = variant.defaults.get(h.name, h.default)
         return out
 
+    def hyperparameter(self, name: str):
+        for h in self.hyper:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def torch_signature_of(self, variant) -> str:
+        return variant.torch_signature or self.torch_signature
+
     def hyper_names(self, variant) -> tuple:
         return tuple(h.name for h in self.hyper if h.name not in variant.fixed)
 

@@ -14,10 +14,12 @@ Importing this module imports torch; ``import lrfast`` does not.
 """
 
 from ._classes import CLASSES
+from ._program import CLASSES as _PROGRAM_CLASSES
 from ._lrfinder import find_lr
 from ._scheduler import LRScheduler
 from ._sweep import sweep
 
 globals().update(CLASSES)
+globals().update(_PROGRAM_CLASSES)
 
-__all__ = [*CLASSES, "LRScheduler", "find_lr", "sweep"]
+__all__ = [*CLASSES, *_PROGRAM_CLASSES, "LRScheduler", "find_lr", "sweep"]
