@@ -47,10 +47,13 @@ def numba_threading() -> tuple[int, str]:
 
 def optimizers() -> dict:
     """Every public optimizer class, from the rule registry: class name -> its rule and reference."""
-    from .rules import RULES
+    from .rules import PROGRAMS, RULES
 
-    return {v.name: f"rule {r.name}; compared with {v.reference or 'the NumPy reference only'}"
-            for r in RULES.values() for v in r.variants}
+    out = {v.name: f"rule {r.name}; compared with {v.reference or 'the NumPy reference only'}"
+           for r in RULES.values() for v in r.variants}
+    out.update((v.name, f"program {p.name} (several passes); compared with {v.reference}")
+               for p in PROGRAMS.values() for v in p.variants)
+    return out
 
 
 def collect() -> dict:
