@@ -1,4 +1,4 @@
-"""Which learning rate, which schedule? Two answers on the 8x8 digits MLP, from the same init.
+"""Which learning rate, which schedule? Three answers on the 8x8 digits MLP, from the same init.
 
     pip install 'lrfast[demo]'
     python examples/no_lr_tuning.py [--steps 600]
@@ -9,8 +9,12 @@
    (y) are an interpolation of the iterate and a running average; ``eval()`` moves them to the average
    (x) for evaluation and saving, ``train()`` back. Nothing to tune and no training length to commit to;
    a warmup is still advised (``warmup_steps``).
+3. Prodigy (Mishchenko & Defazio 2023) at its default lr 1.0, no schedule: Adam whose step size d is
+   learned from the run (``param_groups[0]["d"]``, printed), one d for all params.
 
-Both step a ``ParamBuffer`` (one fused kernel call per step). The printed table is what the README quotes.
+The first two step a ``ParamBuffer`` (one fused kernel call per step); Prodigy steps the buffer's arrays as
+a list (its step is two passes with a host decision between them, ``opt.step(model.buf.grads)``). The
+printed table is what the README quotes.
 """
 
 import argparse
@@ -24,12 +28,13 @@ from lrfast.schedules import warmup_cosine
 from digits_mlp import MLP, batches, load_data
 
 
-def train(model, opt, data, steps):
-    """``steps`` steps; returns the final training loss (mean of the last 50)."""
+def train(model, opt, data, steps, grads=None):
+    """``steps`` steps; returns the final training loss (mean of the last 50). ``grads``: passed to
+    ``opt.step`` (an optimizer of a list of arrays); None for one of a ParamBuffer."""
     losses = []
     for _ in range(steps):
         losses.append(model.loss_and_grads(*next(data)))
-        opt.step()
+        opt.step() if grads is None else opt.step(grads)
     return float(np.mean(losses[-50:]))
 
 
@@ -43,7 +48,7 @@ def evaluate(model, opt, X, y, switch):
 
 
 def run(steps=600, seed=0, quiet=False):
-    """{name: (lr, final train loss, test accuracy)} of the two runs."""
+    """{name: (lr, final train loss, test accuracy)} of the three runs (Prodigy's lr: its learned d)."""
     Xtr, ytr, Xte, yte = load_data()
     out = {}
 
@@ -66,11 +71,17 @@ def run(steps=600, seed=0, quiet=False):
     loss = train(model, opt, batches(Xtr, ytr, 64, seed=2), steps)
     out["ScheduleFreeAdamW, default lr, no schedule"] = (opt.defaults["lr"], loss,
                                                         evaluate(model, opt, Xte, yte, True))
+
+    model = MLP(seed)
+    opt = lrfast.Prodigy(list(model.buf.params), weight_decay=1e-4)  # lr=1.0: d is learned
+    loss = train(model, opt, batches(Xtr, ytr, 64, seed=2), steps, grads=model.buf.grads)
+    out["Prodigy, default lr 1.0, learned d, no schedule"] = (opt.param_groups[0]["d"], loss,
+                                                             evaluate(model, opt, Xte, yte, False))
     if not quiet:
         print(f"{steps} steps of batch 64 from the same init\n")
-        print(f"{'run':<44} {'lr':>9} {'train loss':>10} {'test acc':>8}")
+        print(f"{'run':<48} {'lr':>9} {'train loss':>10} {'test acc':>8}")
         for name, (lr, loss, acc) in out.items():
-            print(f"{name:<44} {lr:>9.3g} {loss:>10.4f} {acc:>8.3f}")
+            print(f"{name:<48} {lr:>9.3g} {loss:>10.4f} {acc:>8.3f}")
     return out
 
 
