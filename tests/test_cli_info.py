@@ -20,15 +20,17 @@ def test_info_text(capsys):
 
 
 def test_info_lists_every_optimizer_of_the_registry(capsys):
-    from lrfast.rules import RULES, VARIANTS
+    from lrfast.rules import PROGRAM_VARIANTS, RULES, VARIANTS
 
     assert main(["info", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert list(facts["optimizers"]) == list(VARIANTS)  # Lion included, no list to edit
+    assert list(facts["optimizers"]) == list(VARIANTS) + list(PROGRAM_VARIANTS)  # Lion included, no list to edit
     for name, (rule, variant) in VARIANTS.items():
         assert f"rule {rule.name}" in facts["optimizers"][name]
         if variant.reference:
             assert variant.reference in facts["optimizers"][name]
+    for name, (program, variant) in PROGRAM_VARIANTS.items():
+        assert f"program {program.name}" in facts["optimizers"][name] and variant.reference in facts["optimizers"][name]
     assert "Lion" in facts["optimizers"] and "lion" in RULES
     assert main(["info"]) == 0
     out = capsys.readouterr().out
