@@ -57,15 +57,20 @@ class ProgramOptimizer(Optimizer):
             unknown = set(group) - set(self.defaults) - set(keys) - {"params", "lr_scale"}
             if unknown:
                 raise TypeError(f"param group has unknown options {sorted(unknown)}")
-            group = {**self.defaults, **copy.deepcopy(keys), "lr_scale": 1.0, **group, "params": list(group["params"])}
+            group = {**self.defaults, "lr_scale": 1.0, **group, "params": list(group["params"])}
             if not group["params"]:
                 raise ValueError("a param group has no params")
             group["schedule"] = group["lr"]
             self.param_groups.append(group)
         self._arenas = [None] * len(self.param_groups)
         self._checked = [(None, None)] * len(self.param_groups)
+        if self._program.lr_positive and not callable(self.defaults["lr"]) and not self.defaults["lr"] > 0:
+            raise ValueError(f"Invalid learning rate: {self.defaults['lr']!r}; {name} needs lr > 0 (as its "
+                             "reference)")
         for i, group in enumerate(self.param_groups):
             self._check_group(group, i)
+            for k, v in self._program.initial_group_keys(self._checked[i][1]).items():
+                group.setdefault(k, v)
         self._bind(backend)
         self._states = [{} for _ in self._all_params]
         self._gate = None
@@ -256,7 +261,7 @@ class ProgramOptimizer(Optimizer):
             if not 0 <= idx < len(params):
                 raise ValueError(f"state_dict has state for param {idx}; there are {len(params)} params")
             hyper = self._program.checked(merged_groups[group_of[idx]], self._variant)
-            template = self._program.init_state(params[idx], hyper, np)
+            template = self._program.init_state(params[idx], hyper, xp)
             for key, value in entry.items():
                 if key not in template:
                     raise ValueError(f"state_dict has unknown state {key!r} for param {idx} (expected "
@@ -269,9 +274,12 @@ class ProgramOptimizer(Optimizer):
                     arr = np.asarray(value.get() if hasattr(value, "get") else value, dtype=like.dtype)
                 except (TypeError, ValueError) as exc:
                     raise TypeError(f"state {key!r} of param {idx} is not an array of numbers: {exc}") from None
-                if arr.shape != like.shape:
-                    raise ValueError(f"state {key!r} of param {idx} has shape {arr.shape}; expected {like.shape}")
-                states[idx][key] = arr
+                shapes = (like.shape, *self._program.alt_shapes.get(key, ()))
+                if arr.shape not in shapes:
+                    raise ValueError(f"state {key!r} of param {idx} has shape {arr.shape}; expected "
+                                     f"{' or '.join(map(str, shapes))}")
+                # where init_state keeps it: a NumPy array stays on the host (Adafactor's step on the GPU too)
+                states[idx][key] = arr if isinstance(like, np.ndarray) else xp.asarray(arr)
         if d.get("plateau") is not None and self.plateau is None:
             raise ValueError("state_dict holds a ReduceLROnPlateau state; attach() a plateau first")
         step_count = integer("state_dict's step_count", d.get("step_count"))
@@ -288,7 +296,7 @@ class ProgramOptimizer(Optimizer):
             group.update(merged)
             self._check_group(group, gi)
         self._lr_written = [None] * len(self.param_groups)
-        self._states = [{k: (xp.asarray(v) if hasattr(v, "shape") else v) for k, v in s.items()} for s in states]
+        self._states = states
         self.step_count = step_count
         self.skipped_steps = skipped_steps
         self.lr_multiplier = lr_multiplier

@@ -15,6 +15,7 @@ param-group keys and state tensors, so checkpoints move both ways).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
@@ -57,10 +58,14 @@ class Program:
                 the reference returns without stepping (nothing counted). Raises only before writing.
                 ``grad_scale``: None or {grad dtype: clip factor} (``scaled``)
     algorithm   the update in pseudocode (the classes' docstrings)
-    group_keys  keys the reference keeps in each param group, with their initial values (Python numbers)
+    group_keys  keys the reference keeps in each param group, with their initial values (Python numbers,
+                or ``(checked hyper) -> number``: Prodigy's d starts at the group's d0)
     accepts     ``(param, hyper) -> None``: raises ValueError for a param the reference refuses (Muon: not 2-D)
     cuda        ``step`` runs with xp = CuPy
     bytes_note  the bytes one step moves per element (docs)
+    lr_positive the reference's constructor refuses lr = 0 (Prodigy); a group may still hold lr 0 later
+    alt_shapes  {state key: other shapes a saved state may have} beyond ``init_state``'s (Prodigy's p0 is
+                0-d when its param was all zero at its first step)
     """
 
     name: str
@@ -76,6 +81,8 @@ class Program:
     accepts: Callable | None = None
     cuda: bool = True
     bytes_note: str = ""
+    lr_positive: bool = False
+    alt_shapes: dict = field(default_factory=dict)
 
     def defaults(self, variant) -> dict:
         """``lr`` and every hyperparameter with ``variant``'s defaults, in signature order."""
@@ -96,6 +103,10 @@ class Program:
 
     def hyper_names(self, variant) -> tuple:
         return tuple(h.name for h in self.hyper if h.name not in variant.fixed)
+
+    def initial_group_keys(self, hyper: dict) -> dict:
+        """The ``group_keys`` of a new group with these (checked) hyperparameters."""
+        return {k: (v(hyper) if callable(v) else copy.deepcopy(v)) for k, v in self.group_keys.items()}
 
     def checked(self, values: dict, variant) -> dict:
         """``check`` of ``values`` (every hyperparameter, lr aside) plus the variant's fixed ones."""

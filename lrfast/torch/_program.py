@@ -13,7 +13,6 @@ DLPack), and bumps the params' autograd version counters as an in-place torch op
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 import textwrap
@@ -42,11 +41,14 @@ def _view(t):
 
 
 def _tensor(value, device):
-    """A new state value of ``init_state`` (an xp array or a Python number) as torch keeps it."""
+    """A new state value of ``init_state`` as torch keeps it: a Python number stays one, a NumPy array
+    becomes a CPU tensor (also for CUDA params: torch keeps Adafactor's step on the CPU), a CuPy array a
+    tensor on the param's device."""
     if not hasattr(value, "shape"):
         return value
-    host = value if isinstance(value, np.ndarray) else value.get()
-    return torch.from_numpy(np.array(host)).to(device)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    return torch.from_dlpack(value).to(device).clone()
 
 
 class _ProgramOptimizer(torch.optim.Optimizer):
@@ -59,7 +61,7 @@ class _ProgramOptimizer(torch.optim.Optimizer):
     def __init__(self, params, defaults, max_grad_norm=None, norm_type=2.0):
         self.max_grad_norm, self.norm_type = clipping(max_grad_norm, norm_type)
         self._last_norm = None
-        super().__init__(params, {**defaults, **copy.deepcopy(self._program.group_keys)})
+        super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
@@ -68,6 +70,8 @@ class _ProgramOptimizer(torch.optim.Optimizer):
         try:
             _checks.check_group_params(group, gi)
             hyper = self._hyper(group, gi)
+            for k, v in self._program.initial_group_keys(hyper).items():
+                group.setdefault(k, v)
             for pi, p in enumerate(group["params"]):
                 refuse_complex(type(self).__name__, p, _checks.label(group, gi, pi))
                 if self._program.accepts is not None:
@@ -219,13 +223,14 @@ def make_class(program, variant) -> type:
         values.pop("self")
         params = values.pop("params")
         mine = {k: values.pop(k) for k in own}
-        if not isinstance(values["lr"], torch.Tensor) and not values["lr"] >= 0:
-            raise ValueError(f"Invalid learning rate: {values['lr']}")
+        lr = values["lr"]
+        if not isinstance(lr, torch.Tensor) and not (lr > 0 if program.lr_positive else lr >= 0):
+            raise ValueError(f"Invalid learning rate: {lr}")
         _ProgramOptimizer.__init__(self, params, {**values, **variant.fixed}, **mine)
 
     __init__.__signature__ = sig
     group_defaults = {**{n: p.default for n, p in list(sig.parameters.items())[2:] if n not in own},
-                      **variant.fixed, **program.group_keys}
+                      **variant.fixed}
     switches = "\n".join(f"    {n}: {_SWITCH_DOC[n]}" for n, _ in _names(program, variant) if n in _SWITCH_DOC)
     doc = (f"{variant.summary}: ``{variant.reference}``'s step as lrfast's passes (its arguments, state "
            "and checkpoints).\n\n" + textwrap.indent(program.algorithm, "    ")
