@@ -22,7 +22,12 @@ import numpy as np
 from lrfast.bench import Entry, machine_info, measure, set_threads, summary
 
 #: name -> (lrfast class name, reference "module.Class", reference kwargs, lrfast kwargs, cases: label -> shapes)
+#: (adamw+clip: lrfast's max_grad_norm= against torch.nn.utils.clip_grad_norm_(foreach=True) + fused AdamW)
 CASES = {
+    "adamw+clip": ("AdamW", "torch.optim.AdamW", {"fused": True}, {"max_grad_norm": 1.0}, {
+        "1e6 (4 x 500 x 500)": [(500, 500)] * 4,
+        "1e7 (10 x 1000 x 1000)": [(1000, 1000)] * 10,
+    }),
     "lamb": ("LAMB", "pytorch_optimizer.Lamb", {}, {}, {
         "1e6 (4 x 500 x 500)": [(500, 500)] * 4,
         "1e7 (10 x 1000 x 1000)": [(1000, 1000)] * 10,
@@ -78,7 +83,20 @@ def entries_for(name, shapes, torch):
             out.append(e)
 
     torch_entry("lrfast-torch", "lrfast", lambda ps: getattr(lt, cls_name)(ps, **kw))
-    torch_entry("reference", "peer", lambda ps: _reference(ref_path)(ps, **ref_kw))
+    def reference(ps):
+        opt = _reference(ref_path)(ps, **ref_kw)
+        if "max_grad_norm" not in kw:
+            return opt
+        clip = torch.nn.utils.clip_grad_norm_
+
+        class Clipped:  # the grads are rewritten by clip_grad_norm_ each step, as torch users do
+            def step(self):
+                clip(ps, kw["max_grad_norm"], foreach=True)
+                opt.step()
+
+        return Clipped()
+
+    torch_entry("reference", "peer", reference)
     try:
         params = [p.detach().numpy().copy() for p in _tensors(torch, shapes, 0)]
         grads = [p.grad.numpy().copy() for p in _tensors(torch, shapes, 0)]
@@ -108,7 +126,10 @@ def main(argv=None):
         for label, shapes in CASES[name][4].items():
             elements, entries = entries_for(name, shapes, torch)
             measure(entries, repeats=args.repeats, min_time=args.min_time, warmup=2)
-            result = {"optimizer": CASES[name][0], "reference": CASES[name][1], "case": label,
+            clip = "max_grad_norm" in CASES[name][3]
+            result = {"optimizer": CASES[name][0] + ("+clip" if clip else ""),
+                      "reference": (f"clip_grad_norm_(foreach) + {CASES[name][1]}(fused)" if clip
+                                    else CASES[name][1]), "case": label,
                       "elements": elements, "results": {}}
             for e in entries:
                 result["results"][e.name] = ({"status": e.status, **summary(e.times)} if e.status == "ok" and e.times
