@@ -15,8 +15,8 @@ RULES = {m.RULE.name: m.RULE for m in (sgd, adam, rmsprop, lion, adamax, adagrad
 VARIANTS = {v.name: (r, v) for r in RULES.values() for v in r.variants}
 
 #: the optimizers whose step is several passes (``_program.Program``: Adafactor, Muon, Prodigy), by name
-from . import muon, prodigy  # noqa: E402
-PROGRAMS = {m.PROGRAM.name: m.PROGRAM for m in (prodigy, muon)}
+from . import adafactor, muon, prodigy  # noqa: E402
+PROGRAMS = {m.PROGRAM.name: m.PROGRAM for m in (prodigy, muon, adafactor)}
 #: their public class names -> (program, variant)
 PROGRAM_VARIANTS = {v.name: (p, v) for p in PROGRAMS.values() for v in p.variants}
 
