@@ -140,9 +140,9 @@ HYPER = (
     Hyper("slice_p", 1, kind="any"),
 )
 
-#: the keys the reference keeps in every param group besides the hyperparameters, and where they start;
-#: d and d_max start at the group's d0: None here, resolved by the group's first step (``_group_value``)
-GROUP_KEYS = {"d": None, "d_max": None, "d_numerator": 0.0, "k": 0}
+#: the keys the reference keeps in every param group besides the hyperparameters, and where they start
+#: (d and d_max at the group's d0)
+GROUP_KEYS = {"d": lambda h: h["d0"], "d_max": lambda h: h["d0"], "d_numerator": 0.0, "k": 0}
 
 
 def _sliced(a, slice_p):
@@ -165,13 +165,12 @@ def init_state(param, hyper: dict, xp) -> dict:
 
 
 def _group_value(group: dict, key: str, hyper: dict):
-    """``group[key]``, set first to where it starts when missing or unresolved (None: d and d_max start at
-    the group's d0; a callable of the checked hyperparameters, should a base pass one through)."""
-    value = group.get(key)
-    if value is None or callable(value):
-        init = GROUP_KEYS[key] if value is None else value
-        value = group[key] = (hyper["d0"] if key in ("d", "d_max") else init) if not callable(init) else init(hyper)
-    return value
+    """``group[key]``, set first to where it starts when the group lacks it (a group made before the bases
+    put the keys in, or by hand)."""
+    if key not in group:
+        init = GROUP_KEYS[key]
+        group[key] = init(hyper) if callable(init) else init
+    return group[key]
 
 
 def prepare(groups: list) -> dict:
@@ -316,6 +315,8 @@ PROGRAM = Program(
     step=step,
     algorithm=ALGORITHM,
     group_keys=GROUP_KEYS,
+    lr_positive=True,
+    alt_shapes={"p0": ((),)},  # 0-d when the param was all zero at its first step
     bytes_note=("52 B/element float32 (pass 1 reads p, g, p0, s, m, v, writes s, m, v; pass 2 reads p, m, v, "
                 "writes p); 44 without exp_avg (beta1 = 0)"),
 )
