@@ -6,8 +6,9 @@ groups (equal lrs, and a group at lr 0), a grad missing on some steps, all-zero 
 (the reference returns without counting a step). Compared per step, every param as a whole (relative
 2-norm error: torch's CPU add/addcmul use FMA, NumPy does not, and lrfast sums in float64 where the
 reference sums in the param's dtype), then the state and the param groups' keys at the end. float64: rel
-1e-9 (measured <= 1e-14); float32: the bound measured here (about 1e-6, up to 1e-4 with coupled weight
-decay and beta1 = 0), asserted at 1e-3.
+1e-9 (measured: max 8.9e-14, median 2.7e-15 over every case here); float32: the bound measured here
+(median 1.3e-6, max 8.1e-5 with coupled weight decay and beta1 = 0, whose update g / (sqrt(v) + d eps)
+amplifies last-bit differences), asserted at 2e-4.
 
 The reference adds weight_decay * p into p.grad when not decouple; lrfast never rewrites grads, so the
 simulations hand both the same fresh grads each step and compare params and state, never grads.
@@ -29,7 +30,7 @@ from lrfast.rules.prodigy import PROGRAM
 SHAPES = [(7,), (5, 6), (3, 4, 2)]
 KEYS = ("d", "d_max", "d_numerator", "d_denom", "d_hat", "k")
 F64_TOL = 1e-9
-F32_TOL = 1e-3
+F32_TOL = 2e-4
 
 CONFIGS = {
     "defaults": {},
