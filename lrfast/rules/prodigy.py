@@ -182,9 +182,10 @@ def prepare(groups: list) -> dict:
     beta3 = h0["beta3"]
     if beta3 is None:
         beta3 = math.sqrt(beta2)
-    lr = max(ga.lr for ga in groups)
-    for ga in groups:
-        if ga.lr not in (lr, 0.0):
+    lrs = [float(ga.lr) for ga in groups]  # a torch tensor lr (a NumPy scalar here) as its value
+    lr = max(lrs)
+    for group_lr in lrs:
+        if group_lr not in (lr, 0.0):
             raise RuntimeError("Setting different lr values in different parameter groups is only supported "
                                "for values of 0")
     for ga in groups:
