@@ -33,8 +33,12 @@ update with the shared dlr (its zero exp_avg gives no change; with beta1 = 0 the
 weight decay shrinks it), as in the reference. Deliberate differences: the grads are never written (the
 reference adds weight_decay * p into p.grad when not decouple; lrfast uses a temporary), unequal group lrs
 raise the reference's RuntimeError before anything is written (the reference raises mid-step), nothing is
-printed, ``fsdp_in_use=True`` is refused (the sums would need a torch.distributed all-reduce), and the sums
-accumulate in float64 (the reference: torch.dot and sum in the param's dtype).
+printed, ``fsdp_in_use=True`` is refused (the sums would need a torch.distributed all-reduce), the sums
+accumulate in float64 (the reference: torch.dot and sum in the param's dtype), a tensor lr counts as its
+value (d stays a Python float), and values the reference takes without a check but cannot mean are refused:
+non-finite numbers, beta3 outside [0, 1], weight_decay < 0, d_coef <= 0, growth_rate <= 0, slice_p not an
+int >= 1. The program runs on CuPy too (xp ops only; the two sums stay on the device until the host
+decision, one sync per step): not run on a GPU yet.
 
 Bytes per element of a step (float32, slice_p = 1; the fused passes of the Numba cpu path): pass 1 reads
 p, g, p0, s, m, v and writes s, m, v (36), pass 2 reads p, m, v and writes p (16): 52; without exp_avg
@@ -268,8 +272,10 @@ def step(groups: list, *, xp, grad_scale=None) -> bool:
             f = p.dtype.type
             g = _effective_grad(p, g, ga.hyper, decouple, grad_scale)
             gs = _sliced(g, slice_p)
-            dot = float(xp.sum(gs * (st["p0"] - _sliced(p, slice_p)), dtype=xp.float64))
-            delta_numerator += (d / d0) * dlr * dot
+            # the sums stay arrays of xp (0-d: no device sync per param on CuPy); the same float64 ops
+            # in the same order as Python floats
+            dot = xp.sum(gs * (st["p0"] - _sliced(p, slice_p)), dtype=xp.float64)
+            delta_numerator = delta_numerator + (d / d0) * dlr * dot
             if beta1 > 0:
                 m = st["exp_avg"]
                 m *= f(beta1)
@@ -280,8 +286,8 @@ def step(groups: list, *, xp, grad_scale=None) -> bool:
             s = st["s"]
             s *= f(beta3)
             s += f(alpha_s) * gs
-            d_denom += float(xp.sum(xp.abs(s), dtype=xp.float64))
-    new = decide(sh, groups, delta_numerator, d_denom)
+            d_denom = d_denom + xp.sum(xp.abs(s), dtype=xp.float64)
+    new = decide(sh, groups, float(delta_numerator), float(d_denom))
     if new is None:
         return False
     d = new["d"]
