@@ -69,8 +69,11 @@ class ProgramOptimizer(Optimizer):
                              "reference)")
         for i, group in enumerate(self.param_groups):
             self._check_group(group, i)
-            for k, v in self._program.initial_group_keys(self._checked[i][1]).items():
-                group.setdefault(k, v)
+        # made once from the constructor's values, as the reference makes them in its defaults dict
+        initial = self._program.initial_group_keys(self._program.checked(self.defaults, self._variant))
+        for group in self.param_groups:
+            for k, v in initial.items():
+                group.setdefault(k, copy.deepcopy(v))
         self._bind(backend)
         self._states = [{} for _ in self._all_params]
         self._gate = None

@@ -33,7 +33,7 @@ class GroupArgs(NamedTuple):
     states: list
     #: the group's hyperparameters as ``Program.check`` returned them (``lr`` not among them)
     hyper: dict
-    #: this step's learning rate (a schedule already evaluated)
+    #: this step's learning rate (a schedule already evaluated; a NumPy scalar of a torch tensor lr's dtype)
     lr: float
     #: the param group itself: the program reads and writes its ``group_keys`` there
     group: dict
@@ -59,7 +59,7 @@ class Program:
                 ``grad_scale``: None or {grad dtype: clip factor} (``scaled``)
     algorithm   the update in pseudocode (the classes' docstrings)
     group_keys  keys the reference keeps in each param group, with their initial values (Python numbers,
-                or ``(checked hyper) -> number``: Prodigy's d starts at the group's d0)
+                or ``(checked constructor values) -> number``: Prodigy's d starts at the constructor's d0)
     accepts     ``(param, hyper) -> None``: raises ValueError for a param the reference refuses (Muon: not 2-D)
     cuda        ``step`` runs with xp = CuPy
     bytes_note  the bytes one step moves per element (docs)

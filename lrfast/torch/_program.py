@@ -70,7 +70,8 @@ class _ProgramOptimizer(torch.optim.Optimizer):
         try:
             _checks.check_group_params(group, gi)
             hyper = self._hyper(group, gi)
-            for k, v in self._program.initial_group_keys(hyper).items():
+            # made from the constructor's values, as the reference makes them in its defaults dict
+            for k, v in self._program.initial_group_keys(self._program.checked(self.defaults, self._variant)).items():
                 group.setdefault(k, v)
             for pi, p in enumerate(group["params"]):
                 refuse_complex(type(self).__name__, p, _checks.label(group, gi, pi))
@@ -104,7 +105,9 @@ class _ProgramOptimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group, gi)
             lr = group["lr"]
-            lr = float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+            # a tensor lr: a NumPy scalar of its dtype (the reference's 0-d tensor arithmetic, NEP 50)
+            lr = np.dtype(str(lr.dtype).removeprefix("torch.")).type(lr.item()) if isinstance(lr, torch.Tensor) \
+                else float(lr)
             args = GroupArgs([], [], [], hyper, lr, group)
             for pi, p in enumerate(group["params"]):
                 if p.grad is None:
