@@ -325,6 +325,17 @@ def test_lr_must_be_positive_at_construction(lr):
         lt.Prodigy([torch.nn.Parameter(torch.ones(3))], lr=lr)
 
 
+def test_fsdp_flattened_params_refused():
+    """The reference switches to its all-reduce for a param FSDP flattened; lrfast refuses it (no all-reduce)."""
+    torch = _torch()
+    import lrfast.torch as lt
+
+    p = torch.nn.Parameter(torch.ones(3))
+    p._fsdp_flattened = True
+    with pytest.raises(ValueError, match="flattened by FSDP"):
+        lt.Prodigy([p])
+
+
 def test_check_accepts_the_reference_defaults_and_inf():
     checked = PROGRAM.check({**PROGRAM.defaults(PROGRAM.variants[0]), "growth_rate": math.inf})
     assert checked["growth_rate"] == math.inf and checked["beta3"] is None and checked["slice_p"] == 1

@@ -149,6 +149,14 @@ HYPER = (
 GROUP_KEYS = {"d": lambda h: h["d0"], "d_max": lambda h: h["d0"], "d_numerator": 0.0, "k": 0}
 
 
+def accepts(param, hyper: dict):
+    """Refuse a param FSDP has flattened (the reference then all-reduces its sums: ``fsdp_in_use``)."""
+    if hasattr(param, "_fsdp_flattened"):
+        raise ValueError("Prodigy: a param flattened by FSDP (it has _fsdp_flattened): its sums would need a "
+                         "torch.distributed all-reduce across ranks, which lrfast's Prodigy does not do "
+                         "(fsdp_in_use is refused too)")
+
+
 def _sliced(a, slice_p):
     """``a.flatten()[::slice_p]`` (a view when ``a`` is contiguous)."""
     flat = a.reshape(-1)
@@ -322,6 +330,7 @@ PROGRAM = Program(
     step=step,
     algorithm=ALGORITHM,
     group_keys=GROUP_KEYS,
+    accepts=accepts,
     lr_positive=True,
     alt_shapes={"p0": ((),)},  # 0-d when the param was all zero at its first step
     bytes_note=("52 B/element float32 (pass 1 reads p, g, p0, s, m, v, writes s, m, v; pass 2 reads p, m, v, "
