@@ -228,14 +228,14 @@ def test_parity_mixed_dtypes_one_group(kind):
             simulate("ref", {}, shapes=shapes, dtypes=dtypes), TOL[np.float32])
 
 
-def test_parity_large_float32_measured():
-    """One 256 x 384 param and a 20000 vector in float32, 50 steps: the cpu passes (the factored norm of
-    the update from column sums) and the NumPy program against torch."""
+def test_parity_large_float32():
+    """Params above the cpu passes' serial size (2**16 elements: the threaded passes, several row ranges
+    and their column partials) in float32, 30 steps: the cpu passes and the NumPy program against torch."""
     _torch()
-    shapes = [(256, 384), (20000,)]
-    ref = simulate("ref", {}, np.float32, steps=50, shapes=shapes)
+    shapes = [(256, 384), (70000,), (3, 150, 160), (100,)]
+    ref = simulate("ref", {}, np.float32, steps=30, shapes=shapes)
     for kind in KINDS:
-        compare(simulate(kind, {}, np.float32, steps=50, shapes=shapes), ref, TOL[np.float32])
+        compare(simulate(kind, {}, np.float32, steps=30, shapes=shapes), ref, TOL[np.float32])
 
 
 def test_foreach_is_accepted_and_matches_torchs_foreach():
@@ -294,6 +294,28 @@ def test_cpu_fast_branch_and_exact_branch_agree():
         assert rel(runs[1][0], runs[0][0]) < 1e-13
         for k in runs[0][1]:
             assert rel(runs[1][1][k], runs[0][1][k]) < 1e-13
+
+
+def test_cpu_passes_same_bits_on_any_thread_count(monkeypatch):
+    """The cpu passes' chunks depend on the shapes only: 1 thread, all threads and the serial drivers
+    give the same bits."""
+    numba = pytest.importorskip("numba")
+    from lrfast.backends import _cpu_adafactor as cpu
+
+    shapes = [(256, 384), (70000,), (3, 150, 160), (5, 6)]
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            runs.append(simulate("cpu", CONFIGS["all"], np.float32, steps=4, shapes=shapes)[0][-1])
+    finally:
+        numba.set_num_threads(before)
+    monkeypatch.setattr(cpu, "SERIAL_BELOW", 1 << 62)
+    runs.append(simulate("cpu", CONFIGS["all"], np.float32, steps=4, shapes=shapes)[0][-1])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_non_contiguous_grad_falls_back_to_the_program():

@@ -22,7 +22,6 @@ program.
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -240,8 +239,7 @@ def _fits(p, g, st):
 
 
 def _chunks(rows, N, parts):
-    """How many row ranges: about CHUNK elements each, at most ``parts`` (the reductions keep a partial
-    per range) and at most one per row."""
+    """How many row ranges: about CHUNK elements each, at most ``parts`` and at most one per row."""
     return max(1, min(rows, parts, -(-(rows * N) // CHUNK)))
 
 
@@ -254,8 +252,11 @@ def _factored(p, g, st, t, lr, h, eps1, s, dt):
     cv2 = st["col_var"].reshape(B, N)
     gf, pf = g.reshape(-1), p.reshape(-1)
     beta = t ** h["beta2_decay"]
-    run, serial = _drivers(p.size)
-    na = 1 if serial else _chunks(rows, N, numba.get_num_threads())
+    run, _ = _drivers(p.size)
+    # pass A's row ranges depend on the shape only (not on the thread count, nor on serial or threaded):
+    # the same sums, the same bits, on any machine; at most 16, and at most M / 4 so that the column
+    # partials (2 x 8 bytes x B*N per range) stay under 4 bytes per element
+    na = max(1, min(16, M // 4, _chunks(rows, N, 1 << 30)))
     colsq = np.empty((na, B * N))
     colw = np.empty((na, B * N))
     psq = np.empty(na)
