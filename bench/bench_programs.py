@@ -4,8 +4,8 @@
         [--json bench/results/cpu-programs.json]
 
 Per case (optimizer, param shapes, float32): ``lrfast.torch.X`` and the reference class stepping their own
-copies of the same params with the same grads (CPU tensors), and ``lrfast.X`` on NumPy arrays (cpu
-backend); medians of interleaved repeats (``lrfast.bench.measure``), ratios within the run. LAMB is an
+copies of the same params with the same grads (CPU tensors; the grads alternate in sign from step to
+step, so every trajectory stays bounded), and ``lrfast.X`` on NumPy arrays (cpu backend); medians of interleaved repeats (``lrfast.bench.measure``), ratios within the run. LAMB is an
 elementwise rule with a per-tensor reduction pass; Adafactor, Muon and Prodigy are Programs
 (``lrfast/rules/_program.py``).
 """
@@ -76,7 +76,16 @@ def entries_for(name, shapes, torch):
         try:
             params = _tensors(torch, shapes, 0)
             opt = make(params)
-            out.append(Entry(label, group, step=opt.step, keep=(opt, params)))
+            signs = [[p.grad for p in params], [-p.grad for p in params]]
+            count = [0]
+
+            def step():  # the grads alternate in sign: bounded trajectories (Prodigy's d grows under fixed grads)
+                count[0] += 1
+                for p, g in zip(params, signs[count[0] & 1]):
+                    p.grad = g
+                opt.step()
+
+            out.append(Entry(label, group, step=step, keep=(opt, params, signs)))
         except Exception as exc:  # missing package or class: reported, not fatal
             e = Entry(label, group)
             e.fail("unavailable", f"{type(exc).__name__}: {exc}")
@@ -101,7 +110,13 @@ def entries_for(name, shapes, torch):
         params = [p.detach().numpy().copy() for p in _tensors(torch, shapes, 0)]
         grads = [p.grad.numpy().copy() for p in _tensors(torch, shapes, 0)]
         opt = getattr(lrfast, cls_name)(params, **kw)
-        out.append(Entry("lrfast-numpy-api", "lrfast", step=lambda: opt.step(grads), keep=(opt, params, grads)))
+        signs, count = [grads, [-g for g in grads]], [0]
+
+        def numpy_step():
+            count[0] += 1
+            opt.step(signs[count[0] & 1])
+
+        out.append(Entry("lrfast-numpy-api", "lrfast", step=numpy_step, keep=(opt, params, signs)))
     except Exception as exc:
         e = Entry("lrfast-numpy-api", "lrfast")
         e.fail("unavailable", f"{type(exc).__name__}: {exc}")
