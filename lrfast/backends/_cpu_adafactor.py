@@ -8,9 +8,10 @@ Passes over a param's elements (float32 bytes per element in brackets):
          a second time from cache, not from memory);
   C [12] read g, p, write p: p = p * (1 - lr wd) + coef * g / sqrt(max(r_i c_j / m_b, eps1^2)), the
          update recomputed in torch's order.
-  ||u||^2 = sum_b m_b sum_j w_j / c_j when no element can reach the eps1^2 clamp (every row and column
-  factor positive and finite, min r * min c / m above eps1^2 with margin): 20 bytes per element. Otherwise
-  (zero rows early in training, NaN/Inf) a pass B [4] sums u^2 elementwise in torch's order: 24.
+  ||u||^2 = sum_b m_b sum_j w_j / c_j (+ sum g^2 / eps1^2 over the rows whose row_var is 0: clamped
+  throughout) when no other element can reach the eps1^2 clamp (``_norm_sq_from_sums``; rows that never
+  see a gradient, an embedding's unused rows, keep this branch): 20 bytes per element. Otherwise (a factor
+  so small that the clamp may bind, NaN/Inf) a pass B [4] sums u^2 elementwise in torch's order: 24.
 - dim <= 1: pass 1 [16] read g, v, p, write v: v = lerp(v, g^2), ||u||^2 and ||p||^2; pass 2 [16] read
   g, v, p and write p: 32 bytes per element.
 
@@ -41,7 +42,7 @@ CHUNK = 1 << 16
 # elements (or in a forked child where threads are unsafe, ``_fork``) a pass runs on the calling thread.
 
 @njit(**_SUM)
-def _a_chunk(c, g, p, per, rows, R, N, rv, rowsq, s, w, Nf, one, colsq, colw, psq):
+def _a_chunk(c, g, p, per, rows, R, N, rv, rowsq, rowacc, s, w, Nf, one, colsq, colw, psq):
     """Pass A, rows [c * per, (c + 1) * per) of the B*R rows (of N): the column sums colsq[c] and
     colw[c] (flat B*N: of g^2 and of g^2 / r), psq[c]; row_var ``rv`` (flat B*R) updated in place: lerp
     with weight ``w`` to the row means of g^2 (torch: the norm in the dtype, squared, / N). Rows are
@@ -63,6 +64,7 @@ def _a_chunk(c, g, p, per, rows, R, N, rv, rowsq, s, w, Nf, one, colsq, colw, ps
             acc += gj * gj
             pp += pr[j] * pr[j]
         ps += pp
+        rowacc[k] = acc
         rowsq[k] = acc  # rounded to the dtype: torch.norm sums in the dtype
         rn = np.sqrt(rowsq[k])
         mean = rn * rn / Nf
@@ -158,9 +160,9 @@ def _v2_chunk(c, g, v, p, n, chunk, s, one, eps_sq, decay, coef):
 
 
 @njit(parallel=True, **_JIT)
-def _factored_a(nchunks, g, p, per, rows, R, N, rv, rowsq, s, w, Nf, one, colsq, colw, psq):
+def _factored_a(nchunks, g, p, per, rows, R, N, rv, rowsq, rowacc, s, w, Nf, one, colsq, colw, psq):
     for c in prange(nchunks):
-        _a_chunk(c, g, p, per, rows, R, N, rv, rowsq, s, w, Nf, one, colsq, colw, psq)
+        _a_chunk(c, g, p, per, rows, R, N, rv, rowsq, rowacc, s, w, Nf, one, colsq, colw, psq)
 
 
 @njit(parallel=True, **_JIT)
@@ -188,9 +190,9 @@ def _vector_2(nchunks, g, v, p, n, chunk, s, one, eps_sq, decay, coef):
 
 
 @njit(**_JIT)
-def _factored_a_serial(nchunks, g, p, per, rows, R, N, rv, rowsq, s, w, Nf, one, colsq, colw, psq):
+def _factored_a_serial(nchunks, g, p, per, rows, R, N, rv, rowsq, rowacc, s, w, Nf, one, colsq, colw, psq):
     for c in range(nchunks):
-        _a_chunk(c, g, p, per, rows, R, N, rv, rowsq, s, w, Nf, one, colsq, colw, psq)
+        _a_chunk(c, g, p, per, rows, R, N, rv, rowsq, rowacc, s, w, Nf, one, colsq, colw, psq)
 
 
 @njit(**_JIT)
@@ -243,6 +245,35 @@ def _chunks(rows, N, parts):
     return max(1, min(rows, parts, -(-(rows * N) // CHUNK)))
 
 
+def _norm_sq_from_sums(rv2, cv2, m, csum, cw, rowacc, eps_sq, dt):
+    """||u||^2 from pass A's sums, or None when it must be summed elementwise (pass B).
+
+    u_ij = g_ij / sqrt(max(r_i c_j / m_b, eps1^2)). Where no positive r_i c_j / m_b can reach eps1^2:
+    a row with r_i = 0 is clamped throughout (u = g / eps1: its sum of g^2 / eps1^2), a column with
+    c_j = 0 holds only zeros of g (its sum of g^2 is 0: u = 0), and every other element is
+    g_ij^2 m_b / (r_i c_j): m_b sum_j w_j / c_j, w_j = sum over the rows with r_i > 0 of g_ij^2 / r_i
+    (rows that never see a gradient, an embedding's unused rows, keep this branch). None for NaN/Inf, a
+    column of underflowed squares, a product that could reach the clamp or overflow."""
+    r64, c64, m64 = rv2.astype(np.float64), cv2.astype(np.float64), m.astype(np.float64)
+    if not (np.all(np.isfinite(r64)) and np.all(np.isfinite(c64)) and np.all(np.isfinite(m64))):
+        return None
+    if np.any((c64 <= 0) & (csum != 0)) or np.any(r64 < 0) or np.any(c64 < 0):
+        return None
+    rpos = np.where(r64 > 0, r64, np.inf).min(axis=1)
+    cpos = np.where(c64 > 0, c64, np.inf).min(axis=1)
+    both = np.isfinite(rpos) & np.isfinite(cpos)
+    if np.any(both & ~(rpos * cpos / m64 > float(eps_sq) * 1.001)):
+        return None
+    if np.any(r64.max(axis=1) * c64.max(axis=1) > float(np.finfo(dt).max) * 0.25):
+        return None
+    terms = np.where(c64 > 0, cw / np.where(c64 > 0, c64, 1.0), 0.0)
+    usq = float(np.sum(m64 * terms.sum(axis=1)))
+    zero_rows = r64.reshape(-1) == 0
+    if np.any(zero_rows):
+        usq += float(rowacc[zero_rows].sum()) / float(eps_sq)
+    return usq
+
+
 def _factored(p, g, st, t, lr, h, eps1, s, dt):
     shape = p.shape
     M, N = shape[-2], shape[-1]
@@ -261,7 +292,9 @@ def _factored(p, g, st, t, lr, h, eps1, s, dt):
     colw = np.empty((na, B * N))
     psq = np.empty(na)
     rowsq = np.empty(rows, dt)
-    run["a"](na, gf, pf, -(-rows // na), rows, M, N, rv, rowsq, s, dt(beta), dt(N), dt(1), colsq, colw, psq)
+    rowacc = np.empty(rows)
+    run["a"](na, gf, pf, -(-rows // na), rows, M, N, rv, rowsq, rowacc, s, dt(beta), dt(N), dt(1), colsq, colw,
+             psq)
     _, alpha = _rule.scalars(t, lr, float(dt(math.sqrt(psq.sum()))), p.size, h)
     csum = colsq.sum(axis=0).reshape(B, N)
     cw = colw.sum(axis=0).reshape(B, N)
@@ -274,16 +307,8 @@ def _factored(p, g, st, t, lr, h, eps1, s, dt):
     eps_sq = dt(eps1 * eps1)
     n = _chunks(rows, N, 1 << 30)
     with np.errstate(all="ignore"):
-        rmin, cmin = rv2.min(axis=1).astype(np.float64), cv2.min(axis=1).astype(np.float64)
-        rmax, cmax = rv2.max(axis=1).astype(np.float64), cv2.max(axis=1).astype(np.float64)
-        m64 = m.astype(np.float64)
-        # no element can reach the eps1^2 clamp, overflow or be NaN: ||u||^2 from the column sums
-        fast = bool(np.all(np.isfinite(m64) & (rmin > 0) & (cmin > 0) & np.isfinite(rmax) & np.isfinite(cmax)
-                           & (rmin * cmin / m64 > float(eps_sq) * 1.001)
-                           & (rmax * cmax < float(np.finfo(dt).max) * 0.25)))
-        if fast:
-            usq = float(np.sum(m64 * np.sum(cw / cv2, axis=1)))
-        else:
+        usq = _norm_sq_from_sums(rv2, cv2, m, csum, cw, rowacc, eps_sq, dt)
+        if usq is None:
             part = np.empty(n)
             run["b"](n, gf, -(-rows // n), rows, M, N, rv, cv2.reshape(-1), m, s, dt(1), eps_sq, part)
             usq = float(part.sum())
