@@ -10,8 +10,9 @@ and the iteration amplifies them. Measured here (and asserted with margin):
   (or, for results of cancellation near zero, within 1e-5 of the largest value: float32 sums' error);
 - the whole iteration (5 steps): Frobenius distance to torch's result 0 (16 x 16) to 0.7% of its norm,
   always below the distance of either to the exact iteration (float64, about 1%);
-- the optimizer over 200 steps: the params' distance to torch's, relative to how far torch's params moved,
-  about 1% (asserted at 5%).
+- the optimizer: the params' distance to torch's, relative to how far torch's params moved: <= 3.3e-4 over
+  200 steps (12 x 20, 20 x 12, 16 x 16, every config), 4e-4 (1.3e-3 with ns_steps=8) on 64 x 64 to 512 x 512
+  over 40 steps; asserted at 5e-3. The momentum buffers never see the iteration: torch's bits.
 
 The rest of the step is exact, proved by replacing the iteration on both sides: with torch's own bfloat16
 iteration plugged into lrfast, float32 params are torch's bits over 200 steps (lrfast computes the
@@ -39,8 +40,9 @@ COEFFS = (3.4445, -4.7750, 2.0315)
 SHAPES = [(12, 20), (20, 12), (16, 16)]
 STEPS = 200
 F64_TOL = 1e-9
-#: the bf16 iteration: the params' distance to torch's over how far torch's params moved (measured <= 1.3%)
-BF16_MOVE_TOL = 5e-2
+#: the bf16 iteration: the params' distance to torch's over how far torch's params moved (measured <= 3.3e-4
+#: for these shapes over 200 steps, <= 1.3e-3 with ns_steps=8 on 64 x 64 to 512 x 512 over 40 steps)
+BF16_MOVE_TOL = 5e-3
 
 CONFIGS = {
     "defaults": {},
@@ -158,6 +160,18 @@ def test_round_bf16_without_torch():
     z = y.T.copy()
     muon._round_bf16_(y.T)
     np.testing.assert_array_equal(y.T, muon._to_bf16(z, np))
+
+
+def test_round_bf16_keeps_gpu_nans():
+    """CUDA's NaN of an invalid operation is 0x7FFFFFFF: the bit rounding alone would make it -0; with an xp
+    other than NumPy (CuPy) the NaNs are restored."""
+    import types
+
+    x = np.array([0x7FFFFFFF, 0xFFFFFFFF, 0x3F808000], np.uint32).view(np.float32)
+    fake = types.SimpleNamespace(isnan=np.isnan, where=np.where)
+    r = muon._round_bf16_(x.copy(), fake)
+    assert np.isnan(r[0]) and np.isnan(r[1]) and r[2] == 1.0
+    assert not np.isnan(muon._round_bf16_(x.copy())[0])  # NumPy: never made by the CPU's arithmetic
 
 
 def test_round_bf16_is_torchs():
@@ -311,7 +325,7 @@ def _sim(kind, config, **kw):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_float32_is_torchs_bits_with_torchs_iteration(kind, config):
     with torchs_iteration():
-        mine, theirs, *_ = _sim(kind, CONFIGS[config], steps=60 if kind == "cpu" else STEPS)
+        mine, theirs, *_ = _sim(kind, CONFIGS[config], steps=STEPS if kind == "torch" else 30)
     for x, y in zip(mine, theirs):
         np.testing.assert_array_equal(x, y)
 
@@ -320,16 +334,16 @@ def test_float32_is_torchs_bits_with_torchs_iteration(kind, config):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_float64_iteration_parity(kind, config):
     with float64_iteration():
-        mine, theirs, *_ = _sim(kind, CONFIGS[config], dtype=np.float64)
+        mine, theirs, *_ = _sim(kind, CONFIGS[config], dtype=np.float64, steps=STEPS if kind == "torch" else 60)
         for x, y in zip(mine, theirs):
             assert _rel(x, y) < F64_TOL
-        mine, theirs, *_ = _sim(kind, CONFIGS[config], dtype=np.float32, steps=50)
+        mine, theirs, *_ = _sim(kind, CONFIGS[config], dtype=np.float32, steps=30)
         for x, y in zip(mine, theirs):
             np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config,dtype", [(c, np.float32) for c in CONFIGS]
+                         + [(c, np.float64) for c in ("defaults", "together")])
 def test_bfloat16_iteration_parity_bound(config, dtype):
     mine, theirs, init, opt, ref = simulate("torch", CONFIGS[config], dtype=dtype)
     for x, y, p0 in zip(mine, theirs, init):
@@ -357,12 +371,12 @@ def test_groups_and_missing_grads(kind):
 
 
 def test_tall_and_wide_and_odd_shapes():
-    shapes = [(1, 9), (9, 1), (1, 1), (33, 7), (7, 33), (64, 64)]
+    shapes = [(1, 9), (9, 1), (1, 1), (33, 7), (7, 33), (64, 64), (128, 256), (256, 128)]
     with torchs_iteration():
-        mine, theirs, *_ = simulate("torch", {}, shapes=shapes, steps=40)
+        mine, theirs, *_ = simulate("torch", {}, shapes=shapes, steps=20)
     for x, y in zip(mine, theirs):
         np.testing.assert_array_equal(x, y)
-    mine, theirs, init, *_ = simulate("torch", {}, shapes=shapes, steps=40)
+    mine, theirs, init, *_ = simulate("torch", {}, shapes=shapes, steps=20)
     for x, y, p0 in zip(mine, theirs, init):
         assert np.linalg.norm(x - y) <= BF16_MOVE_TOL * np.linalg.norm(y - p0)
 
@@ -385,13 +399,13 @@ def test_optim_db_configs():
         # lrfast.torch hands the program a np.float32 (requested of the base), else within float32 rounding
         loose = hasattr(lr, "item")
         with float64_iteration(), spy:
-            mine, theirs, *_ = simulate("torch", kw, lr=lr, dtype=np.float64, steps=100)
+            mine, theirs, *_ = simulate("torch", kw, lr=lr, dtype=np.float64, steps=50)
         if loose and isinstance(seen["lr"], np.floating):
             loose = False
         for x, y in zip(mine, theirs):
             assert _rel(x, y) < (1e-5 if loose else F64_TOL), oi.desc
         with torchs_iteration():
-            mine, theirs, *_ = simulate("torch", kw, lr=lr, steps=100)
+            mine, theirs, *_ = simulate("torch", kw, lr=lr, steps=50)
         for x, y in zip(mine, theirs):
             if loose:
                 assert _rel(x, y) < 1e-5, oi.desc

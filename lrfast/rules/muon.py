@@ -21,16 +21,26 @@ Kept from torch, on purpose, for parity and checkpoints:
 NumPy and CuPy have no bfloat16 matmul. lrfast emulates torch's CPU bfloat16 matmul (oneDNN: bfloat16
 inputs, float32 accumulation, one rounding of ``alpha * A B + beta * C`` to bfloat16) with float32 matmuls
 (sgemm) of bfloat16-valued float32 arrays, each result rounded to bfloat16 (round to nearest even on the
-float32 bit pattern, NaN kept NaN: ``_round_bf16``). Each op then gives torch's bits for 99.97% or more of
+float32 bit pattern, NaN kept NaN: ``_round_bf16_``). Each op then gives torch's bits for 99.9% or more of
 the values (the rest: one bfloat16 ulp, where the two libraries' float32 sums, added in different orders,
-fall on either side of a bfloat16 rounding boundary). The iteration amplifies those single-ulp differences
+fall on either side of a bfloat16 rounding boundary; a few more ulps for results of cancellation near zero,
+within the float32 sums' error). The iteration amplifies those single-ulp differences
 (its slope at zero is a = 3.4445), so after 5 steps 30% to 100% of the values are torch's bits and the
 Frobenius distance to torch's result is 0.2% to 0.7% of its norm, below the distance of either result to
-the exact (float64) iteration (1% to 1.4%): measured in tests/test_muon.py, which also bounds the whole
-optimizer against torch over 200 steps. Everything outside the iteration is exact: with the iteration
+the exact (float64) iteration (1% to 1.4%). Over a run the differences do not add up: after 200 steps the
+params' distance to torch's is <= 3.3e-4 of how far they moved (1.3e-3 with ns_steps=8; tests/test_muon.py
+measures and asserts these). Everything outside the iteration is exact: with the iteration
 computed in float64 on both sides (``NS_DTYPE``, a test hook) float64 params agree to rel 1e-9 over 200
 steps, and float32 ones to the bit (the multiply-adds that torch's CPU kernels fuse, FMA, are computed
 here in float64 and rounded once to float32).
+
+A float32 tensor lr (torch computes ``1 - lr * weight_decay`` and ``lr * ratio`` as 0-d float32 tensors): the
+program computes the same when given the lr as a ``np.float32`` (NumPy 2 scalar arithmetic).
+
+Speed (CPU, 2 threads, float32): the matmuls dominate; the elementwise passes (the momentum, the bfloat16
+roundings, the final update) are about 16% of a 1024 x 1024 step, so there is no Numba path; lrfast.torch.Muon
+takes 0.34x (1024 x 1024), 0.28x (2048 x 2048) and 0.44x (4096 x 1024) of torch.optim.Muon's step time
+(bench/bench_programs.py), whose CPU bfloat16 matmuls without bfloat16 hardware are slower than sgemm.
 
 ``NS_DTYPE`` (module attribute, default "bfloat16", torch's): "float32" or "float64" run the iteration in
 that dtype instead (no rounding to bfloat16). A test hook, not an option of the classes.
@@ -143,17 +153,21 @@ _BIAS = np.uint32(0x7FFF)
 _HIGH = np.uint32(0xFFFF0000)
 
 
-def _round_bf16_(x):
-    """Round a float32 array (C- or F-contiguous) to bfloat16 values in place: round to nearest even on the
-    bit pattern (torch's ``c10::BFloat16`` conversion). For finite values and infinities, and for NaNs whose
-    low 16 bits are zero (every NaN the iteration makes from rounded inputs); ``_to_bf16`` makes the inputs."""
+def _round_bf16_(x, xp=np):
+    """Round a float32 array to bfloat16 values: round to nearest even on the bit pattern (torch's
+    ``c10::BFloat16`` conversion); returns the rounded array (``x`` itself, rounded in place, on NumPy).
+    Exact for finite values and infinities, and for NaNs whose low 16 bits are zero: every NaN the
+    iteration meets on the CPU (the inputs come from ``_to_bf16``, x86 and ARM make 0xFFC00000 / 0x7FC00000
+    for an invalid operation and propagate an operand's payload). On the GPU an invalid operation makes
+    0x7FFFFFFF, which the bit rounding would carry to -0: there the NaNs are restored (one more pass)."""
+    nan = None if xp is np else xp.isnan(x)
     u = x.view(np.uint32)
     t = u >> 16
     t &= _LSB
     t += _BIAS
     u += t
     u &= _HIGH
-    return x
+    return x if nan is None else xp.where(nan, np.float32(np.nan), x)
 
 
 def _to_bf16(u, xp):
@@ -198,19 +212,19 @@ def _newton_schulz_bf16(u, coefficients, steps, eps, xp):
         X = X.T
     # torch: ortho_grad.norm() (float32 sum of squares, rounded to bfloat16), clamp(min=eps) (eps made
     # bfloat16), a bfloat16 division
-    norm = _round_bf16_(xp.sqrt(xp.sum(X * X, dtype=f32)).reshape(1))
-    floor = _round_bf16_(xp.asarray([eps], dtype=f32))
+    norm = _round_bf16_(xp.sqrt(xp.sum(X * X, dtype=f32)).reshape(1), xp)
+    floor = _round_bf16_(xp.asarray([eps], dtype=f32), xp)
     X /= xp.maximum(norm, floor)
-    _round_bf16_(X)
+    X = _round_bf16_(X, xp)
     for _ in range(steps):
-        A = _round_bf16_(X @ X.T)
+        A = _round_bf16_(X @ X.T, xp)
         B = A @ A  # torch.addmm(A, A, A, beta=b, alpha=c): b A + c A A rounded once
         B *= c
         B += b * A
-        _round_bf16_(B)
+        B = _round_bf16_(B, xp)
         P = B @ X  # torch.addmm(X, B, X, beta=a)
         P += a * X
-        X = _round_bf16_(P)
+        X = _round_bf16_(P, xp)
     return X.T if transposed else X
 
 
@@ -240,6 +254,11 @@ def _lerp(start, end, w, wide):
 
 
 def step(groups, *, xp, grad_scale) -> bool:
+    with np.errstate(all="ignore"):  # NaN and inf go through as in torch, silently
+        return _step(groups, xp, grad_scale)
+
+
+def _step(groups, xp, grad_scale) -> bool:
     f64 = np.dtype(np.float64)
     ns_dtype = NS_DTYPE
     for group in groups:
