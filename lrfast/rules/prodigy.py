@@ -43,8 +43,8 @@ decision, one sync per step): not run on a GPU yet.
 Bytes per element of a step (float32, slice_p = 1; the fused passes of the Numba cpu path): pass 1 reads
 p, g, p0, s, m, v and writes s, m, v (36), pass 2 reads p, m, v and writes p (16): 52; without exp_avg
 (beta1 = 0) 28 + 16 = 44 (pass 2 reads g instead of m); p0 and s cost 12 / slice_p of the 36, p0's 4
-nothing when it is the 0-d zero. The NumPy program (the numpy and cuda backends) moves more: its ops make
-temporaries.
+nothing when it is the 0-d zero. The NumPy program (the numpy and cuda backends) moves more: one op at a
+time, each a pass (into two reusable work buffers, not a temporary per op).
 """
 
 from __future__ import annotations
@@ -263,12 +263,28 @@ def _effective_grad(p, g, hyper, decouple, grad_scale):
     return g
 
 
+class _Scratch:
+    """Two reusable work buffers per dtype for one step (grown to the largest param): the ops write into
+    them (``out=``) instead of allocating a temporary per op and param."""
+
+    def __init__(self, xp):
+        self.xp, self.buffers = xp, {}
+
+    def get(self, p, k):
+        key = (np.dtype(p.dtype), k)
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < p.size:
+            buf = self.buffers[key] = self.xp.empty(p.size, dtype=p.dtype)
+        return buf[:p.size].reshape(p.shape)
+
+
 def step(groups: list, *, xp, grad_scale=None) -> bool:
     """One Prodigy step over every param group (all of them, in order, grads or not); False when the
     reference returns without stepping (d_denom == 0)."""
     sh = prepare(groups)
     beta1, beta2, beta3, d, dlr = sh["beta1"], sh["beta2"], sh["beta3"], sh["d"], sh["dlr"]
     decouple = sh["decouple"]
+    scratch = _Scratch(xp)
     delta_numerator = 0.0
     d_denom = 0.0
     for ga in groups:
@@ -280,21 +296,29 @@ def step(groups: list, *, xp, grad_scale=None) -> bool:
             f = p.dtype.type
             g = _effective_grad(p, g, ga.hyper, decouple, grad_scale)
             gs = _sliced(g, slice_p)
+            tmp = scratch.get(p, 0)
+            ts = tmp.reshape(-1)[:gs.size]
+            xp.subtract(st["p0"], _sliced(p, slice_p), out=ts)
+            ts *= gs
             # the sums stay arrays of xp (0-d: no device sync per param on CuPy); the same float64 ops
             # in the same order as Python floats
-            dot = xp.sum(gs * (st["p0"] - _sliced(p, slice_p)), dtype=xp.float64)
-            delta_numerator = delta_numerator + (d / d0) * dlr * dot
+            delta_numerator = delta_numerator + (d / d0) * dlr * xp.sum(ts, dtype=xp.float64)
             if beta1 > 0:
                 m = st["exp_avg"]
                 m *= f(beta1)
-                m += f(d * (1 - beta1)) * g
+                xp.multiply(g, f(d * (1 - beta1)), out=tmp)
+                m += tmp
             v = st["exp_avg_sq"]
             v *= f(beta2)
-            v += (f(d * d * (1 - beta2)) * g) * g
+            xp.multiply(g, f(d * d * (1 - beta2)), out=tmp)
+            tmp *= g
+            v += tmp
             s = st["s"]
             s *= f(beta3)
-            s += f(alpha_s) * gs
-            d_denom = d_denom + xp.sum(xp.abs(s), dtype=xp.float64)
+            xp.multiply(gs, f(alpha_s), out=ts)
+            s += ts
+            xp.abs(s, out=ts)
+            d_denom = d_denom + xp.sum(ts, dtype=xp.float64)
     new = decide(sh, groups, float(delta_numerator), float(d_denom))
     if new is None:
         return False
@@ -303,14 +327,16 @@ def step(groups: list, *, xp, grad_scale=None) -> bool:
         decay, eps = ga.hyper["weight_decay"], ga.hyper["eps"]
         for p, g, st in zip(ga.params, ga.grads, ga.states):
             f = p.dtype.type
-            denom = xp.sqrt(st["exp_avg_sq"])
+            denom, num = scratch.get(p, 0), scratch.get(p, 1)
+            xp.sqrt(st["exp_avg_sq"], out=denom)
             denom += f(d * eps)
             if decay != 0 and decouple:
-                p += f(-decay * dlr) * p
+                xp.multiply(p, f(-decay * dlr), out=num)
+                p += num
             if beta1 > 0:
-                num = f(-dlr) * st["exp_avg"]
+                xp.multiply(st["exp_avg"], f(-dlr), out=num)
             else:
-                num = f(-dlr * d) * _effective_grad(p, g, ga.hyper, decouple, grad_scale)
+                xp.multiply(_effective_grad(p, g, ga.hyper, decouple, grad_scale), f(-dlr * d), out=num)
             num /= denom
             p += num
     finish(groups, new)
