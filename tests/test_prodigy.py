@@ -506,10 +506,9 @@ def test_checkpoint_before_any_step_both_ways():
     _before_any_step(1e-5)
 
 
-@pytest.mark.xfail(reason="prodigyopt starts every group's d at the constructor's d0, the bases call Prodigy's "
-                          "group_keys with the group's own d0: asked of the lead (/tmp/notes/s24_requests.md)",
-                   strict=False)
 def test_group_d0_does_not_move_d_at_init():
+    """prodigyopt starts every group's d at the constructor's d0 (its defaults dict), a group's own d0 only
+    enters d / d0."""
     _before_any_step(1e-4)
 
 
