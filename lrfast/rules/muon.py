@@ -18,7 +18,7 @@ Kept from torch, on purpose, for parity and checkpoints:
   ``lr * 0.2 * sqrt(max(rows, cols))`` ("match_rms_adamw"); decoupled weight decay
   ``p *= 1 - lr * weight_decay`` with the unadjusted lr; then ``p -= adjusted_lr * update``.
 
-NumPy and CuPy have no bfloat16 matmul. lrfast emulates torch's CPU bfloat16 matmul (oneDNN: bfloat16
+NumPy and CuPy have no bfloat16 matmul. lrfast emulates torch's CPU bfloat16 matmul (as measured: bfloat16
 inputs, float32 accumulation, one rounding of ``alpha * A B + beta * C`` to bfloat16) with float32 matmuls
 (sgemm) of bfloat16-valued float32 arrays, each result rounded to bfloat16 (round to nearest even on the
 float32 bit pattern, NaN kept NaN: ``_round_bf16_``). Each op then gives torch's bits for 99.9% or more of
