@@ -178,7 +178,8 @@ def test_round_bf16_keeps_gpu_nans():
 def test_round_bf16_is_torchs():
     torch = _torch()
     rng = np.random.default_rng(1)
-    x = np.concatenate([rng.standard_normal(200_000).astype(np.float32) * np.float32(10.0) ** rng.integers(-40, 38, 200_000).astype(np.float32),
+    scale = np.float32(10.0) ** rng.integers(-40, 38, 200_000).astype(np.float32)
+    x = np.concatenate([rng.standard_normal(200_000).astype(np.float32) * scale,
                         rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32),
                         np.array(SPECIAL_BITS, np.uint32).view(np.float32)])
     theirs = torch.from_numpy(x).bfloat16().float().numpy()
@@ -548,7 +549,9 @@ def test_checkpoints_move_both_ways_bit_for_bit():
 def test_lrfast_save_load_continues_bit_for_bit(backend):
     rng = np.random.default_rng(0)
     init = [rng.standard_normal(s) for s in SHAPES]
-    groups = lambda ps: [{"params": ps[:1], "lr": 0.05}, {"params": ps[1:], "adjust_lr_fn": "match_rms_adamw"}]  # noqa: E731
+    def groups(ps):
+        return [{"params": ps[:1], "lr": 0.05}, {"params": ps[1:], "adjust_lr_fn": "match_rms_adamw"}]
+
     a, b = [p.copy() for p in init], [p.copy() for p in init]
     opt_a = lrfast.Muon(groups(a), lr=0.02, backend=backend)
     opt_b = lrfast.Muon(groups(b), lr=0.02, backend=backend)
@@ -611,7 +614,8 @@ BAD = [
     (dict(momentum=float("inf")), ValueError, "Invalid momentum: inf"),
     (dict(momentum="0.9"), TypeError, "Invalid momentum: '0.9'; expected a number"),
     (dict(eps=-1e-7), ValueError, "Invalid eps: -1e-07"),
-    (dict(adjust_lr_fn="arbitrary"), ValueError, "Invalid adjust_lr_fn: 'arbitrary'; expected None, 'original' or 'match_rms_adamw'"),
+    (dict(adjust_lr_fn="arbitrary"), ValueError,
+     "Invalid adjust_lr_fn: 'arbitrary'; expected None, 'original' or 'match_rms_adamw'"),
     (dict(adjust_lr_fn=1), ValueError, "Invalid adjust_lr_fn: 1"),
     (dict(ns_steps=100), ValueError, "Invalid ns_steps: 100; expected an integer in [0, 100)"),
     (dict(ns_steps=-1), ValueError, "Invalid ns_steps: -1"),
@@ -651,6 +655,11 @@ def test_only_2d_params():
             lrfast.Muon([np.zeros(shape)])
     with pytest.raises(ValueError, match=r"Invalid param: shape \(3,\)"):
         lrfast.Muon([{"params": [np.zeros((3, 3))]}, {"params": [np.zeros(3)]}])
+    with pytest.raises(ValueError, match=r"Invalid param: shape \(4, 0\); Muon needs at least one column"):
+        lrfast.Muon([np.zeros((4, 0))])
+    # no rows is fine (torch too): only the weight decay touches nothing
+    p = np.zeros((0, 4))
+    lrfast.Muon([p]).step([np.zeros((0, 4))])
     torch = pytest.importorskip("torch")
     import lrfast.torch as lt
 

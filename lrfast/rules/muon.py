@@ -123,11 +123,15 @@ def check(values: dict) -> dict:
 
 
 def accepts(param, hyper) -> None:
-    """torch's constructor: 2-D params only."""
+    """torch's constructor: 2-D params only; and at least one column (torch's step divides by the column
+    count, ZeroDivisionError after writing the momentum: refused here before anything is written)."""
     if len(param.shape) != 2:
         raise ValueError(f"Invalid param: shape {tuple(param.shape)}; Muon only supports 2-D params (torch.optim."
                          "Muon: the matrices of hidden layers; optimize biases, embeddings and other params "
                          "with a standard method such as AdamW)")
+    if param.shape[1] == 0:
+        raise ValueError(f"Invalid param: shape {tuple(param.shape)}; Muon needs at least one column (torch's "
+                         "learning-rate adjustment divides by the column count)")
 
 
 def init_state(param, hyper, xp) -> dict:
