@@ -15,9 +15,9 @@ dtype (scalars reach the kernels in that dtype; no FMA contraction), so the mome
 equal the program's bit for bit given the same d; the sums are float64 per fixed-size chunk (the same
 chunks for any thread count: deterministic), added per param in chunk order and then over the params in
 the reference's order, so d can differ from the NumPy program's in its last bits. One parallel region per
-pass (not one per param): 2 per step, which also keeps the step fast when other processes hold the cores
-(each region's barrier then waits for a descheduled thread). Params, grads or states that are not C-contiguous float32/float64 of one dtype
-fall back to the NumPy program.
+pass (not one per param): 2 per step, which also keeps the step faster when other processes hold the
+cores (each region's barrier then waits for a descheduled thread). Params, grads or states that are not
+C-contiguous float32/float64 of one dtype fall back to the NumPy program.
 """
 
 import numpy as np
@@ -226,10 +226,10 @@ class _Launch:
 
     def __init__(self, dtype):
         self.dtype = dtype
-        self.items = []  # (group index, param position in the group's lists, arrays, ints, scalars)
+        self.items = []  # (arrays by kind, ints, scalars, slice_p) per param
 
-    def add(self, key, arrays, ints, scalars, slice_p):
-        self.items.append((key, arrays, ints, scalars, slice_p))
+    def add(self, arrays, ints, scalars, slice_p):
+        self.items.append((None, arrays, ints, scalars, slice_p))
 
     def tables(self, kinds):
         keep, out = [], []
@@ -253,10 +253,10 @@ class _Launch:
 
 def _by_dtype(groups, include):
     launches = {}
-    for gi, ga in enumerate(groups):
+    for ga in groups:
         if not include(ga):
             continue
-        for j, p in enumerate(ga.params):
+        for p in ga.params:
             if p.size:
                 launches.setdefault(p.dtype, _Launch(p.dtype.type))
     return launches
@@ -290,7 +290,7 @@ def step(groups, *, xp, grad_scale=None) -> bool:
             arrays = dict(P=p, G=g, P0=st["p0"], S=st["s"], M=st["exp_avg"] if has_m else v, V=v)
             launch = launches[p.dtype]
             order.append((d0, launch, len(launch.items)))
-            launch.add(None, arrays, (p.size, slice_p, int(st["p0"].ndim == 0), int(has_m), int(coupled), 0),
+            launch.add(arrays, (p.size, slice_p, int(st["p0"].ndim == 0), int(has_m), int(coupled), 0),
                        (scale_of(p), decay, alpha_s, 0.0, 0.0), slice_p)
     per_param = {}
     for launch in launches.values():
@@ -325,7 +325,7 @@ def step(groups, *, xp, grad_scale=None) -> bool:
                 continue
             v = st["exp_avg_sq"]
             arrays = dict(P=p, G=g, M=st["exp_avg"] if has_m else v, V=v)
-            launches[p.dtype].add(None, arrays, (p.size, 1, 0, int(has_m), int(coupled), int(decoupled)),
+            launches[p.dtype].add(arrays, (p.size, 1, 0, int(has_m), int(coupled), int(decoupled)),
                                   (scale_of(p), decay, 0.0, -decay * dlr, d * eps), 1)
     for launch in launches.values():
         f = launch.dtype
