@@ -626,3 +626,18 @@ def test_cpu_step_falls_back_for_non_contiguous_arrays():
     b1, s1, g1 = run(PROGRAM.step)
     b2, s2, g2 = run(_cpu_prodigy.step)
     assert np.array_equal(b1, b2) and g1 == g2 and all(np.array_equal(s1[k], s2[k]) for k in s1)
+
+
+def test_cpu_passes_same_bits_on_any_thread_count():
+    """The sums are per fixed chunk, added in chunk order: 1 thread and all threads give the same bits."""
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            runs.append(_cpu_vs_numpy(np.float32, dict(slice_p=3), [(300, 500), (70000,)], 5)["cpu"])
+    finally:
+        numba.set_num_threads(before)
+    for (pa, sa, da), (pb, sb, db) in zip(*runs):
+        assert da == db and all(np.array_equal(a, b) for a, b in zip(pa, pb))
