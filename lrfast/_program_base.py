@@ -277,7 +277,8 @@ class ProgramOptimizer(Optimizer):
                     arr = np.asarray(value.get() if hasattr(value, "get") else value, dtype=like.dtype)
                 except (TypeError, ValueError) as exc:
                     raise TypeError(f"state {key!r} of param {idx} is not an array of numbers: {exc}") from None
-                shapes = (like.shape, *self._program.alt_shapes.get(key, ()))
+                alt = self._program.alt_shapes.get(key, ())
+                shapes = (like.shape, *(alt(params[idx], hyper) if callable(alt) else alt))
                 if arr.shape not in shapes:
                     raise ValueError(f"state {key!r} of param {idx} has shape {arr.shape}; expected "
                                      f"{' or '.join(map(str, shapes))}")

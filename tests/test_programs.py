@@ -195,3 +195,14 @@ def test_lrfast_state_dict_continues_bit_for_bit(name):
         opt_c.step(_arrays(shapes, 1 + t, 0.1))
     for x, y in zip(b, c):
         np.testing.assert_array_equal(x, y)
+
+
+def test_prodigy_p0_loads_either_shape_whatever_the_param_holds_now():
+    """p0 is 0-d when its param was all zero at its first step, flat otherwise (alt_shapes callable)."""
+    for start, now in ((np.ones(6), np.zeros(6)), (np.zeros(6), np.ones(6))):
+        opt = lrfast.Prodigy([start.copy()])
+        opt.step([np.full(6, 0.1)])
+        saved = opt.state_dict()
+        other = lrfast.Prodigy([now.copy()])
+        other.load_state_dict(saved)
+        assert other.state[0]["p0"].shape == saved["state"][0]["p0"].shape

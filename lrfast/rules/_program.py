@@ -64,8 +64,9 @@ class Program:
     cuda        ``step`` runs with xp = CuPy
     bytes_note  the bytes one step moves per element (docs)
     lr_positive the reference's constructor refuses lr = 0 (Prodigy); a group may still hold lr 0 later
-    alt_shapes  {state key: other shapes a saved state may have} beyond ``init_state``'s (Prodigy's p0 is
-                0-d when its param was all zero at its first step)
+    alt_shapes  {state key: other shapes a saved state may have} beyond ``init_state``'s, a tuple of shapes
+                or ``(param, hyper) -> shapes`` (Prodigy's p0: 0-d when its param was all zero at its first
+                step, flat otherwise, whatever the param holds now)
     """
 
     name: str

@@ -358,7 +358,8 @@ PROGRAM = Program(
     group_keys=GROUP_KEYS,
     accepts=accepts,
     lr_positive=True,
-    alt_shapes={"p0": ((),)},  # 0-d when the param was all zero at its first step
+    # p0: 0-d when the param was all zero at its first step, flat otherwise (whatever the param holds now)
+    alt_shapes={"p0": lambda param, hyper: ((), (-(-param.size // hyper["slice_p"]),))},
     bytes_note=("52 B/element float32 (pass 1 reads p, g, p0, s, m, v, writes s, m, v; pass 2 reads p, m, v, "
                 "writes p); 44 without exp_avg (beta1 = 0)"),
 )
