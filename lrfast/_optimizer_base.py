@@ -678,9 +678,14 @@ class Optimizer:
         """
         to_host = (lambda a: a.copy()) if self._xp is np else (lambda a: a.get())
         state = {i: {role: to_host(a) for role, a in s.items()} for i, s in enumerate(self.state) if s}
+        return {**self._snapshot(state),
+                "host_state": [None if h is None else {k: float(v) for k, v in h.items()} for h in self._host]}
+
+    def _snapshot(self, state) -> dict:
+        """The state_dict around ``state`` (param index -> its state, host copies): groups and counters."""
         groups, start = [], 0
         for group in self.param_groups:
-            entry = {k: v for k, v in group.items() if k not in ("params", "schedule")}
+            entry = {k: copy.deepcopy(v) for k, v in group.items() if k not in ("params", "schedule")}
             entry["params"] = list(range(start, start + len(group["params"])))
             entry["schedule"] = _schedule_to_plain(group["schedule"])
             start += len(group["params"])
@@ -694,12 +699,11 @@ class Optimizer:
             "plateau": self.plateau.state_dict() if self.plateau is not None else None,
             "state": state,
             "param_groups": groups,
-            "host_state": [None if h is None else {k: float(v) for k, v in h.items()} for h in self._host],
         }
 
-    def load_state_dict(self, state_dict: dict):
-        """Restore a ``state_dict()`` (from any backend). Checked in full before anything changes."""
-        d = state_dict
+    def _merged_groups(self, d) -> list:
+        """A state_dict's header and param groups checked against this optimizer's: each group merged
+        with the saved values and checked (``_check_group``); nothing is written."""
         if d.get("version") != STATE_DICT_VERSION:
             raise ValueError(f"state_dict version {d.get('version')!r}; expected {STATE_DICT_VERSION}")
         if d.get("optimizer") != type(self).__name__:
@@ -707,15 +711,50 @@ class Optimizer:
         if len(d["param_groups"]) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(d['param_groups'])} param groups; "
                              f"this optimizer has {len(self.param_groups)}")
-        new_groups = []
+        merged_groups = []
         for i, (saved, group) in enumerate(zip(d["param_groups"], self.param_groups)):
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"param group {i} has {len(saved['params'])} params in the state_dict, "
                                  f"{len(group['params'])} here")
-            merged = {**group, **{k: v for k, v in saved.items() if k not in ("params", "schedule")}}
+            merged = {**group, **{k: copy.deepcopy(v) for k, v in saved.items() if k not in ("params", "schedule")}}
             merged["schedule"] = _schedule_from_plain(saved.get("schedule"), group["schedule"])
             self._check_group(merged, i)
-            new_groups.append(merged)
+            merged_groups.append(merged)
+        return merged_groups
+
+    def _counters_of(self, d, merged_groups) -> tuple:
+        """(step_count, skipped_steps, lr_multiplier, plateau copy or None) of a state_dict, checked, with
+        the lr of the step they lead to; nothing is written."""
+        if d.get("plateau") is not None and self.plateau is None:
+            raise ValueError("state_dict holds a ReduceLROnPlateau state; attach() a plateau first")
+        step_count = integer("state_dict's step_count", d.get("step_count"))
+        skipped_steps = integer("state_dict's skipped_steps", d.get("skipped_steps", 0))
+        lr_multiplier = finite_number("lr_multiplier", d.get("lr_multiplier", 1.0), low=0.0)
+        plateau = None
+        if d.get("plateau") is not None:
+            plateau = copy.copy(self.plateau)
+            plateau.load_state_dict(d["plateau"])  # checks it in full; written to self.plateau later
+        self._lrs_at(step_count, [m["schedule"] for m in merged_groups],
+                     lr_scales=[m["lr_scale"] for m in merged_groups], lr_multiplier=lr_multiplier,
+                     plateau=plateau)  # the lr of the next step is valid
+        return step_count, skipped_steps, lr_multiplier, plateau
+
+    def _restore(self, merged_groups, counters):
+        """Write what ``_merged_groups`` and ``_counters_of`` checked (after the state)."""
+        for group, merged in zip(self.param_groups, merged_groups):
+            group.update(merged)
+        self._lr_written = [None] * len(self.param_groups)
+        step_count, skipped_steps, lr_multiplier, plateau = counters
+        self.step_count = step_count
+        self.skipped_steps = skipped_steps
+        self.lr_multiplier = lr_multiplier
+        if plateau is not None:
+            self.plateau.__dict__.update(plateau.__dict__)
+
+    def load_state_dict(self, state_dict: dict):
+        """Restore a ``state_dict()`` (from any backend). Checked in full before anything changes."""
+        d = state_dict
+        new_groups = self._merged_groups(d)
         params = [p for g in self.param_groups for p in g["params"]]
         roles = {s.key for s in self._rule.states}
         for idx, entry in d["state"].items():
@@ -728,16 +767,8 @@ class Optimizer:
                 if tuple(np.shape(arr)) != params[idx].shape:
                     raise ValueError(f"state {role!r} of param {idx} has shape {np.shape(arr)}, "
                                      f"the param has shape {params[idx].shape}")
-        if d.get("plateau") is not None and self.plateau is None:
-            raise ValueError("state_dict holds a ReduceLROnPlateau state; attach() a plateau first")
         host_state = self._host_state_from(d.get("host_state"))
-        step_count = integer("state_dict's step_count", d.get("step_count"))
-        skipped_steps = integer("state_dict's skipped_steps", d.get("skipped_steps", 0))
-        lr_multiplier = finite_number("lr_multiplier", d.get("lr_multiplier", 1.0), low=0.0)
-        plateau = None
-        if d.get("plateau") is not None:
-            plateau = copy.copy(self.plateau)
-            plateau.load_state_dict(d["plateau"])  # checks it in full; written to self.plateau below
+        counters = self._counters_of(d, new_groups)
         host_arrays = {}  # (param index, role) -> the array converted to the param's dtype
         for idx, entry in d["state"].items():
             dtype = params[int(idx)].dtype
@@ -746,14 +777,10 @@ class Optimizer:
                     host_arrays[int(idx), role] = np.asarray(arr.get() if hasattr(arr, "get") else arr, dtype=dtype)
                 except (TypeError, ValueError) as exc:
                     raise TypeError(f"state {role!r} of param {idx} is not an array of numbers: {exc}") from None
-        schedules = [merged["schedule"] for merged in new_groups]
-        self._lrs_at(step_count, schedules, lr_scales=[merged["lr_scale"] for merged in new_groups],
-                     lr_multiplier=lr_multiplier, plateau=plateau)  # the lr of the next step is valid
         self._refuse_during_capture("load_state_dict()")
         # everything checked: now write
         for group, merged in zip(self.param_groups, new_groups):
             group.update(merged)
-        self._lr_written = [None] * len(self.param_groups)
         xp, flat_index, start = self._xp, {}, 0
         for group, buckets in zip(self.param_groups, self._buckets):
             for b in buckets:
@@ -782,11 +809,7 @@ class Optimizer:
             lists = b.state_lists(role, xp, initial[role].initial(self._hyper(g), g["lr"]))
             lists[2][b.positions.index(pos)][...] = xp.asarray(arr)
         self._host = host_state
-        self.step_count = step_count
-        self.skipped_steps = skipped_steps
-        self.lr_multiplier = lr_multiplier
-        if plateau is not None:
-            self.plateau.__dict__.update(plateau.__dict__)
+        self._restore(new_groups, counters)
         self.current_lrs()
 
     def _host_state_from(self, saved) -> list:

@@ -20,12 +20,11 @@ import numpy as np
 
 from . import backends
 from ._arena import ParamBuffer
-from ._optimizer_base import STATE_DICT_VERSION, Optimizer, _as_groups, _schedule_from_plain, _schedule_to_plain
+from ._optimizer_base import Optimizer, _as_groups
 from ._validate import check_disjoint, check_grads, check_params, clipping, finite_number, nonnegative
 from .backends._tensorlist import TensorList
 from .rules._program import GroupArgs
 from .rules._reductions import clip_gate, grad_norm, grad_reduction, nonfinite
-from .schedules._checks import integer
 
 
 class ProgramOptimizer(Optimizer):
@@ -116,7 +115,8 @@ class ProgramOptimizer(Optimizer):
                 group[name] = checked[name]
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{exc} (param group {index})") from None
-        self._checked[index] = (tuple(group[name] for name in self._hyper_names), checked)
+        if index < len(self.param_groups) and group is self.param_groups[index]:  # not a state_dict's merge
+            self._checked[index] = (tuple(group[name] for name in self._hyper_names), checked)
 
     def _hyper(self, group) -> dict:
         return self._program.checked(group, self._variant)
@@ -215,47 +215,13 @@ class ProgramOptimizer(Optimizer):
                 return a
             return a.copy() if isinstance(a, np.ndarray) else a.get()
 
-        groups, start = [], 0
-        for group in self.param_groups:
-            entry = {k: copy.deepcopy(v) for k, v in group.items() if k not in ("params", "schedule")}
-            entry["params"] = list(range(start, start + len(group["params"])))
-            entry["schedule"] = _schedule_to_plain(group["schedule"])
-            start += len(group["params"])
-            groups.append(entry)
-        return {
-            "version": STATE_DICT_VERSION,
-            "optimizer": type(self).__name__,
-            "step_count": self.step_count,
-            "skipped_steps": self.skipped_steps,
-            "lr_multiplier": self.lr_multiplier,
-            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
-            "state": {i: {k: host(v) for k, v in s.items()} for i, s in enumerate(self._states) if s},
-            "param_groups": groups,
-        }
+        return self._snapshot({i: {k: host(v) for k, v in s.items()} for i, s in enumerate(self._states) if s})
 
     def load_state_dict(self, state_dict: dict):
         """Restore a ``state_dict()`` (from any backend). Checked in full before anything changes: each
         param's state must hold the keys, shapes and kinds a new state of that param would."""
         d = state_dict
-        if d.get("version") != STATE_DICT_VERSION:
-            raise ValueError(f"state_dict version {d.get('version')!r}; expected {STATE_DICT_VERSION}")
-        if d.get("optimizer") != type(self).__name__:
-            raise ValueError(f"state_dict is from {d.get('optimizer')!r}, not {type(self).__name__}")
-        if len(d["param_groups"]) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(d['param_groups'])} param groups; "
-                             f"this optimizer has {len(self.param_groups)}")
-        saved_checked, merged_groups = list(self._checked), []
-        try:
-            for i, (saved, group) in enumerate(zip(d["param_groups"], self.param_groups)):
-                if len(saved["params"]) != len(group["params"]):
-                    raise ValueError(f"param group {i} has {len(saved['params'])} params in the state_dict, "
-                                     f"{len(group['params'])} here")
-                merged = {**group, **{k: copy.deepcopy(v) for k, v in saved.items() if k not in ("params", "schedule")}}
-                merged["schedule"] = _schedule_from_plain(saved.get("schedule"), group["schedule"])
-                self._check_group(merged, i)
-                merged_groups.append(merged)
-        finally:
-            self._checked = saved_checked
+        merged_groups = self._merged_groups(d)
         params = self._all_params
         group_of = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
         xp, states = self._xp, [{} for _ in params]
@@ -284,34 +250,13 @@ class ProgramOptimizer(Optimizer):
                                      f"{' or '.join(map(str, shapes))}")
                 # where init_state keeps it: a NumPy array stays on the host (Adafactor's step on the GPU too)
                 states[idx][key] = arr if isinstance(like, np.ndarray) else xp.asarray(arr)
-        if d.get("plateau") is not None and self.plateau is None:
-            raise ValueError("state_dict holds a ReduceLROnPlateau state; attach() a plateau first")
-        step_count = integer("state_dict's step_count", d.get("step_count"))
-        skipped_steps = integer("state_dict's skipped_steps", d.get("skipped_steps", 0))
-        lr_multiplier = finite_number("lr_multiplier", d.get("lr_multiplier", 1.0), low=0.0)
-        plateau = None
-        if d.get("plateau") is not None:
-            plateau = copy.copy(self.plateau)
-            plateau.load_state_dict(d["plateau"])
-        self._lrs_at(step_count, [m["schedule"] for m in merged_groups], lr_scales=[m["lr_scale"] for m in merged_groups],
-                     lr_multiplier=lr_multiplier, plateau=plateau)
+        counters = self._counters_of(d, merged_groups)
         # everything checked: now write
-        for gi, (group, merged) in enumerate(zip(self.param_groups, merged_groups)):
-            group.update(merged)
-            self._check_group(group, gi)
-        self._lr_written = [None] * len(self.param_groups)
         self._states = states
-        self.step_count = step_count
-        self.skipped_steps = skipped_steps
-        self.lr_multiplier = lr_multiplier
-        if plateau is not None:
-            self.plateau.__dict__.update(plateau.__dict__)
+        self._restore(merged_groups, counters)
+        for gi, group in enumerate(self.param_groups):
+            self._check_group(group, gi)
         self.current_lrs()
-
-    def __repr__(self):
-        sizes = sum(p.size for g in self.param_groups for p in g["params"])
-        return (f"{type(self).__name__}({len(self.param_groups)} group(s), {sizes} elements, "
-                f"backend={self.backend!r}, step_count={self.step_count})")
 
 
 def refuse_complex(name, p, label):
