@@ -76,44 +76,26 @@ For each step of a 2-D param p (rows x cols; lr_t the step's learning rate)::
     p = p - adjusted * X (transposed back)
 """
 
-_NUMBER = (int, float, np.integer, np.floating)
-
-
-def _number(value, name, expected, ok):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, _NUMBER):
-        raise TypeError(f"Invalid {name}: {value!r}; expected a number")
-    value = float(value)
-    if not math.isfinite(value) or not ok(value):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a finite number {expected}")
-    return value
-
-
 def check(values: dict) -> dict:
     """torch's bounds (weight_decay >= 0, momentum >= 0, adjust_lr_fn None / "original" /
     "match_rms_adamw", ns_steps < 100, three coefficients), finite numbers only; eps >= 0, ns_steps >= 0
     and an int, nesterov a bool (torch does not check those: a negative eps or ns_steps is meaningless)."""
+    from .._validate import flag, integer, real
+
     out = dict(values)
-    out["weight_decay"] = _number(values["weight_decay"], "weight_decay", ">= 0", lambda v: v >= 0.0)
-    out["momentum"] = _number(values["momentum"], "momentum", ">= 0", lambda v: v >= 0.0)
-    out["eps"] = _number(values["eps"], "eps", ">= 0", lambda v: v >= 0.0)
-    nesterov = values["nesterov"]
-    if not isinstance(nesterov, (bool, np.bool_)):
-        raise TypeError(f"Invalid nesterov: {nesterov!r}; expected True or False")
-    out["nesterov"] = bool(nesterov)
-    steps = values["ns_steps"]
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"Invalid ns_steps: {steps!r}; expected an integer")
-    if not 0 <= steps < 100:
-        raise ValueError(f"Invalid ns_steps: {steps!r}; expected an integer in [0, 100) (torch: the number of "
-                         "Newton-Schulz steps must be less than 100)")
-    out["ns_steps"] = int(steps)
+    out["weight_decay"] = real("weight_decay", values["weight_decay"], low=0.0)
+    out["momentum"] = real("momentum", values["momentum"], low=0.0)
+    out["eps"] = real("eps", values["eps"], low=0.0)
+    out["nesterov"] = flag("nesterov", values["nesterov"])
+    # torch: the number of Newton-Schulz steps must be less than 100
+    out["ns_steps"] = integer("ns_steps", values["ns_steps"], low=0, high=99)
     coefficients = values["ns_coefficients"]
     if isinstance(coefficients, (str, bytes)) or not hasattr(coefficients, "__len__"):
         raise TypeError(f"Invalid ns_coefficients: {coefficients!r}; expected a tuple of three numbers (a, b, c)")
     if len(coefficients) != 3:
         raise ValueError(f"Invalid ns_coefficients: {coefficients!r}; expected exactly three numbers (a, b, c)")
     for v in coefficients:
-        _number(v, "ns_coefficients", "(a, b, c)", lambda v: True)
+        real("ns_coefficients", v)
     out["ns_coefficients"] = coefficients
     fn = values["adjust_lr_fn"]
     if fn is not None and not (isinstance(fn, str) and fn in ADJUST_LR_FNS):

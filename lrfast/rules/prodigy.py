@@ -73,59 +73,35 @@ Prodigy (prodigyopt.Prodigy 1.1.2): Adam with a learned step size d, shared by a
 
 # -- checks (the reference's bounds, lrfast's message format) ------------------------------------------
 
-def _invalid(name, value, expected, error=ValueError):
-    return error(f"Invalid {name}: {value!r}; expected {expected}")
-
-
-def _real(name, value, expected, ok, allow_inf=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise _invalid(name, value, expected, TypeError)
-    v = float(value)
-    if math.isnan(v) or (math.isinf(v) and not allow_inf) or not ok(v):
-        raise _invalid(name, value, expected)
-    return v
-
-
-def _flag(name, value):
-    if not isinstance(value, (bool, int, np.bool_, np.integer)) or value not in (0, 1):
-        raise _invalid(name, value, "a bool", TypeError)
-    return bool(value)
-
-
 def check(values: dict) -> dict:
     """Every hyperparameter (lr aside) checked: the reference's bounds (d0 > 0, eps > 0, 0 <= betas < 1),
     finite numbers, beta3 None or in [0, 1], growth_rate > 0 (inf: unbounded), slice_p an int >= 1;
     fsdp_in_use=True refused."""
+    from .._validate import flag, integer, invalid, real
+
     out = {}
     betas = values["betas"]
     if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
-        raise _invalid("betas", betas, "a pair of numbers", TypeError)
-    out["betas"] = tuple(_real(f"beta parameter at index {i}", b, "a finite number in [0, 1)",
-                               lambda v: 0.0 <= v < 1.0) for i, b in enumerate(betas))
+        raise invalid("betas", betas, "a pair of numbers", TypeError)
+    out["betas"] = tuple(real(f"beta parameter at index {i}", b, low=0.0, high=1.0, high_open=True)
+                         for i, b in enumerate(betas))
     beta3 = values["beta3"]
-    out["beta3"] = None if beta3 is None else _real("beta3", beta3, "None or a finite number in [0, 1]",
-                                                    lambda v: 0.0 <= v <= 1.0)
-    out["eps"] = _real("epsilon value", values["eps"], "a finite number > 0", lambda v: v > 0.0)
-    out["weight_decay"] = _real("weight_decay value", values["weight_decay"], "a finite number >= 0",
-                                lambda v: v >= 0.0)
+    out["beta3"] = None if beta3 is None else real("beta3", beta3, low=0.0, high=1.0)
+    out["eps"] = real("epsilon value", values["eps"], low=0.0, low_open=True)
+    out["weight_decay"] = real("weight_decay value", values["weight_decay"], low=0.0)
     for name in ("decouple", "use_bias_correction", "safeguard_warmup"):
-        out[name] = _flag(name, values[name])
-    out["d0"] = _real("d0 value", values["d0"], "a finite number > 0", lambda v: v > 0.0)
-    out["d_coef"] = _real("d_coef", values["d_coef"], "a finite number > 0", lambda v: v > 0.0)
-    out["growth_rate"] = _real("growth_rate", values["growth_rate"], "a number > 0 (inf: unbounded)",
-                               lambda v: v > 0.0, allow_inf=True)
-    fsdp = _flag("fsdp_in_use", values["fsdp_in_use"])
-    if fsdp:
-        raise _invalid("fsdp_in_use", values["fsdp_in_use"],
-                       "False (lrfast's Prodigy does not all-reduce its sums over torch.distributed ranks; "
-                       "sharded params would each learn their own d)")
+        out[name] = flag(name, values[name])
+    out["d0"] = real("d0 value", values["d0"], low=0.0, low_open=True)
+    out["d_coef"] = real("d_coef", values["d_coef"], low=0.0, low_open=True)
+    growth = values["growth_rate"]  # inf (the default): unbounded
+    out["growth_rate"] = math.inf if growth == math.inf and not isinstance(growth, bool) else real(
+        "growth_rate", growth, low=0.0, low_open=True)
+    if flag("fsdp_in_use", values["fsdp_in_use"]):
+        raise invalid("fsdp_in_use", values["fsdp_in_use"],
+                      "False (lrfast's Prodigy does not all-reduce its sums over torch.distributed ranks; "
+                      "sharded params would each learn their own d)")
     out["fsdp_in_use"] = False
-    slice_p = values["slice_p"]
-    if isinstance(slice_p, (bool, np.bool_)) or not isinstance(slice_p, (int, np.integer)):
-        raise _invalid("slice_p", slice_p, "an integer >= 1", TypeError)
-    if slice_p < 1:
-        raise _invalid("slice_p", slice_p, "an integer >= 1")
-    out["slice_p"] = int(slice_p)
+    out["slice_p"] = integer("slice_p", values["slice_p"], low=1)
     return out
 
 
