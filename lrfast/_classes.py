@@ -62,15 +62,20 @@ def bind(sig, self, args, kwargs) -> tuple:
     return values.pop("params"), values
 
 
-def make_class(rule, variant) -> type:
-    sig = signature(rule, variant)
-
+def _constructor(sig, base):
+    """The ``__init__`` of a class with signature ``sig``: binds the arguments, then ``base.__init__``
+    with the hyperparameters as defaults and lrfast's own options as keywords."""
     def __init__(self, *args, **kwargs):
         params, values = bind(sig, self, args, kwargs)
         own = {k: values.pop(k) for k in _OWN}
-        Optimizer.__init__(self, params, values, **own)
+        base.__init__(self, params, values, **own)
 
     __init__.__signature__ = sig
+    return __init__
+
+
+def make_class(rule, variant) -> type:
+    __init__ = _constructor(signature(rule, variant), Optimizer)
     hyper = "\n".join(f"    {h.name}: {_describe(h)}." for h in rule.hyper if h.name not in variant.fixed)
     fixed = "".join(f"\n\n    ({k}={v!r} is fixed by this class.)" for k, v in variant.fixed.items())
     doc = (f"{variant.summary} ({variant.reference or 'the NumPy reference'}).\n\n"
@@ -86,14 +91,7 @@ def make_class(rule, variant) -> type:
 
 def make_program_class(program, variant) -> type:
     """The ``lrfast`` class of a ``Program``'s variant (``_program_base.ProgramOptimizer``)."""
-    sig = signature(program, variant)
-
-    def __init__(self, *args, **kwargs):
-        params, values = bind(sig, self, args, kwargs)
-        own = {k: values.pop(k) for k in _OWN}
-        ProgramOptimizer.__init__(self, params, values, **own)
-
-    __init__.__signature__ = sig
+    __init__ = _constructor(signature(program, variant), ProgramOptimizer)
     hyper = "\n".join(f"    {h.name}: default {h.default!r}." for h in program.hyper if h.name not in variant.fixed)
     doc = (f"{variant.summary} ({variant.reference}).\n\n"
            + "\n".join("    " + line if line else "" for line in program.algorithm.splitlines())
