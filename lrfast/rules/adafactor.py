@@ -33,7 +33,7 @@ the numel: ZeroDivisionError).
 
 Bytes per element of a step (float32, this NumPy program): about 90 for a param of dim >= 2 (norm of p,
 two reductions of g, the estimate, clamp, sqrt, reciprocal, the product with g, its norm, the scaled add),
-about 130 for a vector. The cpu backend's fused path (``lrfast/backends/_cpu_adafactor.py``) moves 20
+about 120 for a vector. The cpu backend's fused path (``lrfast/backends/_cpu_adafactor.py``) moves 20
 (dim >= 2: one read of g and p, then read g, p and write p) and 32 (vectors: read g, v, p and write v;
 then read g, v, p and write p).
 """
@@ -226,6 +226,6 @@ PROGRAM = Program(
     accepts=accepts,
     cuda=True,
     bytes_note=("Bytes per element of a float32 step: the cpu backend's passes move 20 for a param of dim >= 2 "
-                "(24 while a factor is 0 or a value reaches the eps1^2 clamp) and 32 for a vector; the NumPy "
-                "program about 90 and 130."),
+                "(24 when a factor so small that the eps1^2 clamp may bind, or a NaN/Inf, needs the update's "
+                "norm summed elementwise) and 32 for a vector; the NumPy program about 90 and 120."),
 )
