@@ -62,37 +62,21 @@ For each step t of a param (lr_t the step's learning rate; eps1 = finfo(dtype).e
     p = p - alpha / max(1, ||u|| / (sqrt(numel) * d)) * u
 """
 
-_NUMBER = (int, float, np.integer, np.floating)
-
-
-def _number(value, name, what, expected, ok):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, _NUMBER):
-        raise TypeError(f"Invalid {name}: {value!r}; expected a number")
-    value = float(value)
-    if not math.isfinite(value) or not ok(value):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a finite number {expected} ({what})")
-    return value
-
-
 def check(values: dict) -> dict:
     """torch's bounds (beta2_decay <= 0, eps1 >= 0 or None, eps2 >= 0, d >= 1, weight_decay >= 0), finite
     numbers only; ``eps`` a pair (tuple or list)."""
+    from .._validate import flag, invalid, real
+
     out = dict(values)
-    out["beta2_decay"] = _number(values["beta2_decay"], "beta2_decay", "the decay rate of beta2", "<= 0",
-                                 lambda v: v <= 0.0)
+    out["beta2_decay"] = real("beta2_decay", values["beta2_decay"], high=0.0)
     eps = values["eps"]
     if not isinstance(eps, (tuple, list)) or len(eps) != 2:
-        raise TypeError(f"Invalid eps: {eps!r}; expected a pair (eps1 or None, eps2)")
-    eps1 = None if eps[0] is None else _number(eps[0], "eps[0]", "epsilon1", ">= 0", lambda v: v >= 0.0)
-    eps2 = _number(eps[1], "eps[1]", "epsilon2", ">= 0", lambda v: v >= 0.0)
-    out["eps"] = (eps1, eps2)
-    out["d"] = _number(values["d"], "d", "the clipping threshold", ">= 1", lambda v: v >= 1.0)
-    out["weight_decay"] = _number(values["weight_decay"], "weight_decay", "weight decay", ">= 0",
-                                  lambda v: v >= 0.0)
-    maximize = values["maximize"]
-    if not isinstance(maximize, (bool, np.bool_)):
-        raise TypeError(f"Invalid maximize: {maximize!r}; expected True or False")
-    out["maximize"] = bool(maximize)
+        raise invalid("eps", eps, "a pair (eps1 or None, eps2)", TypeError)
+    eps1 = None if eps[0] is None else real("eps[0]", eps[0], low=0.0)
+    out["eps"] = (eps1, real("eps[1]", eps[1], low=0.0))
+    out["d"] = real("d", values["d"], low=1.0)  # the clipping threshold
+    out["weight_decay"] = real("weight_decay", values["weight_decay"], low=0.0)
+    out["maximize"] = flag("maximize", values["maximize"])
     return out
 
 
