@@ -219,18 +219,22 @@ class Optimizer:
 
     def _bind(self, backend):
         """Check the params, pick the backend and lay out buckets and (empty) state for them."""
+        self._use_backend(backend, self._rule.cuda)
+        self._buckets = [self._make_buckets(g, a) for g, a in zip(self.param_groups, self._arenas)]
+        self._grad_key = None
+        self._grad_lists = None
+
+    def _use_backend(self, backend, has_cuda: bool):
+        """Check every param and pick the backend (``backends.resolve``) and its array module."""
         all_params = [p for g in self.param_groups for p in g["params"]]
         self.backend = backends.resolve(backend, all_params)
-        if self.backend == "cuda" and not self._rule.cuda:
+        if self.backend == "cuda" and not has_cuda:
             raise ValueError(f"{type(self).__name__} has no CUDA kernels yet: use the cpu or numpy backend")
         self._backend = backends.get(self.backend)
         self._xp = np if self.backend != "cuda" else __import__("cupy")
         check_params(all_params)
         self._all_params = all_params
         self._bound = [list(g["params"]) for g in self.param_groups]  # what each group's buckets update
-        self._buckets = [self._make_buckets(g, a) for g, a in zip(self.param_groups, self._arenas)]
-        self._grad_key = None
-        self._grad_lists = None
 
     def to(self, backend: str):
         """Move the params and the optimizer state to ``backend`` ("cpu", "numpy" or "cuda"); returns self.

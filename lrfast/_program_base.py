@@ -18,10 +18,9 @@ import importlib
 
 import numpy as np
 
-from . import backends
 from ._arena import ParamBuffer
 from ._optimizer_base import Optimizer, _as_groups
-from ._validate import check_disjoint, check_grads, check_params, clipping, finite_number, nonnegative
+from ._validate import check_disjoint, check_grads, clipping, finite_number, nonnegative
 from .backends._tensorlist import TensorList
 from .rules._program import GroupArgs
 from .rules._reductions import clip_gate, grad_norm, grad_reduction, nonfinite
@@ -84,13 +83,7 @@ class ProgramOptimizer(Optimizer):
         self.current_lrs()
 
     def _bind(self, backend):
-        all_params = [p for g in self.param_groups for p in g["params"]]
-        self.backend = backends.resolve(backend, all_params)
-        if self.backend == "cuda" and not self._program.cuda:
-            raise ValueError(f"{type(self).__name__} has no CUDA path yet: use the cpu or numpy backend")
-        self._backend = backends.get(self.backend)
-        self._xp = np if self.backend != "cuda" else importlib.import_module("cupy")
-        check_params(all_params)
+        self._use_backend(backend, self._program.cuda)
         index = 0
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group)
@@ -99,8 +92,6 @@ class ProgramOptimizer(Optimizer):
                 if self._program.accepts is not None:
                     self._program.accepts(p, hyper)
                 index += 1
-        self._all_params = all_params
-        self._bound = [list(g["params"]) for g in self.param_groups]
         self._buckets = []
         self._step_fn = _step_function(self._program, self.backend)
 
