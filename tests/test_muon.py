@@ -385,7 +385,10 @@ def test_tall_and_wide_and_odd_shapes():
 
 def test_optim_db_configs():
     _torch()
-    from torch.testing._internal.common_optimizers import optim_db
+    try:
+        from torch.testing._internal.common_optimizers import optim_db
+    except Exception as exc:  # private module (it imports expecttest, which .ci/run installs): may move
+        pytest.skip(f"optim_db unavailable: {exc}")
 
     infos = [o for o in optim_db if o.optim_cls.__name__ == "Muon"]
     if not infos:
