@@ -5,6 +5,10 @@ element function, pseudocode), its reference function in ``backends/_numpy.py``,
 one list line in ``src/lrfast_rules.cuh``, its case table ``tests/rule_cases/<name>.py``, add its module
 below, and regenerate ``backends/_cpu_launchers.py`` (``python -m lrfast.rules.generate``). Everything else
 (``lrfast.X``, ``lrfast.torch.X``, bench cases, CLI lists, the tests) reads this registry.
+
+An optimizer whose step is several passes (row/column reductions, matmuls, a decision shared by all groups)
+is a ``Program`` (``_program.py``): its module here (``PROGRAM``: checks, state layout, the step in array
+operations), optionally ``backends/_cpu_<name>.py`` (Numba passes), its tests, and one entry in PROGRAMS.
 """
 
 from . import adadelta, adagrad, adam, adamax, asgd, lamb, lars, lion, nadam, radam, rmsprop, rprop, sfadamw, sfsgd, sgd
