@@ -185,14 +185,7 @@ class Optimizer:
         self._arenas = []
         for group in _as_groups(params):
             arena = group["params"] if isinstance(group["params"], ParamBuffer) else None
-            unknown = set(group) - set(self.defaults) - {"params", "lr_scale"}
-            if unknown:
-                raise TypeError(f"param group has unknown options {sorted(unknown)}")
-            group = {**self.defaults, "lr_scale": 1.0, **group, "params": list(group["params"])}
-            if not group["params"]:
-                raise ValueError("a param group has no params")
-            group["schedule"] = group["lr"]
-            self.param_groups.append(group)
+            self.param_groups.append(self._new_group(group))
             self._arenas.append(arena)
         for i, group in enumerate(self.param_groups):
             self._check_group(group, i)
@@ -216,6 +209,18 @@ class Optimizer:
         self._checked = [(None, None)] * len(self.param_groups)  # per group: (values checked, their hyper)
         self._host = [None] * len(self.param_groups)  # per group: the rule's host states (None: not begun)
         self.current_lrs()
+
+    def _new_group(self, group, known=()) -> dict:
+        """A param group given to the constructor, with the defaults filled in (``known``: other keys it
+        may hold); refuses unknown options and an empty group."""
+        unknown = set(group) - set(self.defaults) - set(known) - {"params", "lr_scale"}
+        if unknown:
+            raise TypeError(f"param group has unknown options {sorted(unknown)}")
+        group = {**self.defaults, "lr_scale": 1.0, **group, "params": list(group["params"])}
+        if not group["params"]:
+            raise ValueError("a param group has no params")
+        group["schedule"] = group["lr"]
+        return group
 
     def _bind(self, backend):
         """Check the params, pick the backend and lay out buckets and (empty) state for them."""

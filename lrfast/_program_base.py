@@ -47,19 +47,11 @@ class ProgramOptimizer(Optimizer):
         self.capturable = False
         self._captured = False
         self.param_groups = []
-        keys = self._program.group_keys
         for group in _as_groups(params):
             if isinstance(group["params"], ParamBuffer):
                 raise TypeError(f"{name} takes a list of arrays (or param groups), not a ParamBuffer: its step "
                                 "is several passes per param, not one pass over an arena")
-            unknown = set(group) - set(self.defaults) - set(keys) - {"params", "lr_scale"}
-            if unknown:
-                raise TypeError(f"param group has unknown options {sorted(unknown)}")
-            group = {**self.defaults, "lr_scale": 1.0, **group, "params": list(group["params"])}
-            if not group["params"]:
-                raise ValueError("a param group has no params")
-            group["schedule"] = group["lr"]
-            self.param_groups.append(group)
+            self.param_groups.append(self._new_group(group, self._program.group_keys))
         self._arenas = [None] * len(self.param_groups)
         self._checked = [(None, None)] * len(self.param_groups)
         if self._program.lr_positive and not callable(self.defaults["lr"]) and not self.defaults["lr"] > 0:
