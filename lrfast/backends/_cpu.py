@@ -3,12 +3,14 @@
 ``update`` has the numpy reference's signature (``_numpy.py``), but the tensor lists must be
 ``TensorList``s: the kernels read their cached base-address and chunk tables. Per-step scalars (lr / bias
 corrections, 1 - lr * weight_decay, 1 / sqrt(bias correction 2), ...) are the rule's (``lrfast.rules``),
-computed once per step in float64 and handed to the kernel rounded to the arrays' dtype.
+computed once per step in float64 and handed to the kernel rounded to the compute dtype (float32 for
+float32, bfloat16 and float16 storage; ``lrfast/_dtypes.py``).
 """
 
 import numba
 import numpy as np
 
+from .._dtypes import compute_dtype
 from . import _cpu_kernels as k
 from . import _cpu_launchers, _fork
 
@@ -44,11 +46,15 @@ def _chunks(tensors):
     return tensors.chunks(chunk_size(tensors.total, numba.config.NUMBA_NUM_THREADS)), False
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None):
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None,
+           copies=None, rounding_key=None):
     """One kernel call of ``rule`` (a ``lrfast.rules`` Rule) over every chunk of ``params``: the numpy
     reference's ``update``, with ``TensorList``s. The per-step scalars are the rule's (``Rule.step_scalars``,
-    float64) rounded to the arrays' dtype: a float64 scalar would make a float32 loop float64. ``gate``:
-    [grad scale, skip] (``lrfast.rules._reductions.clip_gate``), read here on the host."""
+    float64) rounded to the compute dtype: a float64 scalar would make a float32 loop float64. ``gate``:
+    [grad scale, skip] (``lrfast.rules._reductions.clip_gate``), read here on the host. Params, grads and
+    states may each have their own storage dtype (the states one between them); ``copies``: a TensorList the
+    updated params are also written to, rounded to its dtype (master weights); ``rounding_key``: a uint32
+    for stochastic rounding of bfloat16 param (or copy) stores, None for round to nearest even."""
     gscale = 1.0
     if gate is not None:
         if gate[1] != 0:
@@ -56,14 +62,19 @@ def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=Fals
         gscale = gate[0]
     launcher, optional = _launchers.get(rule.name) or _launcher(rule)
     values, flags = rule.step_args(hyper, lr, step, first_step, host)
-    scalars = np.array(values, dtype=params.dtype)
+    compute = compute_dtype(params.dtype)
+    scalars = np.array(values, dtype=compute)
     use = 0
     for bit, i in enumerate(optional):
         if states[i] is not None:
             use |= 1 << bit
+    used = [t for t in states if t is not None]
+    slike = used[0].like if used else params.like
     tables = [t.ptrs if t is not None else params.ptrs for t in states]  # unused: the params' (never read)
     chunks, serial = _chunks(params)
-    args = (params.ptrs, grads.ptrs, *tables, params.like, use, params.like.dtype.type(gscale), *scalars, flags)
+    qtable, qlike = (copies.ptrs, copies.like) if copies is not None else (params.ptrs, None)
+    args = (params.ptrs, grads.ptrs, *tables, qtable, params.like, grads.like, slike, qlike,
+            None if rounding_key is None else np.uint32(rounding_key), use, compute.type(gscale), *scalars, flags)
     if rule.tensor_reduction is not None:
         args += (_per_tensor(rule, hyper, params, chunks, serial, args),)
     launcher(chunks, serial, args)
@@ -79,16 +90,16 @@ def _per_tensor(rule, hyper, params, chunks, serial, args):
     totals = np.zeros((len(params.sizes), len(reduction.outputs)))
     np.add.at(totals, chunks[:, 0], out)
     values = reduction.per_tensor(totals, params.ndims, **rule.kernel_args(hyper))
-    return np.ascontiguousarray(values, dtype=params.dtype)
+    return np.ascontiguousarray(values, dtype=compute_dtype(params.dtype))
 
 
 def switch(rule, params, states, *, hyper, train):
     """``train()`` / ``eval()`` of ``rule`` (``rule.switch``) over ``params`` and its state TensorLists (in
     ``rule.switch.states`` order): one launch of the generated ``<rule>_switch``, its scalars in the
     arrays' dtype."""
-    scalars = np.array(rule.switch.scalars(rule, hyper, train), dtype=params.dtype)
+    scalars = np.array(rule.switch.scalars(rule, hyper, train), dtype=compute_dtype(params.dtype))
     getattr(_cpu_launchers, rule.name + "_switch")(*_chunks(params), (params.ptrs, *(t.ptrs for t in states),
-                                                                      params.like, *scalars))
+                                                                      params.like, states[0].like, *scalars))
 
 
 _launchers = {}  # rule name -> (launcher, positions of the optional states)

@@ -2,14 +2,17 @@
 ``python -m lrfast.rules.generate`` from the registry: do not edit (tests/test_rules.py fails when stale).
 
 ``<rule>(chunks, serial, args)`` runs ``<rule>_chunk(c, chunks, *args)`` for every row of the chunk table,
-in parallel or serially; args = (P, G, S0.., like, use, *scalars, flags): the base-address tables of
-the params, grads and states (in the rule's order), a 1-element array of the dtype, the bit mask of the
-optional states in use, the grads' scale (the gate's, in the arrays' dtype), the per-step scalars in
-the arrays' dtype and the mode bits. ``<reduction>_reduce(chunks, serial, (X0.., like, out))`` writes
+in parallel or serially; args = (P, G, S0.., Q, plike, glike, slike, qlike, rkey, use, gscale, *scalars,
+flags): the base-address tables of the params, grads, states (in the rule's order) and low-precision
+copies (master weights), 1-element arrays of each one's kernel dtype (qlike None: no copies), the
+stochastic-rounding key (uint32, or None: round to nearest even), the bit mask of the optional states in
+use, the grads' scale (the gate's), the per-step scalars (both in the compute dtype) and the mode bits.
+Elements are read through ``load`` and written through ``put`` (``_cpu_kernels``: 16-bit floats are
+converted in registers). ``<reduction>_reduce(chunks, serial, (X0.., like, out))`` writes
 each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).
 """
 
-SOURCE_HASH = "4905477147d5f7a9"  # of the element functions and the harness
+SOURCE_HASH = "824908479b8d6cb7"  # of the element functions and the harness
 
 import numpy as np
 from numba import njit, prange
@@ -17,7 +20,7 @@ from numba.extending import register_jitable
 
 from .. import rules as _rules
 from ..rules import _reductions
-from ._cpu_kernels import _JIT, _fmax, _slice
+from ._cpu_kernels import _JIT, _fmax, _slice, copy_out, load, put, slice_or_none, tensor_key
 
 
 # ---- sgd ---------------------------------------------------------------------------------------------
@@ -26,18 +29,26 @@ sgd_element = njit(inline="always", **_JIT)(_rules.sgd.RULE.element)
 
 
 @njit(**_JIT)
-def sgd_chunk(c, chunks, P, G, S0, like, use, gscale, lr, weight_decay, momentum, one_minus_dampening, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    buf = _slice(S0, chunks, c, like)
+def sgd_chunk(c, chunks, P, G, S0, Q, plike, glike, slike, qlike, rkey, use, gscale, lr, weight_decay, momentum, one_minus_dampening, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    buf = _slice(S0, chunks, c, slike)
     if use == 0:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], _ = sgd_element(pi, g[i] * gscale, pi, lr, weight_decay, momentum, one_minus_dampening, flags)
+            pi = load(p[i])
+            np_, _ = sgd_element(pi, load(g[i]) * gscale, pi, lr, weight_decay, momentum, one_minus_dampening, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            copy_out(q, i, np_, qlike, key, j0 + i)
     else:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], buf[i] = sgd_element(pi, g[i] * gscale, buf[i], lr, weight_decay, momentum, one_minus_dampening, flags)
+            pi = load(p[i])
+            np_, buf_ = sgd_element(pi, load(g[i]) * gscale, load(buf[i]), lr, weight_decay, momentum, one_minus_dampening, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            buf[i] = put(buf_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -55,20 +66,32 @@ adam_element = njit(inline="always", **_JIT)(_rules.adam.RULE.element)
 
 
 @njit(**_JIT)
-def adam_chunk(c, chunks, P, G, S0, S1, S2, like, use, gscale, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    m = _slice(S0, chunks, c, like)
-    v = _slice(S1, chunks, c, like)
-    vmax = _slice(S2, chunks, c, like)
+def adam_chunk(c, chunks, P, G, S0, S1, S2, Q, plike, glike, slike, qlike, rkey, use, gscale, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    m = _slice(S0, chunks, c, slike)
+    v = _slice(S1, chunks, c, slike)
+    vmax = _slice(S2, chunks, c, slike)
     if use == 0:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], m[i], v[i], _ = adam_element(pi, g[i] * gscale, m[i], v[i], pi, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
+            pi = load(p[i])
+            np_, m_, v_, _ = adam_element(pi, load(g[i]) * gscale, load(m[i]), load(v[i]), pi, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            m[i] = put(m_, slike, None, 0)
+            v[i] = put(v_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
     else:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], m[i], v[i], vmax[i] = adam_element(pi, g[i] * gscale, m[i], v[i], vmax[i], step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
+            pi = load(p[i])
+            np_, m_, v_, vmax_ = adam_element(pi, load(g[i]) * gscale, load(m[i]), load(v[i]), load(vmax[i]), step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc2_sqrt, eps, decay, weight_decay, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            m[i] = put(m_, slike, None, 0)
+            v[i] = put(v_, slike, None, 0)
+            vmax[i] = put(vmax_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -86,28 +109,47 @@ rmsprop_element = njit(inline="always", **_JIT)(_rules.rmsprop.RULE.element)
 
 
 @njit(**_JIT)
-def rmsprop_chunk(c, chunks, P, G, S0, S1, S2, like, use, gscale, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    sq = _slice(S0, chunks, c, like)
-    ga = _slice(S1, chunks, c, like)
-    buf = _slice(S2, chunks, c, like)
+def rmsprop_chunk(c, chunks, P, G, S0, S1, S2, Q, plike, glike, slike, qlike, rkey, use, gscale, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    sq = _slice(S0, chunks, c, slike)
+    ga = _slice(S1, chunks, c, slike)
+    buf = _slice(S2, chunks, c, slike)
     if use == 0:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], sq[i], _, _ = rmsprop_element(pi, g[i] * gscale, sq[i], pi, pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            pi = load(p[i])
+            np_, sq_, _, _ = rmsprop_element(pi, load(g[i]) * gscale, load(sq[i]), pi, pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            sq[i] = put(sq_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
     elif use == 2:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], sq[i], _, buf[i] = rmsprop_element(pi, g[i] * gscale, sq[i], pi, buf[i], lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            pi = load(p[i])
+            np_, sq_, _, buf_ = rmsprop_element(pi, load(g[i]) * gscale, load(sq[i]), pi, load(buf[i]), lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            sq[i] = put(sq_, slike, None, 0)
+            buf[i] = put(buf_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
     elif use == 1:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], sq[i], ga[i], _ = rmsprop_element(pi, g[i] * gscale, sq[i], ga[i], pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            pi = load(p[i])
+            np_, sq_, ga_, _ = rmsprop_element(pi, load(g[i]) * gscale, load(sq[i]), load(ga[i]), pi, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            sq[i] = put(sq_, slike, None, 0)
+            ga[i] = put(ga_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
     else:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], sq[i], ga[i], buf[i] = rmsprop_element(pi, g[i] * gscale, sq[i], ga[i], buf[i], lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            pi = load(p[i])
+            np_, sq_, ga_, buf_ = rmsprop_element(pi, load(g[i]) * gscale, load(sq[i]), load(ga[i]), load(buf[i]), lr, alpha, one_minus_alpha, eps, weight_decay, momentum, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            sq[i] = put(sq_, slike, None, 0)
+            ga[i] = put(ga_, slike, None, 0)
+            buf[i] = put(buf_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -125,13 +167,19 @@ lion_element = njit(inline="always", **_JIT)(_rules.lion.RULE.element)
 
 
 @njit(**_JIT)
-def lion_chunk(c, chunks, P, G, S0, like, use, gscale, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    m = _slice(S0, chunks, c, like)
+def lion_chunk(c, chunks, P, G, S0, Q, plike, glike, slike, qlike, rkey, use, gscale, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    m = _slice(S0, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], m[i] = lion_element(pi, g[i] * gscale, m[i], lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags)
+        pi = load(p[i])
+        np_, m_ = lion_element(pi, load(g[i]) * gscale, load(m[i]), lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        m[i] = put(m_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -149,14 +197,21 @@ adamax_element = njit(inline="always", **_JIT)(_rules.adamax.RULE.element)
 
 
 @njit(**_JIT)
-def adamax_chunk(c, chunks, P, G, S0, S1, like, use, gscale, step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    m = _slice(S0, chunks, c, like)
-    u = _slice(S1, chunks, c, like)
+def adamax_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    m = _slice(S0, chunks, c, slike)
+    u = _slice(S1, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], m[i], u[i] = adamax_element(pi, g[i] * gscale, m[i], u[i], step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags)
+        pi = load(p[i])
+        np_, m_, u_ = adamax_element(pi, load(g[i]) * gscale, load(m[i]), load(u[i]), step_size, beta1, one_minus_beta1, beta2, eps, weight_decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        m[i] = put(m_, slike, None, 0)
+        u[i] = put(u_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -174,13 +229,19 @@ adagrad_element = njit(inline="always", **_JIT)(_rules.adagrad.RULE.element)
 
 
 @njit(**_JIT)
-def adagrad_chunk(c, chunks, P, G, S0, like, use, gscale, clr, eps, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    s = _slice(S0, chunks, c, like)
+def adagrad_chunk(c, chunks, P, G, S0, Q, plike, glike, slike, qlike, rkey, use, gscale, clr, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    s = _slice(S0, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], s[i] = adagrad_element(pi, g[i] * gscale, s[i], clr, eps, weight_decay, flags)
+        pi = load(p[i])
+        np_, s_ = adagrad_element(pi, load(g[i]) * gscale, load(s[i]), clr, eps, weight_decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        s[i] = put(s_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -198,14 +259,21 @@ nadam_element = njit(inline="always", **_JIT)(_rules.nadam.RULE.element)
 
 
 @njit(**_JIT)
-def nadam_chunk(c, chunks, P, G, S0, S1, like, use, gscale, grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    m = _slice(S0, chunks, c, like)
-    v = _slice(S1, chunks, c, like)
+def nadam_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    m = _slice(S0, chunks, c, slike)
+    v = _slice(S1, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], m[i], v[i] = nadam_element(pi, g[i] * gscale, m[i], v[i], grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags)
+        pi = load(p[i])
+        np_, m_, v_ = nadam_element(pi, load(g[i]) * gscale, load(m[i]), load(v[i]), grad_coef, avg_coef, beta1, one_minus_beta1, beta2, one_minus_beta2, bc2, eps, decay, weight_decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        m[i] = put(m_, slike, None, 0)
+        v[i] = put(v_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -223,13 +291,19 @@ asgd_element = njit(inline="always", **_JIT)(_rules.asgd.RULE.element)
 
 
 @njit(**_JIT)
-def asgd_chunk(c, chunks, P, G, S0, like, use, gscale, decay, neg_eta, weight_decay, mu, copy_ax, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    ax = _slice(S0, chunks, c, like)
+def asgd_chunk(c, chunks, P, G, S0, Q, plike, glike, slike, qlike, rkey, use, gscale, decay, neg_eta, weight_decay, mu, copy_ax, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    ax = _slice(S0, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], ax[i] = asgd_element(pi, g[i] * gscale, ax[i], decay, neg_eta, weight_decay, mu, copy_ax, flags)
+        pi = load(p[i])
+        np_, ax_ = asgd_element(pi, load(g[i]) * gscale, load(ax[i]), decay, neg_eta, weight_decay, mu, copy_ax, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        ax[i] = put(ax_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -247,14 +321,21 @@ adadelta_element = njit(inline="always", **_JIT)(_rules.adadelta.RULE.element)
 
 
 @njit(**_JIT)
-def adadelta_chunk(c, chunks, P, G, S0, S1, like, use, gscale, lr, rho, one_minus_rho, eps, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    s = _slice(S0, chunks, c, like)
-    d = _slice(S1, chunks, c, like)
+def adadelta_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, lr, rho, one_minus_rho, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    s = _slice(S0, chunks, c, slike)
+    d = _slice(S1, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], s[i], d[i] = adadelta_element(pi, g[i] * gscale, s[i], d[i], lr, rho, one_minus_rho, eps, weight_decay, flags)
+        pi = load(p[i])
+        np_, s_, d_ = adadelta_element(pi, load(g[i]) * gscale, load(s[i]), load(d[i]), lr, rho, one_minus_rho, eps, weight_decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        s[i] = put(s_, slike, None, 0)
+        d[i] = put(d_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -272,14 +353,21 @@ rprop_element = njit(inline="always", **_JIT)(_rules.rprop.RULE.element)
 
 
 @njit(**_JIT)
-def rprop_chunk(c, chunks, P, G, S0, S1, like, use, gscale, etaminus, etaplus, step_size_min, step_size_max, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    prev = _slice(S0, chunks, c, like)
-    step_size = _slice(S1, chunks, c, like)
+def rprop_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, etaminus, etaplus, step_size_min, step_size_max, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    prev = _slice(S0, chunks, c, slike)
+    step_size = _slice(S1, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], prev[i], step_size[i] = rprop_element(pi, g[i] * gscale, prev[i], step_size[i], etaminus, etaplus, step_size_min, step_size_max, flags)
+        pi = load(p[i])
+        np_, prev_, step_size_ = rprop_element(pi, load(g[i]) * gscale, load(prev[i]), load(step_size[i]), etaminus, etaplus, step_size_min, step_size_max, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        prev[i] = put(prev_, slike, None, 0)
+        step_size[i] = put(step_size_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -297,14 +385,21 @@ radam_element = njit(inline="always", **_JIT)(_rules.radam.RULE.element)
 
 
 @njit(**_JIT)
-def radam_chunk(c, chunks, P, G, S0, S1, like, use, gscale, lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    m = _slice(S0, chunks, c, like)
-    v = _slice(S1, chunks, c, like)
+def radam_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    m = _slice(S0, chunks, c, slike)
+    v = _slice(S1, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], m[i], v[i] = radam_element(pi, g[i] * gscale, m[i], v[i], lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
+        pi = load(p[i])
+        np_, m_, v_ = radam_element(pi, load(g[i]) * gscale, load(m[i]), load(v[i]), lr, bc1, sqrt_bc2, rect, rectified, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        m[i] = put(m_, slike, None, 0)
+        v[i] = put(v_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -322,20 +417,28 @@ lars_element = njit(inline="always", **_JIT)(_rules.lars.RULE.element)
 
 
 @njit(**_JIT)
-def lars_chunk(c, chunks, P, G, S0, like, use, gscale, lr, momentum, one_minus_dampening, weight_decay, flags, T):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
+def lars_chunk(c, chunks, P, G, S0, Q, plike, glike, slike, qlike, rkey, use, gscale, lr, momentum, one_minus_dampening, weight_decay, flags, T):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
     t0 = T[chunks[c, 0], 0]
     t1 = T[chunks[c, 0], 1]
-    buf = _slice(S0, chunks, c, like)
+    buf = _slice(S0, chunks, c, slike)
     if use == 0:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], _ = lars_element(pi, g[i] * gscale, pi, lr, momentum, one_minus_dampening, weight_decay, t0, t1, flags)
+            pi = load(p[i])
+            np_, _ = lars_element(pi, load(g[i]) * gscale, pi, lr, momentum, one_minus_dampening, weight_decay, t0, t1, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            copy_out(q, i, np_, qlike, key, j0 + i)
     else:
         for i in range(p.shape[0]):
-            pi = p[i]
-            p[i], buf[i] = lars_element(pi, g[i] * gscale, buf[i], lr, momentum, one_minus_dampening, weight_decay, t0, t1, flags)
+            pi = load(p[i])
+            np_, buf_ = lars_element(pi, load(g[i]) * gscale, load(buf[i]), lr, momentum, one_minus_dampening, weight_decay, t0, t1, flags)
+            p[i] = put(np_, plike, key, j0 + i)
+            buf[i] = put(buf_, slike, None, 0)
+            copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -352,13 +455,13 @@ lars_reduce_element = njit(inline="always", **_JIT)(_rules.lars.RULE.tensor_redu
 
 
 @njit(fastmath={"reassoc"}, **_JIT)
-def lars_reduce_chunk(c, chunks, P, G, S0, like, use, gscale, lr, momentum, one_minus_dampening, weight_decay, flags, out):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
+def lars_reduce_chunk(c, chunks, P, G, S0, Q, plike, glike, slike, qlike, rkey, use, gscale, lr, momentum, one_minus_dampening, weight_decay, flags, out):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
     a0 = 0.0
     a1 = 0.0
     for i in range(p.shape[0]):
-        v0, v1, = lars_reduce_element(p[i], g[i] * gscale, lr, momentum, one_minus_dampening, weight_decay, flags)
+        v0, v1, = lars_reduce_element(load(p[i]), load(g[i]) * gscale, lr, momentum, one_minus_dampening, weight_decay, flags)
         a0 += np.float64(v0)
         a1 += np.float64(v1)
     out[c, 0] = a0
@@ -381,15 +484,22 @@ lamb_element = njit(inline="always", **_JIT)(_rules.lamb.RULE.element)
 
 
 @njit(**_JIT)
-def lamb_chunk(c, chunks, P, G, S0, S1, like, use, gscale, step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags, T):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
+def lamb_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags, T):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
     t0 = T[chunks[c, 0], 0]
-    m = _slice(S0, chunks, c, like)
-    v = _slice(S1, chunks, c, like)
+    m = _slice(S0, chunks, c, slike)
+    v = _slice(S1, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], m[i], v[i] = lamb_element(pi, g[i] * gscale, m[i], v[i], step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, t0, flags)
+        pi = load(p[i])
+        np_, m_, v_ = lamb_element(pi, load(g[i]) * gscale, load(m[i]), load(v[i]), step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, t0, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        m[i] = put(m_, slike, None, 0)
+        v[i] = put(v_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -406,15 +516,15 @@ lamb_reduce_element = njit(inline="always", **_JIT)(_rules.lamb.RULE.tensor_redu
 
 
 @njit(fastmath={"reassoc"}, **_JIT)
-def lamb_reduce_chunk(c, chunks, P, G, S0, S1, like, use, gscale, step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags, out):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    m = _slice(S0, chunks, c, like)
-    v = _slice(S1, chunks, c, like)
+def lamb_reduce_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags, out):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    m = _slice(S0, chunks, c, slike)
+    v = _slice(S1, chunks, c, slike)
     a0 = 0.0
     a1 = 0.0
     for i in range(p.shape[0]):
-        v0, v1, = lamb_reduce_element(p[i], g[i] * gscale, m[i], v[i], step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
+        v0, v1, = lamb_reduce_element(load(p[i]), load(g[i]) * gscale, load(m[i]), load(v[i]), step_size, beta1, beta3, beta2, one_minus_beta2, eps, decay, weight_decay, flags)
         a0 += np.float64(v0)
         a1 += np.float64(v1)
     out[c, 0] = a0
@@ -436,14 +546,21 @@ sfadamw_element = njit(inline="always", **_JIT)(_rules.sfadamw.RULE.element)
 
 
 @njit(**_JIT)
-def sfadamw_chunk(c, chunks, P, G, S0, S1, like, use, gscale, ckp1, one_minus_ckp1, y_coef, lr, beta2, one_minus_beta2, bc2, eps, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    z = _slice(S0, chunks, c, like)
-    v = _slice(S1, chunks, c, like)
+def sfadamw_chunk(c, chunks, P, G, S0, S1, Q, plike, glike, slike, qlike, rkey, use, gscale, ckp1, one_minus_ckp1, y_coef, lr, beta2, one_minus_beta2, bc2, eps, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    z = _slice(S0, chunks, c, slike)
+    v = _slice(S1, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], z[i], v[i] = sfadamw_element(pi, g[i] * gscale, z[i], v[i], ckp1, one_minus_ckp1, y_coef, lr, beta2, one_minus_beta2, bc2, eps, weight_decay, flags)
+        pi = load(p[i])
+        np_, z_, v_ = sfadamw_element(pi, load(g[i]) * gscale, load(z[i]), load(v[i]), ckp1, one_minus_ckp1, y_coef, lr, beta2, one_minus_beta2, bc2, eps, weight_decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        z[i] = put(z_, slike, None, 0)
+        v[i] = put(v_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -460,11 +577,11 @@ sfadamw_switch_element = njit(inline="always", **_JIT)(_rules.sfadamw.RULE.switc
 
 
 @njit(**_JIT)
-def sfadamw_switch_chunk(c, chunks, P, S0, like, w, one_minus_w):
-    p = _slice(P, chunks, c, like)
-    s0 = _slice(S0, chunks, c, like)
+def sfadamw_switch_chunk(c, chunks, P, S0, plike, slike, w, one_minus_w):
+    p = _slice(P, chunks, c, plike)
+    s0 = _slice(S0, chunks, c, slike)
     for i in range(p.shape[0]):
-        p[i] = sfadamw_switch_element(p[i], s0[i], w, one_minus_w)
+        p[i] = put(sfadamw_switch_element(load(p[i]), load(s0[i]), w, one_minus_w), plike, None, 0)
 
 
 @njit(parallel=True, **_JIT)
@@ -482,13 +599,19 @@ sfsgd_element = njit(inline="always", **_JIT)(_rules.sfsgd.RULE.element)
 
 
 @njit(**_JIT)
-def sfsgd_chunk(c, chunks, P, G, S0, like, use, gscale, ckp1, one_minus_ckp1, y_coef, lr, weight_decay, flags):
-    p = _slice(P, chunks, c, like)
-    g = _slice(G, chunks, c, like)
-    z = _slice(S0, chunks, c, like)
+def sfsgd_chunk(c, chunks, P, G, S0, Q, plike, glike, slike, qlike, rkey, use, gscale, ckp1, one_minus_ckp1, y_coef, lr, weight_decay, flags):
+    p = _slice(P, chunks, c, plike)
+    g = _slice(G, chunks, c, glike)
+    q = slice_or_none(Q, chunks, c, qlike)
+    key = tensor_key(rkey, chunks[c, 0])
+    j0 = chunks[c, 1]
+    z = _slice(S0, chunks, c, slike)
     for i in range(p.shape[0]):
-        pi = p[i]
-        p[i], z[i] = sfsgd_element(pi, g[i] * gscale, z[i], ckp1, one_minus_ckp1, y_coef, lr, weight_decay, flags)
+        pi = load(p[i])
+        np_, z_ = sfsgd_element(pi, load(g[i]) * gscale, load(z[i]), ckp1, one_minus_ckp1, y_coef, lr, weight_decay, flags)
+        p[i] = put(np_, plike, key, j0 + i)
+        z[i] = put(z_, slike, None, 0)
+        copy_out(q, i, np_, qlike, key, j0 + i)
 
 
 @njit(parallel=True, **_JIT)
@@ -505,11 +628,11 @@ sfsgd_switch_element = njit(inline="always", **_JIT)(_rules.sfsgd.RULE.switch.el
 
 
 @njit(**_JIT)
-def sfsgd_switch_chunk(c, chunks, P, S0, like, w, one_minus_w):
-    p = _slice(P, chunks, c, like)
-    s0 = _slice(S0, chunks, c, like)
+def sfsgd_switch_chunk(c, chunks, P, S0, plike, slike, w, one_minus_w):
+    p = _slice(P, chunks, c, plike)
+    s0 = _slice(S0, chunks, c, slike)
     for i in range(p.shape[0]):
-        p[i] = sfsgd_switch_element(p[i], s0[i], w, one_minus_w)
+        p[i] = put(sfsgd_switch_element(load(p[i]), load(s0[i]), w, one_minus_w), plike, None, 0)
 
 
 @njit(parallel=True, **_JIT)
@@ -532,7 +655,7 @@ def grad_norm2_reduce_chunk(c, chunks, X0, like, out):
     a0 = 0.0
     a1 = 0.0
     for i in range(x0.shape[0]):
-        v0, v1, = grad_norm2_element(np.float64(x0[i]))
+        v0, v1, = grad_norm2_element(np.float64(load(x0[i])))
         a0 += v0
         a1 += v1
     out[c, 0] = a0
@@ -560,10 +683,10 @@ def grad_norm_inf_reduce_chunk(c, chunks, X0, like, out):
     a1 = 0.0
     a2 = 0.0
     for i in range(x0.shape[0]):
-        v0, v1, v2, = grad_norm_inf_element(np.float64(x0[i]))
+        v0, v1, v2, = grad_norm_inf_element(np.float64(load(x0[i])))
         a0 = _fmax(a0, v0)
     for i in range(x0.shape[0]):
-        v0, v1, v2, = grad_norm_inf_element(np.float64(x0[i]))
+        v0, v1, v2, = grad_norm_inf_element(np.float64(load(x0[i])))
         a1 += v1
         a2 += v2
     out[c, 0] = a0

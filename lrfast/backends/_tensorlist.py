@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._dtypes import kernel_dtype
+
 
 class TensorList:
     __slots__ = ("arrays", "dtype", "sizes", "total", "_ptrs", "_chunks", "_like", "_device", "ndims")
@@ -67,9 +69,10 @@ class TensorList:
 
     @property
     def like(self) -> np.ndarray:
-        """A one-element array of this list's dtype: tells a kernel the element type."""
+        """A one-element array of this list's kernel dtype (``lrfast/_dtypes.py``: a 16-bit float's bits):
+        tells a kernel the element type."""
         if self._like is None:
-            self._like = np.zeros(1, dtype=self.dtype)
+            self._like = np.zeros(1, dtype=kernel_dtype(self.dtype))
         return self._like
 
     def chunks(self, size: int) -> np.ndarray:

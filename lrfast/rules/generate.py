@@ -44,8 +44,9 @@ def _rule_source(rule) -> list[str]:
     states = [s.short for s in rule.states]
     optional = [i for i, s in enumerate(rule.states) if s.when is not None]
     scalars = list(rule.scalar_names())
-    args = ["pi", "g[i] * gscale"]
-    tables = ["P", "G"] + [f"S{i}" for i in range(len(states))]
+    args = ["pi", "load(g[i]) * gscale"]
+    tables = ["P", "G"] + [f"S{i}" for i in range(len(states))] + ["Q"]
+    likes = ["plike", "glike", "slike", "qlike", "rkey"]
     reduction = rule.tensor_reduction
     per_tensor = [f"t{j}" for j in range(len(reduction.names))] if reduction is not None else []
     lines = [f"register_jitable(inline=\"always\")(_rules.{n}.RULE.helpers[{j}])" for j in range(len(rule.helpers))]
@@ -54,15 +55,18 @@ def _rule_source(rule) -> list[str]:
         "",
         "",
         "@njit(**_JIT)",
-        f"def {n}_chunk(c, chunks, {', '.join(tables)}, like, use, gscale, {', '.join(scalars)}, flags"
+        f"def {n}_chunk(c, chunks, {', '.join(tables)}, {', '.join(likes)}, use, gscale, {', '.join(scalars)}, flags"
         + (", T):" if reduction is not None else "):"),
-        "    p = _slice(P, chunks, c, like)",
-        "    g = _slice(G, chunks, c, like)",
+        "    p = _slice(P, chunks, c, plike)",
+        "    g = _slice(G, chunks, c, glike)",
+        "    q = slice_or_none(Q, chunks, c, qlike)",
+        "    key = tensor_key(rkey, chunks[c, 0])",
+        "    j0 = chunks[c, 1]",
     ]
     lines += [f"    {t} = T[chunks[c, 0], {j}]" for j, t in enumerate(per_tensor)]
     scalars_in = scalars + per_tensor
     for i, short in enumerate(states):
-        lines.append(f"    {short} = _slice(S{i}, chunks, c, like)")
+        lines.append(f"    {short} = _slice(S{i}, chunks, c, slike)")
     # one loop per combination of the optional states in use: an unused state is neither read nor written
     # (its table is the params', passed so the types stay the same)
     combos = list(itertools.product((False, True), repeat=len(optional)))
@@ -76,16 +80,19 @@ def _rule_source(rule) -> list[str]:
         else:
             lines.append(f"{head} use == {mask}:" if k < len(combos) - 1 else "    else:")
             indent = "        "
-        reads = ", ".join(args + [f"{states[i]}[i]" if i in live else "pi" for i in range(len(states))])
-        targets = ", ".join(["p[i]"] + [f"{states[i]}[i]" if i in live else "_" for i in range(len(states))])
+        reads = ", ".join(args + [f"load({states[i]}[i])" if i in live else "pi" for i in range(len(states))])
+        targets = ", ".join(["np_"] + [f"{states[i]}_" if i in live else "_" for i in range(len(states))])
         lines += [f"{indent}for i in range(p.shape[0]):",
-                  f"{indent}    pi = p[i]",
-                  f"{indent}    {targets} = {n}_element({reads}, {', '.join(scalars_in)}, flags)"]
+                  f"{indent}    pi = load(p[i])",
+                  f"{indent}    {targets} = {n}_element({reads}, {', '.join(scalars_in)}, flags)",
+                  f"{indent}    p[i] = put(np_, plike, key, j0 + i)"]
+        lines += [f"{indent}    {states[i]}[i] = put({states[i]}_, slike, None, 0)" for i in live]
+        lines += [f"{indent}    copy_out(q, i, np_, qlike, key, j0 + i)"]
     lines += _launcher_source(n, f"{n}_chunk")
-    return lines if reduction is None else lines + ["", ""] + _tensor_reduction_source(rule, tables, scalars)
+    return lines if reduction is None else lines + ["", ""] + _tensor_reduction_source(rule, tables, likes, scalars)
 
 
-def _tensor_reduction_source(rule, tables, scalars) -> list[str]:
+def _tensor_reduction_source(rule, tables, likes, scalars) -> list[str]:
     """``<rule>_reduce``: each chunk's sums (float64) of the rule's ``TensorReduction`` into row c of ``out``
     (same arguments as the update, then ``out``; vectorised sums: ``reassoc`` only)."""
     n, reduction = rule.name, rule.tensor_reduction
@@ -96,13 +103,13 @@ def _tensor_reduction_source(rule, tables, scalars) -> list[str]:
         "",
         "",
         "@njit(fastmath={\"reassoc\"}, **_JIT)",
-        f"def {n}_reduce_chunk(c, chunks, {', '.join(tables)}, like, use, gscale, {', '.join(scalars)}, flags, out):",
-        "    p = _slice(P, chunks, c, like)",
-        "    g = _slice(G, chunks, c, like)",
+        f"def {n}_reduce_chunk(c, chunks, {', '.join(tables)}, {', '.join(likes)}, use, gscale, {', '.join(scalars)}, flags, out):",
+        "    p = _slice(P, chunks, c, plike)",
+        "    g = _slice(G, chunks, c, glike)",
     ]
-    lines += [f"    {short} = _slice(S{shorts.index(short)}, chunks, c, like)" for short in reduction.reads]
+    lines += [f"    {short} = _slice(S{shorts.index(short)}, chunks, c, slike)" for short in reduction.reads]
     lines += [f"    a{j} = 0.0" for j in range(k)]
-    reads = ", ".join(["p[i]", "g[i] * gscale"] + [f"{short}[i]" for short in reduction.reads])
+    reads = ", ".join(["load(p[i])", "load(g[i]) * gscale"] + [f"load({short}[i])" for short in reduction.reads])
     lines += ["    for i in range(p.shape[0]):",
               f"        {', '.join(f'v{j}' for j in range(k))}, = {n}_reduce_element({reads}, {', '.join(scalars)}, flags)"]
     lines += [f"        a{j} += np.float64(v{j})" for j in range(k)]
@@ -120,12 +127,13 @@ def _switch_source(rule) -> list[str]:
         "",
         "",
         "@njit(**_JIT)",
-        f"def {n}_switch_chunk(c, chunks, P, {', '.join(s.upper() for s in shorts)}, like, {', '.join(scalars)}):",
-        "    p = _slice(P, chunks, c, like)",
+        f"def {n}_switch_chunk(c, chunks, P, {', '.join(s.upper() for s in shorts)}, plike, slike, {', '.join(scalars)}):",
+        "    p = _slice(P, chunks, c, plike)",
     ]
-    lines += [f"    {s} = _slice({s.upper()}, chunks, c, like)" for s in shorts]
+    lines += [f"    {s} = _slice({s.upper()}, chunks, c, slike)" for s in shorts]
     lines += ["    for i in range(p.shape[0]):",
-              f"        p[i] = {n}_switch_element(p[i], {', '.join(f'{s}[i]' for s in shorts)}, {', '.join(scalars)})"]
+              f"        p[i] = put({n}_switch_element(load(p[i]), {', '.join(f'load({s}[i])' for s in shorts)}, "
+              f"{', '.join(scalars)}), plike, None, 0)"]
     return lines + _launcher_source(f"{n}_switch", f"{n}_switch_chunk")
 
 
@@ -161,7 +169,7 @@ def _reduction_source(reduction) -> list[str]:
     lines += [f"    {x} = _slice({x.upper()}, chunks, c, like)" for x in xs]
     lines += [f"    a{j} = {'0.0' if comb == 'sum' else '-np.inf'}" for j, comb in enumerate(reduction.combine)]
     head = [f"    for i in range({xs[0]}.shape[0]):",
-            f"        {', '.join(values)}, = {n}_element({', '.join(f'np.float64({x}[i])' for x in xs)})"]
+            f"        {', '.join(values)}, = {n}_element({', '.join(f'np.float64(load({x}[i]))' for x in xs)})"]
     # Each max in a loop of its own through llvm.maxnum (_fmax: the non-NaN operand, as np.fmax): LLVM
     # vectorises that reduction without nnan only when it is the loop's one reduction; the sums share a
     # second loop over the same (L2-resident) chunk. The unused outputs of the inlined element are dropped.
@@ -181,10 +189,13 @@ def source() -> str:
         "``python -m lrfast.rules.generate`` from the registry: do not edit (tests/test_rules.py fails when stale).",
         "",
         "``<rule>(chunks, serial, args)`` runs ``<rule>_chunk(c, chunks, *args)`` for every row of the chunk table,",
-        "in parallel or serially; args = (P, G, S0.., like, use, *scalars, flags): the base-address tables of",
-        "the params, grads and states (in the rule's order), a 1-element array of the dtype, the bit mask of the",
-        "optional states in use, the grads' scale (the gate's, in the arrays' dtype), the per-step scalars in",
-        "the arrays' dtype and the mode bits. ``<reduction>_reduce(chunks, serial, (X0.., like, out))`` writes",
+        "in parallel or serially; args = (P, G, S0.., Q, plike, glike, slike, qlike, rkey, use, gscale, *scalars,",
+        "flags): the base-address tables of the params, grads, states (in the rule's order) and low-precision",
+        "copies (master weights), 1-element arrays of each one's kernel dtype (qlike None: no copies), the",
+        "stochastic-rounding key (uint32, or None: round to nearest even), the bit mask of the optional states in",
+        "use, the grads' scale (the gate's), the per-step scalars (both in the compute dtype) and the mode bits.",
+        "Elements are read through ``load`` and written through ``put`` (``_cpu_kernels``: 16-bit floats are",
+        "converted in registers). ``<reduction>_reduce(chunks, serial, (X0.., like, out))`` writes",
         "each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).",
         '"""',
         "",
@@ -196,7 +207,7 @@ def source() -> str:
         "",
         "from .. import rules as _rules",
         "from ..rules import _reductions",
-        "from ._cpu_kernels import _JIT, _fmax, _slice",
+        "from ._cpu_kernels import _JIT, _fmax, _slice, copy_out, load, put, slice_or_none, tensor_key",
         "",
     ]
     for rule in RULES.values():
