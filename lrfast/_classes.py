@@ -27,9 +27,21 @@ Args:
     norm_type: 2 or inf, the norm of ``max_grad_norm``.
     capturable: (cuda backend) the lr schedule and the step count live on the GPU, so a step can be
         captured in a CUDA graph and replayed with no host round trip (see ``Optimizer``).
+{precision}"""
+
+_PRECISION_DOC = """    master_weights: keep a float32 master copy (and float32 state) of every bfloat16 / float16 param; a
+        step reads the master, the grad (bfloat16, float16 or float32) and the state, and writes the
+        master, the state and the param rounded to its dtype, in one pass (``state["master_param"]``).
+    state_dtype: None (the param's dtype, as torch's fused optimizers; float32 with master_weights),
+        "float32", "bfloat16" or "float16": the dtype state is stored in (math is float32 either way).
+    stochastic_rounding: round bfloat16 param stores stochastically (unbiased), not to nearest even;
+        the random bits are a counter hash of (rounding_seed, step, tensor, element): reproducible.
+    rounding_seed: integer seed of ``stochastic_rounding``.
 """
 
 _OWN = {"backend": "auto", "skip_nonfinite": False, "capturable": False, "max_grad_norm": None, "norm_type": 2.0}
+#: the mixed-precision options of the elementwise rules' classes (``Optimizer``)
+_PRECISION = {"master_weights": False, "state_dtype": None, "stochastic_rounding": False, "rounding_seed": 0}
 
 
 def _describe(h) -> str:
@@ -41,15 +53,15 @@ def _describe(h) -> str:
     return f"default {h.default!r}; {each}{lo}x{hi}" if lo or hi else f"default {h.default!r}"
 
 
-def signature(rule, variant) -> inspect.Signature:
-    """``variant``'s constructor signature: torch's, plus lrfast's keyword-only options."""
+def signature(rule, variant, own=_OWN) -> inspect.Signature:
+    """``variant``'s constructor signature: torch's, plus lrfast's keyword-only options ``own``."""
     P = inspect.Parameter
     params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD)]
     for name, default in rule.defaults(variant).items():
         kind = P.KEYWORD_ONLY if name != "lr" and rule.hyperparameter(name).keyword_only else P.POSITIONAL_OR_KEYWORD
         params.append(P(name, kind, default=default))
     params.sort(key=lambda p: p.kind)  # stable: keyword-only ones after the positional ones
-    params += [P(name, P.KEYWORD_ONLY, default=d) for name, d in _OWN.items()]
+    params += [P(name, P.KEYWORD_ONLY, default=d) for name, d in own.items()]
     return inspect.Signature(params)
 
 
@@ -62,12 +74,12 @@ def bind(sig, self, args, kwargs) -> tuple:
     return values.pop("params"), values
 
 
-def _constructor(sig, base):
+def _constructor(sig, base, options=_OWN):
     """The ``__init__`` of a class with signature ``sig``: binds the arguments, then ``base.__init__``
-    with the hyperparameters as defaults and lrfast's own options as keywords."""
+    with the hyperparameters as defaults and lrfast's own ``options`` as keywords."""
     def __init__(self, *args, **kwargs):
         params, values = bind(sig, self, args, kwargs)
-        own = {k: values.pop(k) for k in _OWN}
+        own = {k: values.pop(k) for k in options}
         base.__init__(self, params, values, **own)
 
     __init__.__signature__ = sig
@@ -75,13 +87,14 @@ def _constructor(sig, base):
 
 
 def make_class(rule, variant) -> type:
-    __init__ = _constructor(signature(rule, variant), Optimizer)
+    own = {**_OWN, **_PRECISION}
+    __init__ = _constructor(signature(rule, variant, own), Optimizer, own)
     hyper = "\n".join(f"    {h.name}: {_describe(h)}." for h in rule.hyper if h.name not in variant.fixed)
     fixed = "".join(f"\n\n    ({k}={v!r} is fixed by this class.)" for k, v in variant.fixed.items())
     doc = (f"{variant.summary} ({variant.reference or 'the NumPy reference'}).\n\n"
            + "\n".join("    " + line if line else "" for line in rule.algorithm.splitlines())
            + fixed + "\n\n" + "\n".join("    " + line if line else "" for line in
-                                         _OPTIONS_DOC.format(hyper=hyper).splitlines()))
+                                         _OPTIONS_DOC.format(hyper=hyper, precision=_PRECISION_DOC).splitlines()))
     attrs = {} if rule.switch is None else {"train": _train, "eval": _eval}
     return type(variant.name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": "lrfast",
                                              "_rule": rule, "_variant": variant,
@@ -97,7 +110,7 @@ def make_program_class(program, variant) -> type:
            + "\n".join("    " + line if line else "" for line in program.algorithm.splitlines())
            + ("\n\n    " + program.bytes_note if program.bytes_note else "") + "\n\n"
            + "\n".join("    " + line if line else "" for line in
-                       _OPTIONS_DOC.format(hyper=hyper).replace(", or a ``ParamBuffer``", "").splitlines()))
+                       _OPTIONS_DOC.format(hyper=hyper, precision="").replace(", or a ``ParamBuffer``", "").splitlines()))
     return type(variant.name, (ProgramOptimizer,), {"__init__": __init__, "__doc__": doc, "__module__": "lrfast",
                                                     "_program": program, "_variant": variant,
                                                     "_hyper_names": program.hyper_names(variant)})

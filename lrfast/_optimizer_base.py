@@ -17,7 +17,10 @@ import numpy as np
 
 from . import backends
 from ._arena import ParamBuffer, aligned_layout, aligned_zeros, split
-from ._dtypes import real_view
+from ._dtypes import COMPLEX, STATE_DTYPES, is_low_precision, name_of, real_dtype, real_view, storage_dtype
+from ._validate import choice, flag
+from ._validate import integer as _integer
+from .backends._numpy import rounding_key as rounding_key_of
 from ._validate import (check_disjoint, check_grads, check_hyper, check_params, clipping, finite_number,
                         nonnegative)
 from .backends._tensorlist import TensorList
@@ -25,6 +28,18 @@ from .rules._reductions import clip_gate, grad_norm, grad_reduction, nonfinite
 from .schedules._checks import integer
 
 STATE_DICT_VERSION = 1
+#: the state name of a param's float32 master (``master_weights``)
+MASTER = "master_param"
+
+
+def _one_dtype(grads, bucket):
+    """The one dtype of a bucket's grads (a float32-master bucket's grads may be any float dtype, but all one)."""
+    dtypes = {real_dtype(grads[i].dtype) for i in bucket.positions}
+    if len(dtypes) > 1:
+        first = {d: i for i in bucket.positions for d in [grads[i].dtype]}
+        raise TypeError(f"the grads of params {sorted(first.values())} have dtypes {sorted(map(str, first))}; the "
+                        "grads of params of one dtype must share one dtype")
+    return dtypes.pop()
 
 
 class _Bucket:
@@ -37,6 +52,8 @@ class _Bucket:
         self.positions = positions  # indices into the group's params
         self.dtype = params[0].dtype  # the params' own dtype (complex ones stay complex for users)
         self.params = TensorList([real_view(p) for p in params], ndims=[p.ndim for p in params])
+        self.state_dtype = self.params.dtype  # the dtype state is stored in (``state_dtype=``)
+        self.master = None  # master_weights: (per-param TensorList, flat TensorList, views) of float32 masters
         self.arena = arena
         self.flat_params = TensorList([arena.flat_params]) if arena is not None else None
         self.flat_grads = TensorList([arena.flat_grads]) if arena is not None else None
@@ -50,17 +67,29 @@ class _Bucket:
         """The TensorLists of state ``role``, allocated (one flat buffer, every element ``initial``, or a
         copy of the params: ``from_params``) on first use."""
         if role not in self.state:
-            starts, total = aligned_layout(self.params.sizes)  # the layout of a ParamBuffer
-            flat = aligned_zeros(total, self.params.dtype, xp)
-            if initial != 0.0:
-                flat.fill(initial)
-            views = split(flat, starts, [p.shape for p in self.params])
-            if from_params:
-                for view, p in zip(views, self.params):
-                    view[...] = p
-            public = views if self.dtype == self.params.dtype else [v.view(self.dtype) for v in views]
-            self.state[role] = (TensorList(views, self.params.dtype), TensorList([flat]), public)
+            self.state[role] = self._buffer(self.state_dtype, xp, initial,
+                                            self.master[0] if from_params and self.master else
+                                            self.params if from_params else None)
         return self.state[role]
+
+    def _buffer(self, dtype, xp, initial=0.0, source=None):
+        """(per-param TensorList, flat TensorList, per-param views in the params' dtype and shapes) of one
+        new flat buffer laid out as a ParamBuffer: every element ``initial``, or a copy of ``source``."""
+        starts, total = aligned_layout(self.params.sizes)
+        flat = aligned_zeros(total, dtype, xp)
+        if initial != 0.0:
+            flat.fill(initial)
+        views = split(flat, starts, [p.shape for p in self.params])
+        if source is not None:
+            for view, p in zip(views, source):
+                view[...] = p
+        public = views if self.dtype == self.params.dtype else [v.view(self.dtype) for v in views]
+        return TensorList(views, dtype, ndims=self.params.ndims), TensorList([flat]), public
+
+    def make_master(self, xp):
+        """``master_weights``: float32 copies of this bucket's (16-bit) params, state in float32 unless
+        ``state_dtype`` says otherwise."""
+        self.master = self._buffer(np.dtype(np.float32), xp, source=self.params)
 
 
 class _DeviceLR:
@@ -174,8 +203,13 @@ class Optimizer:
     """
 
     def __init__(self, params, defaults, *, backend="auto", skip_nonfinite=False, capturable=False,
-                 max_grad_norm=None, norm_type=2.0):
+                 max_grad_norm=None, norm_type=2.0, master_weights=False, state_dtype=None,
+                 stochastic_rounding=False, rounding_seed=0):
         self.defaults = dict(defaults)
+        self.master_weights = flag("master_weights", master_weights)
+        self.state_dtype = None if state_dtype is None else choice("state_dtype", state_dtype, STATE_DTYPES)
+        self.stochastic_rounding = flag("stochastic_rounding", stochastic_rounding)
+        self.rounding_seed = _integer("rounding_seed", rounding_seed, low=0, high=2**32 - 1)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.max_grad_norm, self.norm_type = clipping(max_grad_norm, norm_type)
         self._last_norm = None
@@ -193,6 +227,7 @@ class Optimizer:
             for group in self.param_groups:
                 group[self._rule.switch.key] = True
         self._bind(backend)
+        self._check_precision()
         if self.capturable and self.backend != "cuda":
             raise ValueError(f"Invalid capturable: True; capturable steps need the cuda backend (CuPy arrays), "
                              f"this optimizer uses {self.backend!r}")
@@ -226,8 +261,49 @@ class Optimizer:
         """Check the params, pick the backend and lay out buckets and (empty) state for them."""
         self._use_backend(backend, self._rule.cuda)
         self._buckets = [self._make_buckets(g, a) for g, a in zip(self.param_groups, self._arenas)]
+        for bucket in (b for bs in self._buckets for b in bs):
+            low = is_low_precision(bucket.params.dtype)
+            if self.master_weights and low:
+                bucket.make_master(self._xp)
+                bucket.state_dtype = np.dtype(np.float32)
+            if self.state_dtype is not None and bucket.dtype not in COMPLEX:
+                bucket.state_dtype = storage_dtype(self.state_dtype)
+        # positions (over all groups) of the params with a float32 master: their grads may be any float dtype
+        self._mastered = frozenset(i for i, (b, pos) in enumerate(self._flat_buckets()) if b.master is not None)
         self._grad_key = None
         self._grad_lists = None
+
+    def _flat_buckets(self):
+        """(bucket, position in its group) of every param, in the order of all groups' params."""
+        out = []
+        for group, buckets in zip(self.param_groups, self._buckets):
+            where = [None] * len(group["params"])
+            for b in buckets:
+                for pos in b.positions:
+                    where[pos] = (b, pos)
+            out.extend(where)
+        return out
+
+    def _check_precision(self):
+        """The mixed-precision options against the params: each must have something to act on."""
+        dtypes = {b.params.dtype for bs in self._buckets for b in bs}
+        names = sorted(name_of(d) for d in dtypes)
+        if self.master_weights and not any(map(is_low_precision, dtypes)):
+            raise ValueError(f"Invalid master_weights: True; no param is bfloat16 or float16 (params are "
+                             f"{', '.join(names)}), so there is nothing to keep a float32 master of")
+        if self.state_dtype is not None and any(b.dtype in COMPLEX for bs in self._buckets for b in bs):
+            raise ValueError(f"Invalid state_dtype: {self.state_dtype!r}; complex params keep their state "
+                             "in their own dtype")
+        if self.stochastic_rounding:
+            if any(name_of(d) == "float16" for d in dtypes):
+                raise ValueError("Invalid stochastic_rounding: True; it rounds bfloat16 stores, and a param is "
+                                 "float16 (round-to-nearest-even only)")
+            if not any(name_of(d) == "bfloat16" for d in dtypes):
+                raise ValueError(f"Invalid stochastic_rounding: True; no param is bfloat16 (params are "
+                                 f"{', '.join(names)})")
+            if self.capturable:
+                raise ValueError("Invalid stochastic_rounding: True; its random bits depend on the host's step "
+                                 "count, which a captured graph would replay unchanged (use capturable=False)")
 
     def _use_backend(self, backend, has_cuda: bool):
         """Check every param and pick the backend (``backends.resolve``) and its array module."""
@@ -422,7 +498,7 @@ class Optimizer:
             return None
         grads = list(grads)
         params = self._all_params
-        check_grads(params, grads)
+        check_grads(params, grads, self._mastered)
         key = tuple(map(id, grads))
         if key != self._grad_key:
             check_disjoint(grads, params + [tl[1][0] for bs in self._buckets for b in bs
@@ -431,7 +507,7 @@ class Optimizer:
             for group, buckets in zip(self.param_groups, self._buckets):
                 mine = grads[start:start + len(group["params"])]
                 start += len(group["params"])
-                lists.append([TensorList([real_view(mine[i]) for i in b.positions], b.params.dtype)
+                lists.append([TensorList([real_view(mine[i]) for i in b.positions], _one_dtype(mine, b))
                               for b in buckets])
             if self.backend == "cuda" and self._grad_lists is not None:
                 # the device address tables of the last grads, rewritten in place: no allocation, and a
@@ -482,6 +558,8 @@ class Optimizer:
                     gates[dtype] = clip_gate(norm, sentinel, self.max_grad_norm, dtype, False, self._xp)
         next_lrs = self._lrs_at(self._step_count + 1, schedules)  # a schedule that fails next fails now
         self._write_lrs(schedules, lrs)
+        rounding_key = (rounding_key_of(self.rounding_seed, self._step_count + 1) if self.stochastic_rounding
+                        else None)
         update = self._backend.update
         rule = self._rule
         for gi, (hyper, buckets) in enumerate(zip(hypers, self._buckets)):
@@ -492,9 +570,10 @@ class Optimizer:
                 host = self._host[gi] if self._host[gi] is not None else rule.initial_host(hyper, lr)
             for bi, bucket in enumerate(buckets):
                 fresh = not all(role in bucket.state for role in used)
-                params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],
-                                                         arena, hyper, lr)
-                update(rule, params, grads, state, lr=lr, hyper=hyper, host=host, gate=gates.get(params.dtype),
+                params, grads, state, copies = self._bucket_args(used, bucket, None if arena else
+                                                                 grad_lists[gi][bi], arena, hyper, lr)
+                update(rule, params, grads, state, lr=lr, hyper=hyper, host=host,
+                       gate=gates.get(bucket.params.dtype), copies=copies, rounding_key=rounding_key,
                        **self._counter(fresh))
             if host is not None:
                 self._host[gi] = rule.advance_host(hyper, lr, self._step_count + 1, host)
@@ -535,14 +614,19 @@ class Optimizer:
                              "(param[...] = new), or build a new optimizer for other arrays")
 
     def _bucket_args(self, used, bucket, grad_list, arena, hyper, lr):
-        """(params, grads, state lists in the rule's order) of one bucket's launch; a state made now starts
-        at the rule's initial value for ``hyper`` and ``lr``."""
+        """(params, grads, state lists in the rule's order, copies) of one bucket's launch; a state made now
+        starts at the rule's initial value for ``hyper`` and ``lr``. With a float32 master the launch
+        updates the master and writes the params as its copies (rounded); else copies is None."""
         flat = 1 if arena and self._rule.tensor_reduction is None else 0
         state = [bucket.state_lists(s.key, self._xp, s.initial(hyper, lr), s.from_param)[flat]
                  if s.key in used else None for s in self._rule.states]
         if arena:
-            return (bucket.flat_params, bucket.flat_grads, state) if flat else (bucket.params, bucket.grads, state)
-        return bucket.params, grad_list, state
+            params, grads = (bucket.flat_params, bucket.flat_grads) if flat else (bucket.params, bucket.grads)
+        else:
+            params, grads = bucket.params, grad_list
+        if bucket.master is None:
+            return params, grads, state, None
+        return bucket.master[flat], grads, state, params
 
     def sync_device_lr(self, *, capturing=False):
         """Capturable steps: bring each group's schedule table and lr factors on the GPU up to date.
@@ -611,12 +695,14 @@ class Optimizer:
         for gi, (hyper, buckets) in enumerate(zip(hypers, self._buckets)):
             used = self._rule.used_states(hyper)
             for bi, bucket in enumerate(buckets):
-                params, grads, state = self._bucket_args(used, bucket, None if arena else grad_lists[gi][bi],
-                                                         arena, hyper, self.param_groups[gi]["lr"])
+                params, grads, state, copies = self._bucket_args(used, bucket, None if arena else
+                                                                 grad_lists[gi][bi], arena, hyper,
+                                                                 self.param_groups[gi]["lr"])
                 d = bucket.device
                 cuda.schedule_lr(d.table, d.step, d.factors, d.lr)
                 cuda.update_capturable(self._rule, params, grads, state, lr=d.lr, step=d.step, hyper=hyper,
-                                       gate=None if gate is None else gate.by_dtype[np.dtype(params.dtype)])
+                                       gate=None if gate is None else gate.by_dtype[np.dtype(params.dtype)],
+                                       **({} if copies is None else {"copies": copies}))
         if capturing:  # from now on the buffers these launches read are only written in place
             self._captured = True
             for bucket in (b for bs in self._buckets for b in bs):
@@ -677,6 +763,9 @@ class Optimizer:
                 for role, (_, _, views) in b.state.items():
                     for pos, view in zip(b.positions, views):
                         per[pos][role] = view
+                if b.master is not None:
+                    for pos, view in zip(b.positions, b.master[2]):
+                        per[pos][MASTER] = view
             out.extend(per)
         return out
 
@@ -766,13 +855,16 @@ class Optimizer:
         new_groups = self._merged_groups(d)
         params = [p for g in self.param_groups for p in g["params"]]
         roles = {s.key for s in self._rule.states}
+        where = self._flat_buckets()
         for idx, entry in d["state"].items():
             idx = int(idx)
             if not 0 <= idx < len(params):
                 raise ValueError(f"state_dict has state for param {idx}; there are {len(params)} params")
             for role, arr in entry.items():
-                if role not in roles:
-                    raise ValueError(f"state_dict has unknown state {role!r} for param {idx}")
+                if role not in roles and not (role == MASTER and idx in self._mastered):
+                    raise ValueError(f"state_dict has unknown state {role!r} for param {idx}" +
+                                     (" (this optimizer keeps no float32 master of it: master_weights)"
+                                      if role == MASTER else ""))
                 if tuple(np.shape(arr)) != params[idx].shape:
                     raise ValueError(f"state {role!r} of param {idx} has shape {np.shape(arr)}, "
                                      f"the param has shape {params[idx].shape}")
@@ -780,8 +872,9 @@ class Optimizer:
         counters = self._counters_of(d, new_groups)
         host_arrays = {}  # (param index, role) -> the array converted to the param's dtype
         for idx, entry in d["state"].items():
-            dtype = params[int(idx)].dtype
+            b = where[int(idx)][0]
             for role, arr in entry.items():
+                dtype = np.float32 if role == MASTER else b.dtype if b.dtype in COMPLEX else b.state_dtype
                 try:
                     host_arrays[int(idx), role] = np.asarray(arr.get() if hasattr(arr, "get") else arr, dtype=dtype)
                 except (TypeError, ValueError) as exc:
@@ -799,6 +892,9 @@ class Optimizer:
         present = {}  # bucket -> state names the dict holds for any of its params
         for idx, entry in d["state"].items():
             present.setdefault(id(flat_index[int(idx)][0]), set()).update(entry)
+        for b, pos in where:  # masters: the saved ones below; a param saved without one starts from itself
+            if b.master is not None:
+                b.master[2][b.positions.index(pos)][...] = b.params[b.positions.index(pos)]
         initial = {s.key: s for s in self._rule.states}
         for group, buckets in zip(self.param_groups, self._buckets):
             for b in buckets:
@@ -814,6 +910,9 @@ class Optimizer:
         group_of = {id(b): g for g, bs in zip(self.param_groups, self._buckets) for b in bs}
         for (idx, role), arr in host_arrays.items():
             b, pos = flat_index[idx]
+            if role == MASTER:
+                b.master[2][b.positions.index(pos)][...] = xp.asarray(arr)
+                continue
             g = group_of[id(b)]
             lists = b.state_lists(role, xp, initial[role].initial(self._hyper(g), g["lr"]))
             lists[2][b.positions.index(pos)][...] = xp.asarray(arr)
@@ -857,9 +956,12 @@ class Optimizer:
             hyper, flat = self._hyper(self.param_groups[gi]), 1 if self._arenas[gi] is not None else 0
             for b in self._buckets[gi]:
                 if all(key in b.state for key in sw.states):
-                    params = b.flat_params if flat else b.params
+                    params = (b.flat_params if flat else b.params) if b.master is None else b.master[flat]
                     self._backend.switch(self._rule, params, [b.state[key][flat] for key in sw.states],
                                          hyper=hyper, train=train)
+                    if b.master is not None:  # the params follow their masters, rounded to nearest even
+                        for p, m in zip(b.params, b.master[0]):
+                            p[...] = m
             self.param_groups[gi][sw.key] = train
         return self
 

@@ -19,6 +19,7 @@ import importlib
 import numpy as np
 
 from ._arena import ParamBuffer
+from ._dtypes import is_low_precision
 from ._optimizer_base import Optimizer, _as_groups
 from ._validate import check_disjoint, check_grads, clipping, finite_number, nonnegative
 from .backends._tensorlist import TensorList
@@ -243,12 +244,20 @@ class ProgramOptimizer(Optimizer):
 
 
 def refuse_complex(name, p, label):
+    """Programs update real float32 / float64 params: a complex one raises as its reference does, a 16-bit
+    one (bfloat16, float16: mixed precision covers the elementwise rules) raises too."""
     if getattr(p, "is_complex", None) is not None and not isinstance(p, np.ndarray):
         complex_ = p.is_complex()  # a torch tensor
+        low = p.dtype.itemsize == 2 and p.is_floating_point()
     else:
         complex_ = np.dtype(p.dtype).kind == "c"
+        low = is_low_precision(p.dtype)
     if complex_:
         raise ValueError(f"{name} does not support complex params ({label} is {p.dtype}), as its reference")
+    if low:
+        raise TypeError(f"{name} updates float32 and float64 params; {label} is {p.dtype} (bfloat16 and "
+                        "float16 params, master weights and bfloat16 state are for the elementwise optimizers: "
+                        "SGD, Adam, AdamW, ...)")
 
 
 def _step_function(program, backend):

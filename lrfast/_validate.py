@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from ._dtypes import check_supported
+from ._dtypes import BF16, F16, F32, check_supported
 
 # -- the message format -----------------------------------------------------------------------------
 
@@ -178,13 +178,19 @@ def check_params(params):
         raise ValueError(f"params {a} and {b} share memory; each parameter needs its own buffer")
 
 
-def check_grads(params, grads):
-    """Grads match their params one to one: count, shape, dtype, C-contiguity."""
+#: the grad dtypes a param with a float32 master (``master_weights``) takes
+MASTER_GRAD_DTYPES = {F32, F16} | ({BF16} if BF16 is not None else set())
+
+
+def check_grads(params, grads, mastered=frozenset()):
+    """Grads match their params one to one: count, shape, dtype, C-contiguity. ``mastered``: positions of
+    params with a float32 master, whose grads may be float32, bfloat16 or float16."""
     if len(grads) != len(params):
         raise ValueError(f"got {len(grads)} gradients for {len(params)} params")
     for i, (p, g) in enumerate(zip(params, grads)):
         try:
-            ok = g.shape == p.shape and g.dtype == p.dtype and g.flags.c_contiguous
+            ok = (g.shape == p.shape and (g.dtype == p.dtype or (i in mastered and g.dtype in MASTER_GRAD_DTYPES))
+                  and g.flags.c_contiguous)
         except AttributeError:
             raise TypeError(f"grad {i} is a {type(g).__name__}, not an array") from None
         if not ok:
@@ -193,6 +199,9 @@ def check_grads(params, grads):
                                 f"its param is a {type(p).__module__}.{type(p).__name__}")
             if g.shape != p.shape:
                 raise ValueError(f"grad {i} has shape {g.shape}, its param has shape {p.shape}")
+            if g.dtype != p.dtype and i in mastered:
+                raise TypeError(f"grad {i} has dtype {g.dtype}; the grad of a param with a float32 master "
+                                f"must be {', '.join(sorted(map(str, MASTER_GRAD_DTYPES)))}")
             if g.dtype != p.dtype:
                 raise TypeError(f"grad {i} has dtype {g.dtype}, its param has dtype {p.dtype}")
             raise ValueError(f"grad {i} (shape {g.shape}) is not C-contiguous")

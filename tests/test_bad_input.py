@@ -72,7 +72,7 @@ BAD_PARAMS = {
     "not contiguous": ([np.ones((4, 3), np.float32).T], ValueError, "param 0 .* not C-contiguous"),
     "read-only": ([np.ones(3, np.float32)], ValueError, "read-only"),
     "int dtype": ([np.ones(3, np.int64)], TypeError, "param 0 has dtype int64"),
-    "float16": ([np.ones(3, np.float16)], TypeError, "float16"),
+    "uint16 dtype": ([np.ones(3, np.uint16)], TypeError, "param 0 has dtype uint16"),
     "empty list": ([], ValueError, "empty parameter list"),
     "not an array": ([[1.0, 2.0]], TypeError, "expected a NumPy or CuPy array"),
 }

@@ -777,26 +777,26 @@ def test_bad_grad_on_fast_path_raises_before_writing():
 
 @pytest.mark.parametrize("make,error,match", [
     (lambda: [torch.nn.Parameter(torch.randn(3, dtype=torch.complex64).conj())], ValueError, "conjugated"),
-    (lambda: [torch.nn.Parameter(torch.randn(3, dtype=torch.float16))], TypeError,
-     "dtype torch.float16; lrfast's kernels support float32, float64"),
-    (lambda: [torch.nn.Parameter(torch.randn(3, dtype=torch.bfloat16))], TypeError, "bfloat16"),
+    (lambda: [torch.nn.Parameter(torch.randn(3).to(torch.float8_e4m3fn), requires_grad=False)], TypeError,
+     "dtype torch.float8_e4m3fn; lrfast's kernels support float32, float64, float16, bfloat16"),
     (lambda: [torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.empty(3, device="meta"))],
      ValueError, "several devices: param 1 of param group 0 is on meta"),
     (lambda: [torch.nn.Parameter(torch.randn(4, 6)[:, ::2])], ValueError, "dense"),
     (lambda: [torch.nn.Parameter(torch.randn(2, 3).to_sparse())], TypeError, "layout"),
-], ids=["complex-conjugate-view", "float16", "bfloat16", "two-devices", "not-dense", "sparse-param"])
+], ids=["complex-conjugate-view", "float8", "two-devices", "not-dense", "sparse-param"])
 def test_bad_params_rejected_at_construction(make, error, match):
     with pytest.raises(error, match=match):
         lt.AdamW(make())
 
 
 def test_named_param_in_error_and_add_param_group_rollback():
-    net = torch.nn.Linear(2, 2).half()
+    net = torch.nn.Linear(2, 2).to(torch.float8_e5m2).requires_grad_(False)
     with pytest.raises(TypeError, match="param 'weight'"):
         lt.SGD(net.named_parameters(), lr=0.1)
     opt = lt.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
     with pytest.raises(TypeError, match="param 0 of param group 1"):
-        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float16))]})
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float8_e5m2),
+                                                            requires_grad=False)]})
     assert len(opt.param_groups) == 1
 
 

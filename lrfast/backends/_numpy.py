@@ -34,16 +34,74 @@ def _lerp(start, end, weight):
     return start + weight * (end - start) if weight < 0.5 else end - (end - start) * (1 - weight)
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None):
+_U32 = np.uint32
+
+
+def mix32(x):
+    """lowbias32, the 32-bit integer hash of stochastic rounding (uint32 array or scalar in, uint32 out)."""
+    x = np.asarray(x, dtype=np.uint64) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    x ^= x >> 16
+    return x.astype(_U32)
+
+
+def rounding_key(seed, step):
+    """The stochastic-rounding key of step ``step`` (1 at the first update) of a run seeded ``seed``."""
+    return int(mix32(int(mix32(seed)) ^ (step & 0xFFFFFFFF)))
+
+
+def round_bf16(x, key=None, tensor=0):
+    """float32 values ``x`` as bfloat16 bits (uint16): round to nearest even (NaN stays a quiet NaN), or,
+    with ``key``, stochastically: element j of tensor ``tensor`` adds the low 16 bits of
+    mix32(j ^ mix32(key ^ mix32(tensor))) below the kept bits, then cuts them (Inf / NaN: to nearest)."""
+    b = np.ascontiguousarray(x, dtype=np.float32).reshape(-1).view(_U32).astype(np.uint64)
+    nan = (b & 0x7FFFFFFF) > 0x7F800000
+    out = np.where(nan, (b >> 16) | 0x40, (b + 0x7FFF + ((b >> 16) & 1)) >> 16)
+    if key is not None:
+        r = mix32(np.arange(b.size, dtype=np.uint64) ^ int(mix32(key ^ int(mix32(tensor)))))
+        special = (b & 0x7F800000) == 0x7F800000
+        out = np.where(special, out, (b + (r & 0xFFFF)) >> 16)
+    return (out & 0xFFFF).astype(np.uint16).reshape(np.shape(x))
+
+
+def _store(target, values, key, tensor):
+    """target[...] = values (float32 / float64), rounded to target's dtype: bfloat16 (whose bits lrfast
+    writes itself, to nearest even or stochastically) or any NumPy dtype (its own cast)."""
+    if target.dtype.name == "bfloat16":
+        target.view(np.uint16)[...] = round_bf16(values, key, tensor)
+    else:
+        target[...] = values
+
+
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None,
+           copies=None, rounding_key=None):
     """Backend entry point: ``rule`` (a ``lrfast.rules`` Rule) over ``params`` / ``grads`` / ``states`` (the
     rule's state lists in its order, None where unused) with the checked hyperparameters ``hyper``;
     ``host``: the values of the rule's host states before this step (NumPy scalars of their dtype);
     ``gate``: [grad scale, skip]: nothing is written when skip != 0, else the rule sees each grad times the
-    scale, multiplied in the grad's dtype (as ``torch.nn.utils.clip_grad_norm_`` rewrites the grads)."""
+    scale, multiplied in the grad's dtype (as ``torch.nn.utils.clip_grad_norm_`` rewrites the grads).
+    ``copies``: arrays the updated params are also written to, rounded to their dtype (master weights);
+    ``rounding_key``: stochastic rounding of the bfloat16 stores of params (or copies), ``round_bf16``.
+    16-bit params and state are stored from the float64 math by NumPy's cast (ml_dtypes' for bfloat16:
+    to nearest even); with ``rounding_key`` the params are updated as float32 copies first."""
     if gate is not None:
         if gate[1] != 0:
             return
         grads = [g * g.dtype.type(gate[0]) for g in grads]
+    if rounding_key is not None and copies is None:  # update float32 copies, then round them stochastically
+        work = [np.asarray(p, dtype=np.float32) for p in params]
+        update(rule, work, grads, states, lr=lr, hyper=hyper, step=step, first_step=first_step, host=host)
+        for t, (p, w) in enumerate(zip(params, work)):
+            _store(p, w, rounding_key, t)
+        return
+    if copies is not None:
+        update(rule, params, grads, states, lr=lr, hyper=hyper, step=step, first_step=first_step, host=host)
+        for t, (q, p) in enumerate(zip(copies, params)):
+            _store(q, p, rounding_key, t)
+        return
     counter = {"step": step} if rule.counter == "step" else {"first_step": first_step} if rule.counter else {}
     if rule.tensor_reduction is not None:  # the rule treats params by their dimensions (LARS)
         counter["ndims"] = getattr(params, "ndims", None)

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from .._dtypes import compute_dtype, is_low_precision
+
 
 @dataclass(frozen=True)
 class Reduction:
@@ -94,8 +96,9 @@ def clip_gate(norm, sentinel, max_norm, dtype, skip_nonfinite: bool, xp=np):
     """The update's gate, float64 [grad scale, skip] (see ``Reduction``): the scale is torch's
     ``clip_grad_norm_`` factor min(max_norm / (norm + 1e-6), 1) computed as torch computes it in the
     grads' ``dtype`` (the norm rounded to it, then ``(norm + 1e-6).reciprocal() * max_norm``; 1 without
-    ``max_norm``); skip is 1 when ``skip_nonfinite`` and the sentinel says a grad is not finite."""
-    dtype = np.dtype(dtype).type
+    ``max_norm``; bfloat16 / float16 grads: in float32, their compute dtype); skip is 1 when
+    ``skip_nonfinite`` and the sentinel says a grad is not finite."""
+    dtype = (compute_dtype(dtype) if is_low_precision(dtype) else np.dtype(dtype)).type
     if xp is np:  # host: NumPy scalars (the array path below costs ~14 us a step)
         scale = 1.0
         if max_norm is not None:  # min() keeps a NaN factor (NaN is never < 1)

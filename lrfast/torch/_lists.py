@@ -20,15 +20,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._dtypes import COMPLEX, SUPPORTED, real_view
+from .._dtypes import BF16, BF16_BITS, COMPLEX, SUPPORTED, real_view
 from ..backends._tensorlist import TensorList
 
 #: torch dtype -> the NumPy dtype the kernels see, for every dtype in lrfast's one table
 #: (``lrfast/_dtypes.py``): complex tensors are updated as their (real, imaginary) parts (torch.optim's
 #: ``view_as_real``), each part an element
+#: ``ml_dtypes``' bfloat16 where installed, else its bits (uint16: the kernels need nothing else)
 DTYPES = {getattr(torch, name): np_dtype for np_dtype, name in SUPPORTED.items()}
+DTYPES[torch.bfloat16] = BF16 if BF16 is not None else BF16_BITS
 DTYPES.update({getattr(torch, str(c)): r for c, r in COMPLEX.items()})
-SUPPORTED_NAMES = ", ".join([*SUPPORTED.values(), *map(str, COMPLEX)])
+SUPPORTED_NAMES = ", ".join([*dict.fromkeys([*SUPPORTED.values(), "bfloat16"]), *map(str, COMPLEX)])
 
 _PTR = torch.Tensor.data_ptr
 
