@@ -43,9 +43,11 @@ class _Optimizer(torch.optim.Optimizer):
     #: ``(group, gi) -> (lr, hyper)``: a group's values checked (``_checks.group_checker``)
     _check_group = None
 
-    def __init__(self, params, defaults, max_grad_norm=None, norm_type=2.0):
+    def __init__(self, params, defaults, max_grad_norm=None, norm_type=2.0, master_weights=False, state_dtype=None,
+                 stochastic_rounding=False, rounding_seed=0):
         self._plans = []
         self.max_grad_norm, self.norm_type = clipping(max_grad_norm, norm_type)
+        self._precision = _plan.Precision(master_weights, state_dtype, stochastic_rounding, rounding_seed)
         self._last_norm = None
         if self._rule.group_states or self._rule.switch is not None:  # kept in each group, as the reference
             defaults = {**defaults, **{g.key: g.init for g in self._rule.group_states}}
@@ -54,6 +56,7 @@ class _Optimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         if not self._rule.cuda and any(p.is_cuda for g in self.param_groups for p in g["params"]):
             raise ValueError(f"{type(self).__name__} has no CUDA kernels yet: its params must be CPU tensors")
+        self._precision.check([p for g in self.param_groups for p in g["params"]])
         if self._rule.torch_state_at_init:  # as torch's Adagrad: every param's state made now, from defaults
             lr, hyper = self._check_group({**self.defaults, "params": []}, 0)
             for group in self.param_groups:
@@ -119,10 +122,11 @@ class _Optimizer(torch.optim.Optimizer):
         # 2. build what changed (state created as torch would, lazily), then launch
         for gi, hyper, roles, outcome, detail in todo:
             if outcome == _plan.REBUILD:
-                plans[gi] = _plan.build(rule, self.state, groups[gi], gi, roles, detail, hyper)
+                plans[gi] = _plan.build(rule, self.state, groups[gi], gi, roles, detail, hyper, self._precision)
             elif outcome == _plan.GRADS:
                 plans[gi].set_grads(detail)
         gates = self._clip_gates(plans) if self.max_grad_norm is not None else {}
+        self._precision.steps += 1
         for gi, hyper, *_ in todo:
             plan = plans[gi]
             if rule.group_states:
@@ -191,6 +195,14 @@ class _Optimizer(torch.optim.Optimizer):
 
     # -- state ---------------------------------------------------------------------------------------
 
+    def state_dict(self):
+        """torch's state_dict; with ``stochastic_rounding``, plus the count of steps its keys come from
+        (``rounding_steps``: torch's load_state_dict ignores it, lrfast's restores it)."""
+        d = super().state_dict()
+        if self._precision.rounding:
+            d["rounding_steps"] = self._precision.steps
+        return d
+
     def load_state_dict(self, state_dict):
         """torch's load_state_dict, checked first (group sizes, state keys and shapes).
 
@@ -200,6 +212,10 @@ class _Optimizer(torch.optim.Optimizer):
         self._check_state_dict(state_dict)
         flags = [{k: g[k] for k in _IMPL_FLAGS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        self._precision.keep_saved_dtypes(self, state_dict)  # torch cast every float state to the param's dtype
+        if self._precision.rounding:
+            self._precision.steps = _checks.step_value(state_dict.get("rounding_steps", self._precision.steps),
+                                                       "the loaded state dict's rounding_steps")
         for s in self.state.values():  # the reference's diagnostics lrfast does not keep
             for key in self._rule.torch_ignored_state:
                 s.pop(key, None)
@@ -222,7 +238,7 @@ class _Optimizer(torch.optim.Optimizer):
             for pi, (key, p) in enumerate(zip(saved["params"], group["params"])):
                 where[key] = (p, _checks.label(group, gi, pi))
         rule = self._rule
-        keys = set(rule.torch_order) | ({"step"} if rule.torch_step else set())
+        keys = set(rule.torch_order) | ({"step"} if rule.torch_step else set()) | self._precision.extra_keys
         host_keys = {h.key for h in rule.host_states}
         for key, entry in state_dict["state"].items():
             if key not in where:
@@ -243,7 +259,8 @@ class _Optimizer(torch.optim.Optimizer):
 
     def __getstate__(self):
         """torch's (defaults, state, param_groups) and lrfast's clipping options."""
-        return {**super().__getstate__(), "max_grad_norm": self.max_grad_norm, "norm_type": self.norm_type}
+        return {**super().__getstate__(), "max_grad_norm": self.max_grad_norm, "norm_type": self.norm_type,
+                "_precision": self._precision}
 
     def __setstate__(self, state):
         """torch's, then (as torch's classes do) every group gets the defaults of the options it lacks (a
@@ -251,6 +268,8 @@ class _Optimizer(torch.optim.Optimizer):
         variant's fixed values (AdamW: decoupled_weight_decay=True), and a step count that is a tensor."""
         state = dict(state)
         self.max_grad_norm, self.norm_type = state.pop("max_grad_norm", None), state.pop("norm_type", 2.0)
+        # torch's load_state_dict calls this with (state, param_groups) alone: the options stay this optimizer's
+        self._precision = state.pop("_precision", None) or getattr(self, "_precision", None) or _plan.Precision()
         self._last_norm = None
         super().__setstate__(state)
         self._plans = []

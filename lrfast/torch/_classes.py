@@ -28,13 +28,24 @@ _SWITCH_DOC = {
 
 
 #: lrfast's own keyword-only options (after the reference's parameters; not param-group keys)
-_OWN = {"max_grad_norm": None, "norm_type": 2.0}
+#: the clipping options (every class, the programs' too)
+CLIPPING = {"max_grad_norm": None, "norm_type": 2.0}
+_OWN = {**CLIPPING, "master_weights": False, "state_dtype": None, "stochastic_rounding": False, "rounding_seed": 0}
 _OWN_DOC = {
     "max_grad_norm": ("lrfast's: clip the global grad norm to this (None: no clipping), as "
                       "``torch.nn.utils.clip_grad_norm_(params, max_grad_norm, norm_type)`` before the step "
                       "(the grads are scaled inside the update, not rewritten); the norm is "
                       "``last_grad_norm``."),
     "norm_type": "lrfast's: 2 or inf, the norm of ``max_grad_norm``.",
+    "master_weights": ("lrfast's: keep a float32 master (``state['master_param']``) and float32 state for "
+                       "every bfloat16 / float16 param; a step updates the master and writes the param rounded "
+                       "to its dtype, in the same pass."),
+    "state_dtype": ("lrfast's: None (the param's dtype, as torch's fused optimizers; float32 with "
+                    "master_weights), torch.float32 / torch.bfloat16 / torch.float16 (or their names): the "
+                    "dtype state is stored in."),
+    "stochastic_rounding": ("lrfast's: round bfloat16 param stores stochastically (unbiased); the bits are a "
+                            "counter hash of (rounding_seed, step, tensor, element)."),
+    "rounding_seed": "lrfast's: integer seed of ``stochastic_rounding``.",
 }
 
 

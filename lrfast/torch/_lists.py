@@ -55,7 +55,15 @@ def cuda_views(tensors):
     real parts (``real_view``)."""
     import cupy
 
-    return [real_view(cupy.from_dlpack(t.detach())) for t in tensors]
+    return [_bfloat16_bits(t) if t.dtype == torch.bfloat16 else real_view(cupy.from_dlpack(t.detach()))
+            for t in tensors]
+
+
+def _bfloat16_bits(t):
+    """A bfloat16 CUDA tensor as a CuPy uint16 array of its bits (CuPy has no bfloat16; the kernels read bits)."""
+    import cupy
+
+    return cupy.from_dlpack(t.detach().view(torch.int16)).view(cupy.uint16)
 
 
 def cuda_list(tensors, dtype) -> TensorList:

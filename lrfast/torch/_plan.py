@@ -30,6 +30,8 @@ import torch
 from torch.autograd.graph import increment_version
 
 from .. import backends
+from .._validate import choice, flag, integer
+from ..backends._numpy import rounding_key
 from ..rules._reductions import clip_gate
 from . import _checks
 from ._lists import DTYPES, CudaGrads, CudaStream, address_list, cuda_list, host_list
@@ -50,6 +52,79 @@ _NP_SCALAR = {torch.float32: np.float32, torch.float64: np.float64}
 # outcome of a plan's per-step check
 OK, GRADS, REBUILD = 0, 1, 2
 
+_LOW = (torch.bfloat16, torch.float16)
+_STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MASTER = "master_param"
+_NO_MASTER = torch.empty(0)  # what the plan's state check reads for a param without a master
+
+
+def _master_of(s):
+    return s.get(MASTER, _NO_MASTER)
+
+
+class Precision:
+    """The mixed-precision options of an optimizer (``master_weights``, ``state_dtype``,
+    ``stochastic_rounding``, ``rounding_seed``; see ``lrfast/_dtypes.py``), checked, and what follows from
+    them for each param: whether it has a float32 master and the dtype of its state."""
+
+    def __init__(self, master_weights=False, state_dtype=None, stochastic_rounding=False, rounding_seed=0):
+        self.master = flag("master_weights", master_weights)
+        if isinstance(state_dtype, torch.dtype):
+            state_dtype = next((n for n, d in _STATE_DTYPES.items() if d == state_dtype), str(state_dtype))
+        self.state_dtype = (None if state_dtype is None
+                            else _STATE_DTYPES[choice("state_dtype", state_dtype, tuple(_STATE_DTYPES))])
+        self.rounding = flag("stochastic_rounding", stochastic_rounding)
+        self.seed = integer("rounding_seed", rounding_seed, low=0, high=2**32 - 1)
+        self.extra_keys = {MASTER} if self.master else set()
+        self.steps = 0  # steps taken: the stochastic-rounding key of rules whose update reads no step
+
+    def check(self, params):
+        """Each option has something to act on (the messages of ``lrfast.X``)."""
+        dtypes = {p.dtype for p in params}
+        names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+        if self.master and not dtypes & set(_LOW):
+            raise ValueError(f"Invalid master_weights: True; no param is bfloat16 or float16 (params are {names}), "
+                             "so there is nothing to keep a float32 master of")
+        if self.state_dtype is not None and any(d.is_complex for d in dtypes):
+            raise ValueError(f"Invalid state_dtype: {self.state_dtype}; complex params keep their state in "
+                             "their own dtype")
+        if self.rounding and torch.float16 in dtypes:
+            raise ValueError("Invalid stochastic_rounding: True; it rounds bfloat16 stores, and a param is float16 "
+                             "(round-to-nearest-even only)")
+        if self.rounding and torch.bfloat16 not in dtypes:
+            raise ValueError(f"Invalid stochastic_rounding: True; no param is bfloat16 (params are {names})")
+
+    def has_master(self, p) -> bool:
+        return self.master and p.dtype in _LOW
+
+    def state_dtype_of(self, p):
+        """The dtype the state of ``p`` is stored in."""
+        if p.is_complex():
+            return p.dtype
+        if self.state_dtype is not None:
+            return self.state_dtype
+        return torch.float32 if self.has_master(p) else p.dtype
+
+    def rounding_key(self, step):
+        """The stochastic-rounding key of a launch whose params are at ``step`` (None: round to nearest)."""
+        return rounding_key(self.seed, int(step)) if self.rounding else None
+
+    @staticmethod
+    def keep_saved_dtypes(optimizer, state_dict):
+        """After torch's ``load_state_dict``, which casts every float state to its param's dtype: the state
+        saved in a dtype that cast loses bits of (masters, ``state_dtype``, 0-d host states such as NAdam's
+        float32 mu_product next to a bfloat16 param), as saved; the plan conforms it to the dtype this
+        optimizer keeps."""
+        saved = state_dict["state"]
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            for key, value in (saved.get(i) or {}).items():
+                if (isinstance(value, torch.Tensor) and key != "step" and value.is_floating_point()
+                        and value.dtype != p.dtype and value.dtype.itemsize >= p.dtype.itemsize
+                        and key in optimizer.state[p]):  # the cast lost bits (a wider one is exact)
+                    optimizer.state[p][key] = value.detach().to(device=optimizer.state[p][key].device, copy=True)
+
 
 def scalar_dtype():
     """torch's dtype for ``state["step"]``: float64 under a float64 default dtype, else float32."""
@@ -61,9 +136,9 @@ class _Launch:
     first-step flag)."""
 
     __slots__ = ("members", "dtype", "params", "grads", "states", "step_slot", "first_step", "slots",
-                 "group_values")
+                 "group_values", "copies", "precision")
 
-    def __init__(self, members, dtype, params, states, step_slot, first_step, slots):
+    def __init__(self, members, dtype, params, states, step_slot, first_step, slots, copies=None, precision=None):
         self.members = members  # int64 array: positions of these params among the group's params with a grad
         self.dtype = dtype  # NumPy dtype
         self.params = params
@@ -73,6 +148,8 @@ class _Launch:
         self.first_step = first_step
         self.slots = slots  # int64 array: the group positions of these params (their host-state slots)
         self.group_values = None  # the group states' values before this step (``group_step``)
+        self.copies = copies  # master weights: the 16-bit params, written rounded from the masters (``params``)
+        self.precision = precision  # the optimizer's ``Precision`` when it rounds stochastically, else None
 
     def call(self, backend, rule, steps_np, lr, hyper, host, gate=None):
         """The backend's ``update`` over this launch's lists (states in the rule's order, None if unused);
@@ -85,8 +162,12 @@ class _Launch:
             values = {key: buf[first] for key, buf in host.items()}
         if self.group_values is not None:
             values = {**(values or {}), **self.group_values}
+        key = None
+        if self.precision is not None:
+            key = self.precision.rounding_key(step if step is not None else self.precision.steps)
         backend.update(rule, self.params, self.grads, [states.get(s.key) for s in rule.states], lr=lr,
-                       hyper=hyper, step=step, first_step=self.first_step, host=values, gate=gate)
+                       hyper=hyper, step=step, first_step=self.first_step, host=values, gate=gate,
+                       **({} if self.copies is None and key is None else {"copies": self.copies, "rounding_key": key}))
         if host:
             for key, value in rule.advance_host(hyper, lr, step, values, _NP_SCALAR[scalar_dtype()]).items():
                 host[key][self.slots] = value
@@ -356,10 +437,12 @@ def _scalar_buffer(values, dtype, present, n):
     return buf, buf.numpy()
 
 
-def build(rule, state, group, gi, roles, detail, hyper):
+def build(rule, state, group, gi, roles, detail, hyper, precision=None):
     """A new plan for ``group``: creates missing state (as torch would, lazily: in torch's key order, the
     step first) and the launch lists. ``roles``: the states the update uses (``rule.used_states``);
-    ``detail``: what ``inspect`` returned; ``hyper``: the group's (lr, hyperparameters), checked."""
+    ``detail``: what ``inspect`` returned; ``hyper``: the group's (lr, hyperparameters), checked;
+    ``precision``: the optimizer's ``Precision`` (masters, state dtype, stochastic rounding)."""
+    precision = precision or Precision()
     grads, present = detail
     params = group["params"]
     device = params[0].device if params else torch.device("cpu")
@@ -394,14 +477,28 @@ def build(rule, state, group, gi, roles, detail, hyper):
         s = state[p] if (roles or rule.torch_step) else {}
         fresh.append(not any(s.get(k) is not None for k in roles))
         loaded = {k: s.get(k) for k in roles}
+        master = precision.has_master(p)
+        if master and s.get(MASTER) is None:  # made from the param: its float32 value, exactly
+            s[MASTER] = torch.empty_like(p, dtype=torch.float32, memory_format=torch.preserve_format).copy_(p)
+        elif master:
+            loaded[MASTER] = s[MASTER]
+        sdtype = precision.state_dtype_of(p)
+        fresh_keys = [k for k in roles if s.get(k) is None]
         initial_state(rule, s, p, values, lr, roles)
+        if master:  # schedule-free's z = clone(p): of the master (equal to the param when made)
+            for st in rule.states:
+                if st.key in fresh_keys and st.from_param:
+                    s[st.key] = s[MASTER].clone()
+        for key in fresh_keys:
+            loaded[key] = s[key] if s[key].dtype != sdtype else None
         for key, value in loaded.items():
             if value is None:
                 continue
-            if (value.dtype != p.dtype or value.device != p.device
+            dtype = torch.float32 if key == MASTER else sdtype
+            if (value.dtype != dtype or value.device != p.device
                   or (local(value).stride() != local(p).stride()
                       and _checks.layout(local(value)) != _checks.layout(local(p)))):
-                s[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(value)
+                s[key] = torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format).copy_(value)
         states.append(s)
 
     # step counters: one buffer per group, state["step"] a 0-d view of its slot
@@ -451,30 +548,39 @@ def build(rule, state, group, gi, roles, detail, hyper):
         index = [present[j] for j in members]
         np_dtype = DTYPES[dtype]
         tensors = [mem[i] for i in index]
+        master = precision.has_master(params[index[0]])
+        s_dtype = DTYPES[precision.state_dtype_of(params[index[0]])]
+        targets = [local(states[j][MASTER]) for j in members] if master else tensors
+        p_dtype = DTYPES[torch.float32] if master else np_dtype
         if cuda:
             with CudaStream(device):
-                plist = cuda_list(tensors, np_dtype)
-                slists = {k: cuda_list([local(states[j][k]) for j in members], np_dtype) for k in roles}
+                plist = cuda_list(targets, p_dtype)
+                slists = {k: cuda_list([local(states[j][k]) for j in members], s_dtype) for k in roles}
+                copies = cuda_list(tensors, np_dtype) if master else None
         else:
-            plist = host_list(tensors, np_dtype)
-            slists = {k: host_list([local(states[j][k]) for j in members], np_dtype, plist) for k in roles}
+            plist = host_list(targets, p_dtype)
+            slists = {k: host_list([local(states[j][k]) for j in members], s_dtype, plist) for k in roles}
+            copies = host_list(tensors, np_dtype, plist) if master else None
         first_step = bool(sub) if by_fresh else False
         if first_step:
             plan.rebuild_after_run = True  # after this step every state exists: one launch again
         step_slot = index[0] if by_step else None
         plan.launches.append(_Launch(np.array(members, dtype=np.int64), np_dtype, plist, slists, step_slot,
-                                     first_step, np.array(index, dtype=np.int64)))
+                                     first_step, np.array(index, dtype=np.int64), copies,
+                                     precision if precision.rounding and dtype == torch.bfloat16 else None))
     # what the next step compares: the state dicts, the tensors in them and their addresses
     scalars = (("step",) if plan.steps is not None else ()) + tuple(plan.host or ())
-    keys = tuple(roles) + scalars
+    masters = (MASTER,) if any(precision.has_master(params[i]) for i in present) else ()
+    keys = tuple(roles) + masters + scalars
     if keys:
         plan.state_dicts = list(states)
         plan.state_checks = []
         for key in keys:
-            tensors = [s[key] for s in states]
+            tensors = [_master_of(s) if key == MASTER else s[key] for s in states]
             # the step counters are views of the plan's own buffer: their identity is enough
             ptrs = [local(t).data_ptr() for t in tensors] if key not in scalars else None
-            plan.state_checks.append((operator.itemgetter(key), tensors, ptrs))
+            getter = _master_of if key == MASTER else operator.itemgetter(key)
+            plan.state_checks.append((getter, tensors, ptrs))
     else:
         plan.state_dicts = plan.state_checks = None
     pgrads = [grads[i] for i in present]

@@ -27,7 +27,7 @@ from ..rules import PROGRAMS
 from ..rules._program import GroupArgs
 from ..rules._reductions import clip_gate, grad_norm, grad_reduction, nonfinite
 from . import _checks
-from ._classes import _OWN, _OWN_DOC, _names
+from ._classes import _OWN_DOC, CLIPPING, _names
 
 _DTYPES = (torch.float32, torch.float64)
 
@@ -206,7 +206,7 @@ def signature(program, variant) -> inspect.Signature:
             continue
         default = defaults[name] if name in defaults else variant.defaults.get(name, _SWITCH_DEFAULTS.get(name))
         params.append(P(name, P.KEYWORD_ONLY if keyword_only else P.POSITIONAL_OR_KEYWORD, default=default))
-    params += [P(name, P.KEYWORD_ONLY, default=d) for name, d in _OWN.items()]
+    params += [P(name, P.KEYWORD_ONLY, default=d) for name, d in CLIPPING.items()]
     return inspect.Signature(params)
 
 
@@ -217,7 +217,7 @@ _SWITCH_DOC = {k: "accepted and ignored (kept in the param groups, as the refere
 def make_class(program, variant) -> type:
     """The ``lrfast.torch`` class of a Program's variant."""
     sig = signature(program, variant)
-    own = tuple(_OWN)
+    own = tuple(CLIPPING)
 
     def __init__(self, *args, **kwargs):
         bound = sig.bind(self, *args, **kwargs)
@@ -239,7 +239,7 @@ def make_class(program, variant) -> type:
            "and checkpoints).\n\n" + textwrap.indent(program.algorithm, "    ")
            + (f"\n    {program.bytes_note}\n" if program.bytes_note else "")
            + ("\nArgs (implementation switches):\n" + switches if switches else "")
-           + "\nlrfast's own options:\n" + "\n".join(f"    {k}: {v}" for k, v in _OWN_DOC.items()))
+           + "\nlrfast's own options:\n" + "\n".join(f"    {k}: {_OWN_DOC[k]}" for k in CLIPPING))
     return type(variant.name, (_ProgramOptimizer,), {"__init__": __init__, "__doc__": doc,
                                                      "__module__": "lrfast.torch", "_program": program,
                                                      "_variant": variant, "_group_defaults": group_defaults})
