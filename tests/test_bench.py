@@ -385,6 +385,35 @@ def test_roofline_and_copy_kernels_move_the_data():
         assert all((a == 1.5).all() for t in rw for a in t)
 
 
+def test_mixed_precision_rooflines_move_the_data():
+    """bfloat16 AdamW's roofline (``roofline_step`` over the bit patterns) and the master-weights one (read the
+    grad, master and states, write them and a bfloat16 copy: the master's high half) touch every element."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from lrfast.bench import bits, master_roofline_step, roofline_step
+
+    bf16 = ml_dtypes.bfloat16
+    for sizes in ([10], [100_000], [70_000, 3, 40_000]):
+        g = [np.full(n, 1.0, bf16) for n in sizes]
+        rw = [[np.full(n, float(k + 2), bf16) for n in sizes] for k in range(3)]
+        roofline_step(bits(g), [bits(t) for t in rw])()
+        one = int(np.array(1.0, bf16).view(np.uint16))
+        for k, t in enumerate(rw):
+            assert all((a.view(np.uint16) == int(np.array(k + 2.0, bf16).view(np.uint16)) + one).all() for a in t)
+        for grads in ([np.full(n, 1.0, np.float32) for n in sizes], g):
+            gbits = int(grads[0][:1].view(np.uint32 if grads[0].dtype == np.float32 else np.uint16)[0])
+            master = [np.full(n, 1.5, np.float32) for n in sizes]
+            m, v = [np.zeros(n, np.float32) for n in sizes], [np.ones(n, np.float32) for n in sizes]
+            copy = [np.zeros(n, bf16) for n in sizes]
+            master_roofline_step(grads, master, [m, v], copy)()
+            expect = int(np.array(1.5, np.float32).view(np.uint32)) + gbits
+            for p, a, b, q in zip(master, m, v, copy):
+                assert (p.view(np.uint32) == expect).all() and (a.view(np.uint32) == gbits).all()
+                assert (b.view(np.uint32) == int(np.array(1.0, np.float32).view(np.uint32)) + gbits).all()
+                assert (q.view(np.uint16) == expect >> 16).all()
+    with pytest.raises(ValueError, match="two state lists"):
+        master_roofline_step(g, g, [g], g)
+
+
 def test_plot_writes_a_png(quick, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "bench.png"
@@ -428,6 +457,7 @@ def test_roofline_launch_mirrors_the_cpu_backends_launch():
         "the cpu backend's launch changed: update lrfast/bench/_roofline.py's launchers to match"
     assert body(_roofline.copy_launch, "copy_chunk") == backend
     assert body(_roofline.read_launch, "read_chunk") == backend
+    assert body(_roofline.master_roofline_launch, "master_roofline_chunk") == backend
     # and the norm's reduction pass (the clipped step's first) is launched the same way too
     assert body(_cpu_launchers.grad_norm2_reduce, "grad_norm2_reduce_chunk") == backend
 

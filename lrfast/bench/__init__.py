@@ -49,7 +49,11 @@ Public names:
   ``OtherLoad``, ``wait_quiet``;
 - machine: ``set_threads(n)``, ``memory_available()``, ``machine_info()``;
 - a run and its report: ``Config``, ``run(config)``, ``format_table``, ``format_markdown``,
-  ``write_json``, ``plot``.
+  ``write_json``, ``plot``;
+- roofline kernels for scripts with their own workloads (``bench/bench_mixed.py``): ``roofline_step(grads,
+  rw_lists)`` over TensorLists, ``bits(arrays)`` (a TensorList of arrays' bit patterns: a 16-bit float's
+  roofline), ``master_roofline_step(grads, master, states, copies)`` (a master-weights step's loads and
+  stores).
 """
 
 from ._cases import (GPT2, OPTIMIZERS, RESNET50, SMALL, OptimizerConfig, Workload, clipped, config_of,
@@ -57,6 +61,7 @@ from ._cases import (GPT2, OPTIMIZERS, RESNET50, SMALL, OptimizerConfig, Workloa
 from ._impls import IMPLS, Case, Unavailable, build, parse_backends
 from ._machine import machine_info, memory_available, set_threads
 from ._report import format_markdown, format_table, plot, write_json
+from ._roofline import bits, master_roofline_step, roofline_step
 from ._run import Config, run
 from ._timing import Entry, OtherLoad, calibrate, measure, summary, wait_quiet
 
@@ -67,4 +72,5 @@ __all__ = [
     "Entry", "calibrate", "measure", "summary", "OtherLoad", "wait_quiet",
     "set_threads", "memory_available", "machine_info",
     "Config", "run", "format_table", "format_markdown", "write_json", "plot",
+    "roofline_step", "master_roofline_step", "bits",
 ]

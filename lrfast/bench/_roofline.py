@@ -12,6 +12,15 @@ measured in the same run.
 array, float64, ``reassoc``: vectorised) the plain read. A clipped step reads the grads once for their
 norm before the update reads them again: ``clipped_roofline_step`` is the read pass, then the roofline
 kernel (AdamW: 4 + 28 = 32 bytes per float32 element).
+
+Mixed precision. A 16-bit float's roofline is the same kernel over the arrays' bit patterns (uint16: the
+adds are integer adds, as trivial): bfloat16 AdamW, read p, g, m, v and write p, m, v at 2 bytes each, is
+``roofline_step`` over uint16 lists (14 bytes per element). ``master_roofline_step`` is the pattern of a
+step with float32 master weights: read the master, the grad (2 or 4 bytes), two states, write the master
+and the states and a write-only 16-bit copy of the master (AdamW with float32 master and state: 28 bytes
+per element with bfloat16 grads, 30 with float32 grads). Every array is handled as unsigned integers of
+its width (its bits: a float32 array as uint32), the copy is the master's high half (a bfloat16 by
+truncation): adds, a shift and a narrowing, no float work.
 """
 
 from __future__ import annotations
@@ -64,6 +73,22 @@ def roofline_chunk(c, chunks, G, A, B, C, D, like, nrw):
 
 
 @njit(**_JIT)
+def master_roofline_chunk(c, chunks, G, P, M, V, Q, glike, plike, slike, qlike, shift):
+    g = _slice(G, chunks, c, glike)
+    p = _slice(P, chunks, c, plike)
+    m = _slice(M, chunks, c, slike)
+    v = _slice(V, chunks, c, slike)
+    q = _slice(Q, chunks, c, qlike)
+    for i in range(g.shape[0]):
+        gi = g[i]
+        pi = p[i] + gi
+        p[i] = pi
+        m[i] = m[i] + gi
+        v[i] = v[i] + gi
+        q[i] = pi >> shift
+
+
+@njit(**_JIT)
 def copy_chunk(c, chunks, SRC, DST, like):
     s = _slice(SRC, chunks, c, like)
     d = _slice(DST, chunks, c, like)
@@ -96,6 +121,16 @@ def roofline_launch(chunks, serial, args):
 
 
 @njit(parallel=True, **_JIT)
+def master_roofline_launch(chunks, serial, args):
+    if serial:
+        for c in range(chunks.shape[0]):
+            master_roofline_chunk(c, chunks, *args)
+    else:
+        for c in prange(chunks.shape[0]):
+            master_roofline_chunk(c, chunks, *args)
+
+
+@njit(parallel=True, **_JIT)
 def copy_launch(chunks, serial, args):
     if serial:
         for c in range(chunks.shape[0]):
@@ -125,6 +160,35 @@ def roofline_step(grads, rw_lists):
     args = (grads.ptrs, *ptrs, grads.like, len(rw_lists))
     launch = roofline_launch
     return lambda: launch(chunks, serial, args)
+
+
+_BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def bits(arrays):
+    """A TensorList of ``arrays`` (NumPy, C-contiguous) viewed as unsigned integers of their itemsize (no
+    copy): the operands of the mixed-precision rooflines."""
+    return TensorList([a.view(_BITS[a.dtype.itemsize]) for a in arrays])
+
+
+def master_roofline_step(grads, master, states, copies):
+    """A callable with the loads and stores of a master-weights step: read ``grads``, ``master`` and the two
+    ``states``, write ``master``, ``states`` and ``copies`` (write only). All are lists of NumPy arrays of
+    the same shapes (any dtypes, the two states one between them; the copy narrower than the master);
+    bytes per element: grad + 2 x master + 4 x state + copy (AdamW, float32 master and state, bfloat16
+    copy: 30 with float32 grads, 28 with bfloat16 ones)."""
+    if len(states) != 2:
+        raise ValueError("master_roofline_step takes two state lists (AdamW's exp_avg and exp_avg_sq)")
+    g, p, m, v, q = bits(grads), bits(master), bits(states[0]), bits(states[1]), bits(copies)
+    if m.dtype != v.dtype or q.dtype.itemsize >= p.dtype.itemsize:
+        raise ValueError("the states must share a dtype and the copy must be narrower than the master")
+    chunks, serial = _cpu._chunks(p)  # the backend's own chunk table and serial/parallel choice (of the params)
+    shift = np.uint32(8 * (p.dtype.itemsize - q.dtype.itemsize))
+    args = (g.ptrs, p.ptrs, m.ptrs, v.ptrs, q.ptrs, g.like, p.like, m.like, q.like, shift)
+    launch = master_roofline_launch
+    step = lambda: launch(chunks, serial, args)  # noqa: E731
+    step.keep = (g, p, m, v, q)
+    return step
 
 
 def copy_step(src: TensorList, dst: TensorList):
