@@ -45,6 +45,15 @@ def numba_threading() -> tuple[int, str]:
     return numba.get_num_threads(), layer
 
 
+def dtypes() -> str:
+    """The storage dtypes of the elementwise optimizers, and where bfloat16 NumPy arrays come from."""
+    from ._dtypes import BF16
+
+    bf16 = ("bfloat16 (ml_dtypes arrays, torch tensors)" if BF16 is not None
+            else "bfloat16 (torch tensors; NumPy arrays need ml_dtypes: pip install 'lrfast[bfloat16]')")
+    return f"float32, float64, float16, {bf16}; math in float32 (float64 for float64)"
+
+
 def optimizers() -> dict:
     """Every public optimizer class, from the rule registry: class name -> its rule and reference."""
     from .rules import PROGRAMS, RULES
@@ -75,6 +84,7 @@ def collect() -> dict:
         "numba_threads": threads,
         "numba_threading_layer": layer,
         "numba_forked_children": _fork.describe(),
+        "dtypes": dtypes(),
         "backends": {name: backends.unavailable_reason(name) or "available" for name in backends.NAMES},
         "optimizers": optimizers(),
         "cuda_fatbin": cuda["fatbin"] or "not built (no nvcc at install time)",
