@@ -165,13 +165,15 @@ def put(value, like, key, j):
 
 @overload(put, inline="always", jit_options=_JIT)
 def _put(value, like, key, j):
+    # a 16-bit store takes the value as a float32 store would (Rprop's last add is float64): rounded to
+    # float32 first, then to 16 bits
     dtype = like.dtype
     if dtype == types.uint16:
         if key is None or isinstance(key, types.NoneType):
-            return lambda value, like, key, j: f32_to_bf16(value)
-        return lambda value, like, key, j: f32_to_bf16_sr(value, mix32(j ^ key))
+            return lambda value, like, key, j: f32_to_bf16(np.float32(value))
+        return lambda value, like, key, j: f32_to_bf16_sr(np.float32(value), mix32(j ^ key))
     if dtype == types.int16:
-        return lambda value, like, key, j: f32_to_f16(value)
+        return lambda value, like, key, j: f32_to_f16(np.float32(value))
     return lambda value, like, key, j: value
 
 

@@ -12,7 +12,7 @@ converted in registers). ``<reduction>_reduce(chunks, serial, (X0.., like, out))
 each chunk's totals of a ``lrfast.rules._reductions`` Reduction into row c of ``out`` (float64).
 """
 
-SOURCE_HASH = "824908479b8d6cb7"  # of the element functions and the harness
+SOURCE_HASH = "e05baf5bfdc58c66"  # of the element functions and the harness
 
 import numpy as np
 from numba import njit, prange
