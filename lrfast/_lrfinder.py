@@ -735,7 +735,7 @@ def _to_host(a):
 def _digest(a) -> str:
     a = np.ascontiguousarray(_to_host(a))
     h = hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode(), digest_size=16)
-    h.update(a.data if a.size else b"")
+    h.update(a.reshape(-1).view(np.uint8).data if a.size else b"")  # bytes: any dtype (bfloat16 has no buffer code)
     return h.hexdigest()
 
 
