@@ -31,6 +31,7 @@
 // (block_reduce, lrfast_multi_tensor.cuh: one thread's part on the device; in the host build the whole
 // grid, its threads' phase then the block's fixed-order combine, since the host has no __syncthreads).
 #include "lrfast_compat.cuh"
+#include "lrfast_lowp.cuh"
 #include "lrfast_modes.cuh"
 #include "lrfast_multi_tensor.cuh"
 #include "lrfast_reductions.cuh"
@@ -67,45 +68,42 @@ namespace lrfast {
 // ---- kernel bodies: what one thread of the grid does --------------------------------------------
 
 // The tables come last in the body's parameters (a pack), so one template serves every list count.
+// St: the lists' storage (lrfast_lowp.cuh, Storage<T, P, G, S>), T its compute type; copies / lowp / key: the
+// launch's Lowp (the copies' table or 0, the LRFAST_COPY_* / LRFAST_STOCHASTIC bits, the rounding key).
 // The gate: nothing when it says skip; else the grads (list G of every op) times its scale (1 without one:
 // exact, so a launch without a gate gives the same bits as before the gate existed).
-template <template <class> class Op, class T, class... Tables>
+// dev: 0, or a capturable step's scalars buffer (written by the prepare kernel), read instead of s.
+template <template <class> class Op, class St, class... Tables>
 LRFAST_HD void update_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
-                           const typename Op<T>::Scalars& s, Tables... lists) {
+                           const typename Op<typename St::T>::Scalars& s, const unsigned char* dev,
+                           const i64* copies, int lowp, u32 key, Tables... lists) {
+  typedef typename St::T T;
   static_assert(sizeof...(Tables) == Op<T>::LISTS, "one table per list of the rule");
-  if (gate_skips(gate)) return;
+  static_assert(Op<T>::P == 0 && Op<T>::G == 1, "params are list 0, grads list 1 (the states follow)");
+  if (gate_skips(gate)) return;  // (a capturable step's prepare kernel skipped too)
   const i64* const tables[Op<T>::LISTS] = {lists...};
-  const ScaledOp<T, Op<T>, Op<T>::G> op = {{s}, gate ? T(gate[0]) : T(1)};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
-}
-
-template <template <class> class Op, class T, class... Tables>
-LRFAST_HD void update_dev_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
-                               const unsigned char* scalars, Tables... lists) {
-  if (gate_skips(gate)) return;  // the prepare kernel skipped too: the buffer holds the last step's scalars
-  update_body<Op, T>(grid, chunks, nchunks, gate, *reinterpret_cast<const typename Op<T>::Scalars*>(scalars),
-                     lists...);
+  const ScaledOp<T, Op<T>, Op<T>::G> op = {{dev ? *reinterpret_cast<const typename Op<T>::Scalars*>(dev) : s},
+                                           gate ? T(gate[0]) : T(1)};
+  const Lowp lp = {copies, lowp, key};
+  multi_tensor_apply<St>(grid, tables, chunks, nchunks, op, lp);
 }
 
 // The update of a rule with a per-tensor reduction: the same, each chunk's op bound to its tensor's row of
 // `values` (the reduction pass's table, (tensors, Op::VALUES) in T).
-template <template <class> class Op, class T, class... Tables>
+template <template <class> class Op, class St, class... Tables>
 LRFAST_HD void update_tensor_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
-                                  const typename Op<T>::Scalars& s, const T* values, Tables... lists) {
+                                  const typename Op<typename St::T>::Scalars& s, const unsigned char* dev,
+                                  const typename St::T* values, const i64* copies, int lowp, u32 key,
+                                  Tables... lists) {
+  typedef typename St::T T;
   static_assert(sizeof...(Tables) == Op<T>::LISTS, "one table per list of the rule");
+  static_assert(Op<T>::P == 0 && Op<T>::G == 1, "params are list 0, grads list 1 (the states follow)");
   if (gate_skips(gate)) return;
   const i64* const tables[Op<T>::LISTS] = {lists...};
-  Op<T> base = {s, {}};
+  Op<T> base = {dev ? *reinterpret_cast<const typename Op<T>::Scalars*>(dev) : s, {}};
   const TensorScaledOp<T, Op<T>, Op<T>::G> op = {base, gate ? T(gate[0]) : T(1), values};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
-}
-
-template <template <class> class Op, class T, class... Tables>
-LRFAST_HD void update_tensor_dev_body(const Grid& grid, const i64* chunks, i64 nchunks, const double* gate,
-                                      const unsigned char* scalars, const T* values, Tables... lists) {
-  if (gate_skips(gate)) return;
-  update_tensor_body<Op, T>(grid, chunks, nchunks, gate,
-                            *reinterpret_cast<const typename Op<T>::Scalars*>(scalars), values, lists...);
+  const Lowp lp = {copies, lowp, key};
+  multi_tensor_apply<St>(grid, tables, chunks, nchunks, op, lp);
 }
 
 // lr: the step's learning rate; step: the steps completed before this one (the update is step t = *step + 1),
@@ -128,7 +126,7 @@ LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, con
   if (gate_skips(gate)) return;
   const i64* const tables[RooflineOp<T>::LISTS] = {P, G, M, V};
   const ScaledOp<T, RooflineOp<T>, RooflineOp<T>::G> op = {RooflineOp<T>(), gate ? T(gate[0]) : T(1)};
-  multi_tensor_apply<T>(grid, tables, chunks, nchunks, op);
+  multi_tensor_apply<Storage<T, T, T, T> >(grid, tables, chunks, nchunks, op, no_lowp());
 }
 
 }  // namespace lrfast
@@ -153,54 +151,52 @@ LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, con
 #define LRFAST_TABLES_ARGS_7 LRFAST_TABLES_ARGS_6, t6
 #define LRFAST_TABLES_ARGS_8 LRFAST_TABLES_ARGS_7, t7
 
-// One rule's kernels for params of type T (suffix SFX): update, dev update, prepare.
-#define LRFAST_EXPORT_RULE_T(NAME, Name, N, T, SFX)                                                           \
-  LRFAST_EXPORT(lrfast_##NAME##_##SFX, (lrfast::update_body<lrfast::Name##Op, T>),                           \
-                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
-                 const double* gate, lrfast::Name##Scalars<T> s),                                             \
-                (chunks, nchunks, gate, s, LRFAST_TABLES_ARGS_##N))                                           \
-  LRFAST_EXPORT(lrfast_##NAME##_dev_##SFX, (lrfast::update_dev_body<lrfast::Name##Op, T>),                   \
-                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
-                 const double* gate, const unsigned char* scalars),                                           \
-                (chunks, nchunks, gate, scalars, LRFAST_TABLES_ARGS_##N))                                     \
+// The low-precision tail of every update kernel's parameters (lrfast_lowp.cuh's Lowp).
+#define LRFAST_LOWP_PARAMS const lrfast::i64 *copies, int lowp, unsigned key
+#define LRFAST_STORAGE(T, P, G, S) lrfast::Storage<T, P, G, S>
+
+// The prepare kernel of a rule for compute type T (suffix f32 / f64: it depends on the scalars' type only).
+#define LRFAST_EXPORT_PREPARE_T(NAME, Name, T, SFX)                                                           \
   LRFAST_EXPORT(lrfast_##NAME##_prepare_##SFX,                                                                \
                 (lrfast::prepare_body<lrfast::Name##Scalars<T>, lrfast::Name##Hyper, lrfast::NAME##_prepare<T>>), \
                 (unsigned char* scalars, const double* lr, lrfast::i64* step, lrfast::Name##Hyper hyper,      \
                  int flags, const double* gate),                                                              \
                 (scalars, lr, step, hyper, flags, gate))
+#define LRFAST_EXPORT_PREPARE(NAME, Name) \
+  LRFAST_EXPORT_PREPARE_T(NAME, Name, float, f32) LRFAST_EXPORT_PREPARE_T(NAME, Name, double, f64)
+
+// One rule's update for one storage combination of LRFAST_STORAGES (suffix SFX).
+#define LRFAST_EXPORT_RULE_S(SFX, T, P, G, S, NAME, Name, N)                                                  \
+  LRFAST_EXPORT(lrfast_##NAME##_##SFX, (lrfast::update_body<lrfast::Name##Op, LRFAST_STORAGE(T, P, G, S)>),  \
+                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
+                 const double* gate, lrfast::Name##Scalars<T> s, const unsigned char* dev, LRFAST_LOWP_PARAMS), \
+                (chunks, nchunks, gate, s, dev, copies, lowp, key, LRFAST_TABLES_ARGS_##N))
 #define LRFAST_EXPORT_PLAIN_RULE(NAME, Name, N) \
-  LRFAST_EXPORT_RULE_T(NAME, Name, N, float, f32) LRFAST_EXPORT_RULE_T(NAME, Name, N, double, f64)
+  LRFAST_EXPORT_PREPARE(NAME, Name) LRFAST_STORAGES(LRFAST_EXPORT_RULE_S, NAME, Name, N)
 
 // A rule with a per-tensor reduction (its LRFAST_RULES line has a fourth number, K = its Op's VALUES):
-//   lrfast_<rule>_<t>(tables..., chunks, nchunks, gate, <Name>Scalars<T> s, const T* values)
-//   lrfast_<rule>_dev_<t>(tables..., chunks, nchunks, gate, const unsigned char* scalars, const T* values)
+//   lrfast_<rule>_<s>(tables..., chunks, nchunks, gate, <Name>Scalars<T> s, dev, const T* values, lowp...)
 //       the update, reading its chunk's tensor's row of `values` ((tensors, K) in T);
 //   lrfast_<rule>_prepare_<t>  as every rule's;
-//   lrfast_<rule>_reduce_<t>(tables..., chunks, nchunks, gate, <Name>Scalars<T> s, double* partials)
+//   lrfast_<rule>_reduce_<s>(tables..., chunks, nchunks, gate, <Name>Scalars<T> s, double* partials)
 //       each chunk's sums of the reduction's values (TensorReduceJob), partials[c * REDUCED + k];
 //   lrfast_<rule>_per_tensor_<t>(partials, starts, tensors, rows, ndims, <Name>Hyper h, gate, T* values)
 //       each tensor's totals of those partials (rows starts[g] .. starts[g + 1] - 1), then its values
 //       (the rule's per_tensor, TensorValuesJob) into `values`.
+// (<s>: a storage suffix of LRFAST_STORAGES, <t>: the compute type's, f32 or f64.)
 // The reduce and per-tensor kernels run one block per chunk / tensor, at most LRFAST_REDUCE_THREADS wide.
-#define LRFAST_EXPORT_TENSOR_RULE_T(NAME, Name, N, K, T, SFX)                                                 \
-  LRFAST_EXPORT(lrfast_##NAME##_##SFX, (lrfast::update_tensor_body<lrfast::Name##Op, T>),                    \
+#define LRFAST_EXPORT_TENSOR_RULE_S(SFX, T, P, G, S, NAME, Name, N)                                           \
+  LRFAST_EXPORT(lrfast_##NAME##_##SFX, (lrfast::update_tensor_body<lrfast::Name##Op, LRFAST_STORAGE(T, P, G, S)>), \
                 (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
-                 const double* gate, lrfast::Name##Scalars<T> s, const T* values),                            \
-                (chunks, nchunks, gate, s, values, LRFAST_TABLES_ARGS_##N))                                   \
-  LRFAST_EXPORT(lrfast_##NAME##_dev_##SFX, (lrfast::update_tensor_dev_body<lrfast::Name##Op, T>),            \
-                (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,                    \
-                 const double* gate, const unsigned char* scalars, const T* values),                          \
-                (chunks, nchunks, gate, scalars, values, LRFAST_TABLES_ARGS_##N))                             \
-  LRFAST_EXPORT(lrfast_##NAME##_prepare_##SFX,                                                                \
-                (lrfast::prepare_body<lrfast::Name##Scalars<T>, lrfast::Name##Hyper, lrfast::NAME##_prepare<T>>), \
-                (unsigned char* scalars, const double* lr, lrfast::i64* step, lrfast::Name##Hyper hyper,      \
-                 int flags, const double* gate),                                                              \
-                (scalars, lr, step, hyper, flags, gate))                                                      \
+                 const double* gate, lrfast::Name##Scalars<T> s, const unsigned char* dev, const T* values,   \
+                 LRFAST_LOWP_PARAMS),                                                                         \
+                (chunks, nchunks, gate, s, dev, values, copies, lowp, key, LRFAST_TABLES_ARGS_##N))           \
   LRFAST_EXPORT_BLOCK(lrfast_##NAME##_reduce_##SFX,                                                           \
-                      (lrfast::TensorReduceJob<T, lrfast::Name##Op<T> >{{LRFAST_TABLES_ARGS_##N}, chunks, nchunks, \
-                                                                        gate, {s, {}}, partials}),           \
+                      (lrfast::TensorReduceJob<LRFAST_STORAGE(T, P, G, S), lrfast::Name##Op<T> >{             \
+                          {LRFAST_TABLES_ARGS_##N}, chunks, nchunks, gate, {s, {}}, partials}),               \
                       (LRFAST_TABLES_PARAMS_##N, const lrfast::i64* chunks, lrfast::i64 nchunks,              \
-                       const double* gate, lrfast::Name##Scalars<T> s, double* partials))                     \
+                       const double* gate, lrfast::Name##Scalars<T> s, double* partials))
+#define LRFAST_EXPORT_PER_TENSOR_T(NAME, Name, T, SFX)                                                        \
   LRFAST_EXPORT_BLOCK(lrfast_##NAME##_per_tensor_##SFX,                                                       \
                       (lrfast::TensorValuesJob<T, lrfast::Name##Op<T> >{                                      \
                           {partials, lrfast::Name##Op<T>::REDUCED, 0u, starts, tensors, rows, 0}, ndims, hyper, \
@@ -209,7 +205,9 @@ LRFAST_HD void roofline_kernel(const Grid& grid, const i64* P, const i64* G, con
                        const lrfast::i64* ndims, lrfast::Name##Hyper hyper, const double* gate, T* values))
 #define LRFAST_EXPORT_TENSOR_RULE(NAME, Name, N, K)                                                          \
   static_assert(lrfast::Name##Op<float>::VALUES == K, "LRFAST_RULES line and the op's VALUES disagree");   \
-  LRFAST_EXPORT_TENSOR_RULE_T(NAME, Name, N, K, float, f32) LRFAST_EXPORT_TENSOR_RULE_T(NAME, Name, N, K, double, f64)
+  LRFAST_EXPORT_PREPARE(NAME, Name)                                                                           \
+  LRFAST_EXPORT_PER_TENSOR_T(NAME, Name, float, f32) LRFAST_EXPORT_PER_TENSOR_T(NAME, Name, double, f64)     \
+  LRFAST_STORAGES(LRFAST_EXPORT_TENSOR_RULE_S, NAME, Name, N)
 
 // X(name, Name, lists) or X(name, Name, lists, values): the plain or the per-tensor family.
 #define LRFAST_PICK_THIRD(A, B, C, ...) C
@@ -220,7 +218,7 @@ LRFAST_RULES(LRFAST_EXPORT_RULE)
 
 // ---- reductions: per-chunk partials of every reduction of LRFAST_REDUCTIONS, then their totals ----------
 // The reduction of N inputs for params of type T (suffix SFX).
-#define LRFAST_EXPORT_REDUCTION_T(NAME, Name, N, K, T, SFX)                                                  \
+#define LRFAST_EXPORT_REDUCTION_T(SFX, T, NAME, Name, N, K)                                                  \
   LRFAST_EXPORT_BLOCK(lrfast_reduce_##NAME##_##SFX,                                                         \
                       (lrfast::ReduceJob<lrfast::Name##Reduction, T>{{LRFAST_TABLES_ARGS_##N}, chunks, nchunks, \
                                                                       partials}),                            \
@@ -228,7 +226,7 @@ LRFAST_RULES(LRFAST_EXPORT_RULE)
 #define LRFAST_EXPORT_REDUCTION(NAME, Name, N, K)                                                          \
   static_assert(lrfast::Name##Reduction::INPUTS == N && lrfast::Name##Reduction::OUTPUTS == K,            \
                 "LRFAST_REDUCTIONS line and reduction struct disagree");                                      \
-  LRFAST_EXPORT_REDUCTION_T(NAME, Name, N, K, float, f32) LRFAST_EXPORT_REDUCTION_T(NAME, Name, N, K, double, f64)
+  LRFAST_REDUCE_STORAGES(LRFAST_EXPORT_REDUCTION_T, NAME, Name, N, K)
 
 LRFAST_REDUCTIONS(LRFAST_EXPORT_REDUCTION)
 

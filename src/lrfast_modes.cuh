@@ -18,7 +18,11 @@
 // removed (all_finite is a reduction).
 // 7: LARS and LAMB: a rule with a per-tensor reduction has lrfast_<rule>_reduce_<t> and
 // lrfast_<rule>_per_tensor_<t>, and its update / dev kernels take the per-tensor table (const T* values) last.
-#define LRFAST_ABI_VERSION 7
+// 8: storage dtypes (lrfast_lowp.cuh): update, dev and tensor-reduce kernels per storage combination
+// (lrfast_<rule>_<f32|f64|bf16|f16|f32_gbf16|...>, LRFAST_STORAGES), prepare and per-tensor kernels per compute
+// type (f32, f64), reductions per storage (f32, f64, bf16, f16); every update / dev kernel takes
+// (const i64* copies, int lowp, unsigned key) last (master-weight copies, rounding mode and key).
+#define LRFAST_ABI_VERSION 8
 
 // Bytes of the device buffer a capturable step's prepare kernel writes its per-step scalars to.
 #define LRFAST_SCALARS_BYTES 128

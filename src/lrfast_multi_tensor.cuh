@@ -10,13 +10,18 @@
 //                 op.written()  bit k set when list k is written back,
 //                 op(x)         updates x[0..NL-1], the k-th list's element, in place.
 // Block b walks chunks b, b + gridDim, ...; within a chunk, thread t walks elements t, t + blockDim, ...
-// When every used list's slice of the chunk is 16-byte aligned, elements move as 16-byte packs (float4 /
-// double2 loads and stores), else one by one. All of it is a __host__ __device__ function of the grid
+// Each list has its storage type (lrfast_lowp.cuh: float, double, bf16, f16; params, grads and the states
+// each their own), the math runs in the compute type T: elements are widened as they are loaded and
+// narrowed (RNE, or stochastically for bf16 params / copies) as they are stored; a launch may also store
+// the updated params to a list of 16-bit copies (Lowp). Elements move as packs of N = 16 / sizeof(T)
+// (16 bytes of T: 4 floats / 2 doubles; a 16-bit list moves N * 2 bytes) when every used list's slice
+// of the chunk is aligned to its pack, else one by one. All of it is a __host__ __device__ function of the grid
 // coordinates, so a host build runs the very same loop (tests/cuda_host).
 #ifndef LRFAST_MULTI_TENSOR_CUH
 #define LRFAST_MULTI_TENSOR_CUH
 
 #include "lrfast_compat.cuh"
+#include "lrfast_lowp.cuh"
 
 namespace lrfast {
 
@@ -52,73 +57,151 @@ LRFAST_HD bool is_aligned(const T* p) {
   return (reinterpret_cast<u64>(p) & 15u) == 0;
 }
 
-// Scalar path: element i of the chunk.
-template <class T, int NL, class Op>
-LRFAST_HD void apply_one(T* const (&base)[NL], i64 i, unsigned used, unsigned written, const Op& op) {
-  T x[NL] = {};
-LRFAST_UNROLL
-  for (int k = 0; k < NL; ++k)
-    if (used >> k & 1u) x[k] = global_ptr(base[k])[i];
-  op(x);
-LRFAST_UNROLL
-  for (int k = 0; k < NL; ++k)
-    if (written >> k & 1u) global_ptr(base[k])[i] = x[k];
+// Whether a list of storage S can move N elements as one SPack<S, N> (N * sizeof(S) bytes) from p.
+template <int N, class S>
+LRFAST_HD bool pack_aligned(const S* p) {
+  return (reinterpret_cast<u64>(p) & (N * sizeof(S) - 1u)) == 0;
 }
 
-// Pack path: pack j (elements j * N .. j * N + N - 1) of the chunk; every used base is 16-byte aligned.
-template <class T, int NL, class Op>
-LRFAST_HD void apply_pack(T* const (&base)[NL], i64 j, unsigned used, unsigned written, const Op& op) {
-  typedef typename Pack<T>::Type P;
-  const int N = Pack<T>::N;
-  T x[N][NL] = {};
+// Pack j of list k (storage S) into x[e][k], widened to the compute type T.
+template <class T, int N, int NL, class S>
+LRFAST_HD void load_pack(const S* base, i64 j, int k, T (&x)[N][NL]) {
+  const SPack<S, N> pk = global_ptr(reinterpret_cast<const SPack<S, N>*>(base))[j];
 LRFAST_UNROLL
-  for (int k = 0; k < NL; ++k) {
-    if (used >> k & 1u) {
-      const P pk = global_ptr(reinterpret_cast<const P*>(base[k]))[j];
-LRFAST_UNROLL
-      for (int e = 0; e < N; ++e) x[e][k] = pk.v[e];
-    }
-  }
-LRFAST_UNROLL
-  for (int e = 0; e < N; ++e) op(x[e]);
-LRFAST_UNROLL
-  for (int k = 0; k < NL; ++k) {
-    if (written >> k & 1u) {
-      P pk;
-LRFAST_UNROLL
-      for (int e = 0; e < N; ++e) pk.v[e] = x[e][k];
-      global_ptr(reinterpret_cast<P*>(base[k]))[j] = pk;
-    }
-  }
+  for (int e = 0; e < N; ++e) x[e][k] = T(widen(pk.v[e]));
 }
 
-// Everything one thread of the grid does in a launch: the kernel body.
-template <class T, int NL, class Op>
-LRFAST_HD void multi_tensor_apply(const Grid& grid, const i64* const (&tables)[NL], const i64* chunks,
-                                  i64 nchunks, const Op& op) {
-  const unsigned used = op.used(), written = op.written();
-  const int N = Pack<T>::N;
-  for (i64 c = grid.block; c < nchunks; c += grid.blocks) {
-    const Chunk chunk = chunk_at(chunks, c);
-    T* base[NL];
-    bool aligned = true;
+// x[e][k] of pack j narrowed into list k (storage S); element e is element j * N + e of the chunk, `first`
+// the chunk's first element's index in its tensor (stochastic rounding).
+template <class T, int N, int NL, class S>
+LRFAST_HD void store_pack(S* base, i64 j, int k, const T (&x)[N][NL], const Rounding& r, i64 first) {
+  SPack<S, N> pk;
 LRFAST_UNROLL
-    for (int k = 0; k < NL; ++k) {
-      base[k] = 0;
-      if (used >> k & 1u) {
-        base[k] = reinterpret_cast<T*>(tables[k][chunk.tensor]) + chunk.start;
-        aligned = aligned && is_aligned(base[k]);
+  for (int e = 0; e < N; ++e) narrow(pk.v[e], x[e][k], r, first + j * N + e);
+  global_ptr(reinterpret_cast<SPack<S, N>*>(base))[j] = pk;
+}
+
+// One chunk's slice of every list of a launch, each in its storage type (St: Storage<T, P, G, S>, list 0
+// the params, list 1 the grads, lists 2.. the states), and of the copies (bf16 / f16 bits) when the
+// launch has them. Elements move one by one (`load` / `store`) or as packs of N = 16 / sizeof(T) (16 bytes
+// of the compute type: `load_packs` / `store_packs`, when every slice touched is aligned to its pack).
+template <class St, int NL>
+struct ChunkView {
+  typedef typename St::T T;
+  enum { N = Pack<T>::N };
+  static_assert(NL >= 3, "params, grads and at least one state list");
+  typename St::P* p;
+  typename St::G* g;
+  typename St::S* s[NL - 2];
+  unsigned short* q;  // the copies (0: none)
+  int qmode;          // LRFAST_COPY_BF16 or LRFAST_COPY_F16
+  Rounding rp, rq, rs;  // params', copies', states' stores (states always round to nearest even)
+  i64 first;          // the chunk's start in its tensor: element i is element first + i of the tensor
+  bool aligned;
+
+  LRFAST_HD ChunkView(const i64* const (&tables)[NL], const Chunk& c, unsigned used, const Lowp& lp) {
+    const bool sr = St::STOCHASTIC && (lp.mode & LRFAST_STOCHASTIC) != 0;
+    const u32 key = sr ? tensor_key(lp.key, c.tensor) : 0u;
+    rp.key = rq.key = key;
+    rp.stochastic = rq.stochastic = sr;
+    rs.key = 0u;
+    rs.stochastic = false;
+    first = c.start;
+    p = (used & 1u) ? reinterpret_cast<typename St::P*>(tables[0][c.tensor]) + c.start : 0;
+    g = (used & 2u) ? reinterpret_cast<typename St::G*>(tables[1][c.tensor]) + c.start : 0;
+    aligned = (!p || pack_aligned<N>(p)) && (!g || pack_aligned<N>(g));
+LRFAST_UNROLL
+    for (int k = 2; k < NL; ++k) {
+      s[k - 2] = (used >> k & 1u) ? reinterpret_cast<typename St::S*>(tables[k][c.tensor]) + c.start : 0;
+      aligned = aligned && (!s[k - 2] || pack_aligned<N>(s[k - 2]));
+    }
+    qmode = St::COPIES ? lp.mode & (LRFAST_COPY_BF16 | LRFAST_COPY_F16) : 0;
+    q = (qmode && lp.copies) ? reinterpret_cast<unsigned short*>(lp.copies[c.tensor]) + c.start : 0;
+    aligned = aligned && (!q || pack_aligned<N>(q));
+  }
+
+  LRFAST_HD void load(T (&x)[NL], i64 i, unsigned used) const {
+    if (used & 1u) x[0] = T(widen(global_ptr(p)[i]));
+    if (used & 2u) x[1] = T(widen(global_ptr(g)[i]));
+LRFAST_UNROLL
+    for (int k = 2; k < NL; ++k)
+      if (used >> k & 1u) x[k] = T(widen(global_ptr(s[k - 2])[i]));
+  }
+
+  LRFAST_HD void store(const T (&x)[NL], i64 i, unsigned written) const {
+    if (written & 1u) {
+      narrow(global_ptr(p)[i], x[0], rp, first + i);
+      if (St::COPIES && q) {
+        if (qmode & LRFAST_COPY_BF16) {
+          bf16 h;
+          narrow(h, x[0], rq, first + i);
+          global_ptr(q)[i] = h.bits;
+        } else {
+          f16 h;
+          narrow(h, x[0], rq, first + i);
+          global_ptr(q)[i] = h.bits;
+        }
       }
     }
+LRFAST_UNROLL
+    for (int k = 2; k < NL; ++k)
+      if (written >> k & 1u) narrow(global_ptr(s[k - 2])[i], x[k], rs, first + i);
+  }
+
+  LRFAST_HD void load_packs(T (&x)[N][NL], i64 j, unsigned used) const {
+    if (used & 1u) load_pack<T, N, NL>(p, j, 0, x);
+    if (used & 2u) load_pack<T, N, NL>(g, j, 1, x);
+LRFAST_UNROLL
+    for (int k = 2; k < NL; ++k)
+      if (used >> k & 1u) load_pack<T, N, NL>(s[k - 2], j, k, x);
+  }
+
+  LRFAST_HD void store_packs(const T (&x)[N][NL], i64 j, unsigned written) const {
+    if (written & 1u) {
+      store_pack<T, N, NL>(p, j, 0, x, rp, first);
+      if (St::COPIES && q) {
+        if (qmode & LRFAST_COPY_BF16)
+          store_pack<T, N, NL>(reinterpret_cast<bf16*>(q), j, 0, x, rq, first);
+        else
+          store_pack<T, N, NL>(reinterpret_cast<f16*>(q), j, 0, x, rq, first);
+      }
+    }
+LRFAST_UNROLL
+    for (int k = 2; k < NL; ++k)
+      if (written >> k & 1u) store_pack<T, N, NL>(s[k - 2], j, k, x, rs, first);
+  }
+};
+
+// Everything one thread of the grid does in a launch: the kernel body. St: the lists' storage; lp: the
+// copies and the rounding mode.
+template <class St, int NL, class Op>
+LRFAST_HD void multi_tensor_apply(const Grid& grid, const i64* const (&tables)[NL], const i64* chunks,
+                                  i64 nchunks, const Op& op, const Lowp& lp) {
+  typedef typename St::T T;
+  const unsigned used = op.used(), written = op.written();
+  const int N = ChunkView<St, NL>::N;
+  for (i64 c = grid.block; c < nchunks; c += grid.blocks) {
+    const Chunk chunk = chunk_at(chunks, c);
+    const ChunkView<St, NL> view(tables, chunk, used, lp);
     i64 done = 0;
     const auto& cop = op.at(chunk.tensor);  // the op itself, or (a per-tensor rule's) bound to the chunk's tensor
-    if (aligned) {
+    if (view.aligned) {
       const i64 packs = chunk.length / N;
-      for (i64 j = grid.thread; j < packs; j += grid.threads) apply_pack<T, NL>(base, j, used, written, cop);
+      for (i64 j = grid.thread; j < packs; j += grid.threads) {
+        T x[N][NL] = {};
+        view.load_packs(x, j, used);
+LRFAST_UNROLL
+        for (int e = 0; e < N; ++e) cop(x[e]);
+        view.store_packs(x, j, written);
+      }
       done = packs * N;
     }
-    for (i64 i = done + grid.thread; i < chunk.length; i += grid.threads)
-      apply_one<T, NL>(base, i, used, written, cop);
+    for (i64 i = done + grid.thread; i < chunk.length; i += grid.threads) {
+      T x[NL] = {};
+      view.load(x, i, used);
+      cop(x);
+      view.store(x, i, written);
+    }
   }
 }
 
@@ -247,8 +330,8 @@ inline void block_reduce(const Grid& grid, const Job& job) {
 #endif
 
 // One thread's values of reduction R over one chunk: the elements multi_tensor_apply would give this thread
-// (16-byte packs when every input is aligned at the chunk's start, then the scalar tail), each read in T,
-// converted to double, through R::element, combined into acc in element order.
+// (16-byte packs when every input is aligned at the chunk's start, then the scalar tail), each read in its
+// storage type T (float, double, bf16, f16: lrfast_lowp.cuh), widened, converted to double, through R::element, combined into acc in element order.
 template <class R, class T>
 LRFAST_HD void reduce_chunk(const Grid& grid, const i64* const* tables, const Chunk& chunk, double* acc) {
   typedef typename Pack<T>::Type P;
@@ -273,7 +356,7 @@ LRFAST_UNROLL
 LRFAST_UNROLL
       for (int e = 0; e < N; ++e) {
 LRFAST_UNROLL
-        for (int k = 0; k < R::INPUTS; ++k) x[k] = static_cast<double>(pk[k].v[e]);
+        for (int k = 0; k < R::INPUTS; ++k) x[k] = static_cast<double>(widen(pk[k].v[e]));
         R::element(x, out);
 LRFAST_UNROLL
         for (int k = 0; k < R::OUTPUTS; ++k) acc[k] = combine_values(acc[k], out[k], R::MAXED >> k & 1);
@@ -283,7 +366,7 @@ LRFAST_UNROLL
   }
   for (i64 i = done + grid.thread; i < chunk.length; i += grid.threads) {
 LRFAST_UNROLL
-    for (int k = 0; k < R::INPUTS; ++k) x[k] = static_cast<double>(global_ptr(base[k])[i]);
+    for (int k = 0; k < R::INPUTS; ++k) x[k] = static_cast<double>(widen(global_ptr(base[k])[i]));
     R::element(x, out);
 LRFAST_UNROLL
     for (int k = 0; k < R::OUTPUTS; ++k) acc[k] = combine_values(acc[k], out[k], R::MAXED >> k & 1);
@@ -349,8 +432,9 @@ LRFAST_UNROLL
 
 // One chunk's sums for one thread: the elements multi_tensor_apply would give this thread (packs when every
 // list the pass reads is 16-byte aligned at the chunk's start, then the scalar tail), in element order.
-template <class T, class Op>
+template <class St, class Op>
 struct TensorReduceJob {
+  typedef typename St::T T;
   enum { CAPACITY = Op::REDUCED, NL = Op::LISTS };
   static_assert(Op::REDUCED <= LRFAST_REDUCE_MAX_OUTPUTS, "a reduction has at most LRFAST_REDUCE_MAX_OUTPUTS outputs");
   const i64* tables[NL];
@@ -370,36 +454,19 @@ LRFAST_UNROLL
     for (int k = 0; k < Op::REDUCED; ++k) acc[k] = acc[k] + out[k];
   }
   LRFAST_HD void thread(const Grid& grid, i64 c, double* acc) const {
-    typedef typename Pack<T>::Type P;
-    const int N = Pack<T>::N;
+    const int N = ChunkView<St, NL>::N;
     const Chunk chunk = chunk_at(chunks, c);
     const unsigned used = op.reduce_used();
     const T scale = gate ? T(gate[0]) : T(1);
-    const T* base[NL];
-    bool aligned = true;
-LRFAST_UNROLL
-    for (int k = 0; k < NL; ++k) {
-      base[k] = 0;
-      if (used >> k & 1u) {
-        base[k] = reinterpret_cast<const T*>(tables[k][chunk.tensor]) + chunk.start;
-        aligned = aligned && is_aligned(base[k]);
-      }
-    }
+    const ChunkView<St, NL> view(tables, chunk, used, no_lowp());
 LRFAST_UNROLL
     for (int k = 0; k < Op::REDUCED; ++k) acc[k] = 0.0;
     i64 done = 0;
-    if (aligned) {
+    if (view.aligned) {
       const i64 packs = chunk.length / N;
       for (i64 j = grid.thread; j < packs; j += grid.threads) {
         T x[N][NL] = {};
-LRFAST_UNROLL
-        for (int k = 0; k < NL; ++k) {
-          if (used >> k & 1u) {
-            const P pk = global_ptr(reinterpret_cast<const P*>(base[k]))[j];
-LRFAST_UNROLL
-            for (int e = 0; e < N; ++e) x[e][k] = pk.v[e];
-          }
-        }
+        view.load_packs(x, j, used);
 LRFAST_UNROLL
         for (int e = 0; e < N; ++e) add(x[e], scale, acc);
       }
@@ -407,9 +474,7 @@ LRFAST_UNROLL
     }
     for (i64 i = done + grid.thread; i < chunk.length; i += grid.threads) {
       T x[NL] = {};
-LRFAST_UNROLL
-      for (int k = 0; k < NL; ++k)
-        if (used >> k & 1u) x[k] = global_ptr(base[k])[i];
+      view.load(x, i, used);
       add(x, scale, acc);
     }
   }

@@ -224,8 +224,8 @@ def test_captured_gated_step_allocates_nothing_and_decides_per_replay(fake, norm
     # combine's start values), the gate, then per bucket the lr, the prepare and the update (none when empty)
     assert names == [reduce, "lrfast_reduce_combine", reduce.replace("f32", "f64"), "lrfast_reduce_combine",
                      "lrfast_reduce_combine", "lrfast_grad_gate",
-                     "lrfast_schedule_lr", "lrfast_adam_prepare_f32", "lrfast_adam_dev_f32",
-                     "lrfast_schedule_lr", "lrfast_adam_prepare_f64", "lrfast_adam_dev_f64",
+                     "lrfast_schedule_lr", "lrfast_adam_prepare_f32", "lrfast_adam_f32",
+                     "lrfast_schedule_lr", "lrfast_adam_prepare_f64", "lrfast_adam_f64",
                      "lrfast_schedule_lr", "lrfast_adam_prepare_f64"]
     assert capt.step_count == 1 and capt.skipped_steps == 0  # captured, not run
     for k, (bad, scale) in enumerate(STEPS * 2):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import lrfast
+from lrfast._dtypes import compute_dtype
 from tests.cuda_host import build as host_build
 from tests.cuda_host import rule_steps as rs
 from tests.cuda_host.fake_cupy import FakeCupy
@@ -46,7 +47,7 @@ def step_kernels(rule):
 
 #: every exported kernel family (lrfast_<name>_<f32|f64>): each rule's three (and its reduction pass's two),
 #: the roofline, each reduction's
-KERNELS = (tuple(f"{r}{k}" for r in RULES for k in ("", "_dev", "_prepare")) + ("roofline",)
+KERNELS = (tuple(f"{r}{k}" for r in RULES for k in ("", "_prepare")) + ("roofline",)
            + tuple(f"reduce_{r}" for r in REDUCTIONS)
            + tuple(k for r in RULES.values() if r.tensor_reduction is not None for k in step_kernels(r)[:-1]))
 
@@ -78,7 +79,7 @@ class HostLauncher(_cuda.Launcher):
         return _cuda_launch.tensor_starts(params, size)
 
     def values_buffer(self, params, n):
-        self.values = np.full(max(n, 1), np.nan, params.dtype)  # NaN: a row left unwritten shows
+        self.values = np.full(max(n, 1), np.nan, compute_dtype(params.dtype))  # NaN: a row left unwritten shows
         return self.values
 
     def ndims_table(self, params):
@@ -233,7 +234,7 @@ def test_capturable_step_equals_host_scalars_step(lib, case, dtype):
         if capturable:
             assert step[0] == len(LRS)
             assert [c[0] for c in launcher.calls] == [_cuda.kernel_name(f"{rule.name}_prepare", dtype),
-                                                      _cuda.kernel_name(f"{rule.name}_dev", dtype)] * len(LRS)
+                                                      _cuda.kernel_name(rule.name, dtype)] * len(LRS)
         runs.append([params] + [list(s) for s in states if s is not None])
     for host_run, dev_run in zip(*runs):
         for a, b in zip(host_run, dev_run):
@@ -349,8 +350,9 @@ def test_scalars_are_passed_as_the_rule_struct_in_the_params_dtype(case):
     rule, lr, hyper = _setup(case)
     for dtype in (np.float32, np.float64):
         tl = TensorList([np.zeros(3, dtype)])
-        name, lists, scalars, tensor = _cuda.call(rule, tl, tl, [tl] * len(rule.states), lr=lr, hyper=hyper,
-                                                  step=3, first_step=True, host=rs.host_before(rule, hyper, 2))
+        name, lists, scalars, tensor, lowp = _cuda.call(rule, tl, tl, [tl] * len(rule.states), lr=lr, hyper=hyper,
+                                                        step=3, first_step=True, host=rs.host_before(rule, hyper, 2))
+        assert lowp == _cuda.Lowp(None, None) and lowp.mode() == 0
         assert (tensor is None) == (rule.tensor_reduction is None)
         if tensor is not None:
             assert tensor.reduced == len(rule.tensor_reduction.outputs)
@@ -407,8 +409,11 @@ def test_mismatched_lists_raise_before_launch(lib):
     with pytest.raises(ValueError, match="does not match"):
         launcher.run(*_cuda.call(rule, p, TensorList([np.zeros(3)]), [None], lr=1.0, hyper=hyper))
     with pytest.raises(TypeError, match="no kernels for dtype"):
-        q = TensorList([np.zeros(3, np.float16)])
+        q = TensorList([np.zeros(3, np.int32)])
         launcher.run(*_cuda.call(rule, q, q, [None], lr=1.0, hyper=hyper))
+    with pytest.raises(TypeError, match="no kernels for params float64, grads float32"):
+        launcher.run(*_cuda.call(rule, p, TensorList([np.zeros(3, np.float32), np.zeros(4, np.float32)]), [None],
+                                 lr=1.0, hyper=hyper))
     assert launcher.calls == []
 
 
@@ -522,7 +527,7 @@ def _header_defines():
 
 def test_mode_constants_agree_with_python():
     defines = _header_defines()
-    assert defines.pop("ABI_VERSION") == _cuda.ABI_VERSION == _cuda_module.ABI_VERSION == 7
+    assert defines.pop("ABI_VERSION") == _cuda.ABI_VERSION == _cuda_module.ABI_VERSION == 8
     assert defines.pop("SCALARS_BYTES") == _cuda.SCALARS_BYTES
     assert defines == _modes.FLAGS
     assert all(getattr(_modes, k) == v for k, v in defines.items())

@@ -129,8 +129,9 @@ def test_every_export_is_in_the_library(lib):
     source = (SRC / "lrfast_kernels.cu").read_text()
     exported = set(re.findall(r"^LRFAST_EXPORT\w*\((\w+),", source, re.M))
     rules = re.search(r"^#define LRFAST_RULES\(X\) (.*)$", (SRC / "lrfast_rules.cuh").read_text(), re.M).group(1)
-    exported |= {f"lrfast_{r}{k}_{t}" for r in re.findall(r"X\((\w+),", rules) for k in ("", "_dev", "_prepare")
+    exported |= {f"lrfast_{r}{k}_{t}" for r in re.findall(r"X\((\w+),", rules) for k in ("", "_prepare")
                  for t in ("f32", "f64")}
+    exported |= {f"lrfast_{r}_{t}" for r in re.findall(r"X\((\w+),", rules) for t in _cuda_launch.STORAGES.values()}
     assert SCHEDULE_KERNELS <= exported
     assert set(re.findall(r"^LRFAST_EXPORT_SCHEDULE\((\w+),", source, re.M)) == SCHEDULE_KERNELS
     for name in exported:

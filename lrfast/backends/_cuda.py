@@ -31,9 +31,11 @@ import functools
 
 import numpy as np
 
-from . import _cuda_launch, _cuda_module
+from .._dtypes import compute_dtype, kernel_dtype
+from . import _cuda_launch, _cuda_lowp, _cuda_module
 from ._cuda_launch import (BLOCK, MAX_CHUNK, MIN_CHUNK, REDUCE_BLOCK, REDUCE_MAX_OUTPUTS, TARGET_CHUNKS,
-                           GpuLauncher, Launcher, TensorPass, chunk_size, kernel_name)
+                           STORAGES, GpuLauncher, Launcher, Lowp, TensorPass, chunk_size, kernel_name,
+                           update_kernel)
 from ._cuda_module import (ABI_KERNEL, ABI_VERSION, FORCE_NVRTC_ENV, MIN_COMPUTE_CAPABILITY,
                            NVRTC_OPTIONS, SCALARS_BYTES, fatbin_path, kernel_source, module, source_dir)
 from ._cuda_schedule import (SCHEDULE_FACTORS, TABLE_CACHE_SIZE, lr_factors, schedule_lr,
@@ -49,7 +51,7 @@ __all__ = ["update", "update_capturable", "reduce", "call", "capturable_call", "
            "all_finite",
            "upload", "rewrite", "readdress", "capturing", "info", "unavailable_reason",
            "BLOCK", "MIN_CHUNK", "MAX_CHUNK", "TARGET_CHUNKS", "REDUCE_BLOCK", "REDUCE_MAX_OUTPUTS", "chunk_size",
-           "kernel_name", "Launcher", "GpuLauncher",
+           "kernel_name", "update_kernel", "STORAGES", "Lowp", "Launcher", "GpuLauncher",
            "ABI_KERNEL", "ABI_VERSION", "SCALARS_BYTES", "FORCE_NVRTC_ENV", "MIN_COMPUTE_CAPABILITY", "NVRTC_OPTIONS",
            "fatbin_path", "kernel_source", "module", "source_dir",
            "SCHEDULE_FACTORS", "TABLE_CACHE_SIZE", "lr_factors", "schedule_lr", "schedule_lr_call", "schedule_table",
@@ -114,20 +116,27 @@ def _lists(rule, params, grads, states, hyper):
     return tuple(lists)
 
 
-def call(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None):
-    """(kernel rule name, tensor lists, (scalars struct,), tensor pass) of one step of ``rule`` (a
+def call(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, copies=None,
+         rounding_key=None):
+    """(kernel rule name, tensor lists, (scalars struct,), tensor pass, lowp) of one step of ``rule`` (a
     ``lrfast.rules`` Rule): the arguments of ``backends._numpy.update``. The scalars are
-    ``rule.step_scalars`` (float64) rounded to the params' dtype, the flags ``rule.modes(hyper, first_step)``.
+    ``rule.step_scalars`` (float64) rounded to the params' compute dtype (float32 for float32, bfloat16 and
+    float16 params; ``lrfast._dtypes.compute_dtype``), the flags ``rule.modes(hyper, first_step)``.
     The tensor pass: None, or for a rule with a ``TensorReduction`` its ``_cuda_launch.TensorPass`` (the
-    ``<Name>Hyper`` struct of its per-tensor kernel: kernel_args, then the host values before the step)."""
+    ``<Name>Hyper`` struct of its per-tensor kernel: kernel_args, then the host values before the step).
+    lowp: the checked ``_cuda_launch.Lowp`` of ``copies`` (a bfloat16 / float16 TensorList the updated float32
+    params are also stored to) and ``rounding_key`` (None, or a uint32: stochastic rounding of bfloat16
+    param / copy stores)."""
     lists = _lists(rule, params, grads, states, hyper)
-    dtype = scalars_dtype(rule, params.dtype)  # raises for an unsupported dtype below, in kernel_name
+    _cuda_launch.update_kernel(rule.name, params.dtype, grads.dtype, _cuda_launch.states_dtype(lists))  # dtypes
+    lowp = _cuda_launch.check_lowp(params, copies, rounding_key)
+    dtype = scalars_dtype(rule, compute_dtype(kernel_dtype(params.dtype)))
     scalars, flags = rule.step_args(hyper, lr, step, first_step, host)
     tensor = None
     if rule.tensor_reduction is not None:
         reduction = rule.tensor_reduction
         tensor = TensorPass(len(reduction.outputs), len(reduction.names), _hyper_struct(rule, hyper, host))
-    return rule.name, lists, (_struct(dtype, (*scalars, flags)),), tensor
+    return rule.name, lists, (_struct(dtype, (*scalars, flags)),), tensor, lowp
 
 
 def _hyper_struct(rule, hyper, host):
@@ -144,20 +153,26 @@ def prepare_args(rule, *, lr, step, hyper, host=None):
     return lr, step, _hyper_struct(rule, hyper, host), np.int32(rule.flags(hyper, False))
 
 
-def capturable_call(rule, params, grads, states, *, lr, step, hyper, host=None):
-    """(kernel rule name, tensor lists, prepare-kernel arguments) of a capturable step: ``lr`` (float64,
-    one element) and ``step`` (int64, one element: the steps completed; the prepare kernel adds one) are
-    device arrays, so the launch arguments stay the same from step to step and a CUDA graph can replay it.
-    The prepare arguments are (lr, step, ``<Name>Hyper`` struct of ``rule.kernel_args(hyper)``, flags);
-    SGD's first step is the prepare kernel's to find (step 0). Rules with host states (NAdam's mu_product,
-    ASGD's eta and mu) take their values before the step as ``host``, in the Hyper struct: the host advances
-    them, so the optimizers offer no capturable step for those rules (a graph would replay frozen values).
-    Rules with a per-tensor reduction (LARS, LAMB) have none at all here: their reduction pass takes the
-    step's scalars by value (a ValueError)."""
+def capturable_call(rule, params, grads, states, *, lr, step, hyper, host=None, copies=None, rounding_key=None):
+    """(kernel rule name, tensor lists, prepare-kernel arguments, zeroed scalars struct, lowp) of a capturable
+    step: ``lr`` (float64, one element) and ``step`` (int64, one element: the steps completed; the prepare
+    kernel adds one) are device arrays, so the launch arguments stay the same from step to step and a CUDA
+    graph can replay it. The prepare arguments are (lr, step, ``<Name>Hyper`` struct of
+    ``rule.kernel_args(hyper)``, flags); the update reads the scalars the prepare kernel wrote (the zeroed
+    struct only fills its by-value argument). SGD's first step is the prepare kernel's to find (step 0).
+    Rules with host states (NAdam's mu_product, ASGD's eta and mu) take their values before the step as
+    ``host``, in the Hyper struct: the host advances them, so the optimizers offer no capturable step for
+    those rules (a graph would replay frozen values). Rules with a per-tensor reduction (LARS, LAMB) have
+    none at all here: their reduction pass takes the step's scalars by value (a ValueError). ``copies`` and
+    ``rounding_key`` as in ``call`` (a graph replays the key it was captured with)."""
     if rule.tensor_reduction is not None:
         raise ValueError(f"{rule.name}: no capturable step for a rule with a per-tensor reduction pass")
     prepare = prepare_args(rule, lr=lr, step=step, hyper=hyper, host=host)
-    return rule.name, _lists(rule, params, grads, states, hyper), prepare
+    lists = _lists(rule, params, grads, states, hyper)
+    _cuda_launch.update_kernel(rule.name, params.dtype, grads.dtype, _cuda_launch.states_dtype(lists))
+    lowp = _cuda_launch.check_lowp(params, copies, rounding_key)
+    zero = np.zeros((), scalars_dtype(rule, compute_dtype(kernel_dtype(params.dtype))))
+    return rule.name, lists, prepare, zero, lowp
 
 
 def _counters(lr, step):
@@ -175,22 +190,29 @@ def _gpu() -> GpuLauncher:
     return _cuda_launch.gpu()
 
 
-def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None):
+def update(rule, params, grads, states, *, lr, hyper, step=None, first_step=False, host=None, gate=None,
+           copies=None, rounding_key=None):
     """Backend entry point: one launch of ``rule`` over ``params`` / ``grads`` / ``states`` (see ``call``);
     for a rule with a ``TensorReduction`` (LARS, LAMB) two launches before it, its reduction pass and its
-    per-tensor values, on the device (``Launcher.tensor_values``; no sync). ``gate``: None, or a two-element float64 CuPy array on the params' device, [grad scale, skip]: the
-    kernel writes nothing when skip != 0, else multiplies each grad by the scale (in the params' dtype)
-    before the rule's math. Read on the device: no sync."""
+    per-tensor values, on the device (``Launcher.tensor_values``; no sync). Params, grads and states may each
+    have their own storage dtype (float32, float64, bfloat16 as uint16 bits, float16; the states one between
+    them; ``_cuda_launch.STORAGES`` lists the combinations), the math in the compute dtype. ``copies``: a
+    bfloat16 / float16 TensorList the updated float32 params are also stored to (master weights);
+    ``rounding_key``: None (round to nearest even) or a uint32 (bfloat16 param / copy stores round
+    stochastically). ``gate``: None, or a two-element float64 CuPy array on the params' device, [grad scale,
+    skip]: the kernel writes nothing when skip != 0, else multiplies each grad by the scale (in the compute
+    dtype) before the rule's math. Read on the device: no sync."""
     _gpu().run(*call(rule, params, grads, states, lr=lr, hyper=hyper, step=step, first_step=first_step,
-                     host=host), gate=gate)
+                     host=host, copies=copies, rounding_key=rounding_key), gate=gate)
 
 
-def update_capturable(rule, params, grads, states, *, lr, step, hyper, host=None, gate=None):
+def update_capturable(rule, params, grads, states, *, lr, step, hyper, host=None, gate=None, copies=None,
+                      rounding_key=None):
     """``update`` reading ``lr`` and ``step`` (steps completed; incremented) from device arrays (see
     ``capturable_call``); graph-capturable once a first call has built and cached the tables. With a
     ``gate`` that says skip nothing is written and ``step`` is not incremented."""
-    _gpu().run_capturable(*capturable_call(rule, params, grads, states, lr=lr, step=step, hyper=hyper, host=host),
-                          gate=gate)
+    _gpu().run_capturable(*capturable_call(rule, params, grads, states, lr=lr, step=step, hyper=hyper, host=host,
+                                           copies=copies, rounding_key=rounding_key), gate=gate)
 
 
 def reduce(reduction, lists, per_tensor=False, out=None):
@@ -211,10 +233,13 @@ def grad_gate(reduction, totals, *, norm_type, max_norm, skip_nonfinite, gates, 
 
 def switch(rule, params, states, *, hyper, train):
     """``train()`` / ``eval()`` of ``rule`` (``rule.switch``): its element over each array with CuPy's
-    elementwise operations (a few launches per array; not yet a fused kernel of src/)."""
+    elementwise operations (a few launches per array; not yet a fused kernel of src/), in the compute dtype:
+    16-bit arrays widened and narrowed (round to nearest even) as the kernels do (``_cuda_lowp``)."""
     scalars = rule.switch.scalars(rule, hyper, train)
+    compute = compute_dtype(kernel_dtype(params.dtype)).type
     for p, *s in zip(params.arrays, *(t.arrays for t in states)):
-        p[...] = rule.switch.element(p, *s, *(p.dtype.type(v) for v in scalars))
+        new = rule.switch.element(_cuda_lowp.widen(p), *map(_cuda_lowp.widen, s), *(compute(v) for v in scalars))
+        _cuda_lowp.store(p, new)
 
 
 def all_finite(tensors):

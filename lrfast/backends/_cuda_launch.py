@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _cuda_module
+from .._dtypes import compute_dtype, kernel_dtype
 from ._cuda_module import SCALARS_BYTES
 
 # ---- launch geometry ------------------------------------------------------------------------------
@@ -33,7 +34,28 @@ REDUCE_MAX_OUTPUTS = 4
 #: A null device pointer as a kernel argument (no gate, no per-tensor starts): 8 bytes, as a pointer.
 NULL = np.uint64(0)
 
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+#: kernel dtype (``lrfast._dtypes.kernel_dtype``: a 16-bit float's bits) -> the suffix of its kernels
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.uint16): "bf16",
+           np.dtype(np.int16): "f16"}
+#: the storage combinations the update kernels are compiled for (src/lrfast_lowp.cuh, LRFAST_STORAGES; the
+#: test checks they agree): (params, grads, states) suffixes -> the kernels' suffix
+STORAGES = {(p, g, s): p + ("" if g == p else "_g" + g) + ("" if s == p else "_s" + s) for p, g, s in (
+    ("f32", "f32", "f32"), ("f64", "f64", "f64"), ("bf16", "bf16", "bf16"), ("f16", "f16", "f16"),
+    ("f32", "bf16", "f32"), ("f32", "f16", "f32"), ("f32", "f32", "bf16"), ("f32", "bf16", "bf16"),
+    ("f32", "f16", "bf16"), ("f64", "f64", "bf16"), ("f16", "f16", "bf16"), ("bf16", "bf16", "f32"),
+    ("f16", "f16", "f32"))}
+#: bits of the update kernels' ``lowp`` argument (LRFAST_COPY_BF16, LRFAST_COPY_F16, LRFAST_STOCHASTIC)
+COPY_BF16, COPY_F16, STOCHASTIC = 1, 2, 4
+_NAMES = {"f32": "float32", "f64": "float64", "bf16": "bfloat16", "f16": "float16"}
+
+
+def suffix(dtype) -> str:
+    """The kernel suffix of a storage (or kernel) dtype: f32, f64, bf16, f16."""
+    out = _SUFFIX.get(kernel_dtype(dtype))
+    if out is None:
+        raise TypeError(f"the cuda backend has no kernels for dtype {np.dtype(dtype)}; "
+                        f"supported: {', '.join(_NAMES.values())}")
+    return out
 
 
 def chunk_size(total: int) -> int:
@@ -44,22 +66,79 @@ def chunk_size(total: int) -> int:
 
 
 def kernel_name(rule: str, dtype) -> str:
-    """Exported name of ``rule``'s kernel for params of ``dtype`` (lrfast_<rule>_<f32|f64>)."""
-    suffix = _SUFFIX.get(np.dtype(dtype))
-    if suffix is None:
-        raise TypeError(f"the cuda backend has no kernels for dtype {np.dtype(dtype)}; "
-                        f"supported: {', '.join(str(d) for d in _SUFFIX)}")
-    return f"lrfast_{rule}_{suffix}"
+    """Exported name of a kernel of one dtype: lrfast_<rule>_<f32|f64|bf16|f16> (a reduction's by its input's
+    storage; a prepare or per-tensor kernel by the compute dtype, f32 or f64)."""
+    return f"lrfast_{rule}_{suffix(dtype)}"
+
+
+def update_kernel(rule: str, params, grads, states) -> str:
+    """Exported name of ``rule``'s update for params / grads / states of these storage dtypes
+    (lrfast_<rule>_<storage suffix>, ``STORAGES``), or a TypeError naming what is supported."""
+    key = (suffix(params), suffix(grads), suffix(states))
+    out = STORAGES.get(key)
+    if out is None:
+        have = "; ".join(f"params {_NAMES[p]}, grads {_NAMES[g]}, states {_NAMES[s]}" for p, g, s in STORAGES)
+        raise TypeError(f"the cuda backend has no kernels for params {_NAMES[key[0]]}, grads {_NAMES[key[1]]}, "
+                        f"states {_NAMES[key[2]]}; supported: {have}")
+    return f"lrfast_{rule}_{out}"
+
+
+class Lowp(NamedTuple):
+    """The low-precision part of an update launch: ``copies`` (None, or a TensorList of bfloat16 / float16
+    the updated float32 params are also stored to, rounded: master weights), ``key`` (None: round to nearest
+    even; a uint32: bfloat16 param / copy stores round stochastically with it)."""
+
+    copies: object = None
+    key: object = None
+
+    def mode(self) -> int:
+        """The kernels' ``lowp`` bits."""
+        bits = 0 if self.key is None else STOCHASTIC
+        if self.copies is not None:
+            bits |= COPY_BF16 if suffix(self.copies.dtype) == "bf16" else COPY_F16
+        return bits
+
+
+def check_lowp(params, copies, rounding_key) -> Lowp:
+    """``Lowp(copies, rounding_key)`` once both are checked against ``params`` (before anything runs): copies
+    only for float32 params, a bfloat16 or float16 list of the params' sizes; the key an integer in
+    [0, 2**32)."""
+    if rounding_key is not None:
+        if isinstance(rounding_key, (bool, np.bool_)) or not isinstance(rounding_key, (int, np.integer)) \
+                or not 0 <= int(rounding_key) < 2 ** 32:
+            raise ValueError(f"Invalid rounding_key: {rounding_key!r}; expected None or an integer in [0, 2**32)")
+        rounding_key = int(rounding_key)
+    if copies is not None:
+        if suffix(params.dtype) != "f32":
+            raise TypeError(f"low-precision copies need float32 params (master weights), got params "
+                            f"{_NAMES[suffix(params.dtype)]}")
+        if suffix(copies.dtype) not in ("bf16", "f16"):
+            raise TypeError(f"low-precision copies are bfloat16 or float16, got {_NAMES[suffix(copies.dtype)]}")
+        if len(copies) != len(params) or not np.array_equal(copies.sizes, params.sizes):
+            raise ValueError(f"copies ({len(copies)} arrays, {copies.total} elements) do not match the params "
+                             f"({len(params)} arrays, {params.total} elements)")
+    return Lowp(copies, rounding_key)
 
 
 def _check_lists(what, lists):
-    """Raise unless every list of ``lists`` has the first one's arrays count, element count and dtype."""
+    """Raise unless every list of ``lists`` has the first one's arrays count and element count, and the
+    states (lists 2..; a list the step does not use is the params themselves) share one dtype."""
     params = lists[0]
     for i, tl in enumerate(lists[1:], 1):
-        if tl is not params and (len(tl) != len(params) or tl.total != params.total or tl.dtype != params.dtype):
+        if tl is not params and (len(tl) != len(params) or tl.total != params.total):
             raise ValueError(f"{what}: tensor list {i} ({len(tl)} arrays, {tl.total} elements, {tl.dtype}) "
                              f"does not match the params ({len(params)} arrays, {params.total} elements, "
                              f"{params.dtype})")
+    states = {kernel_dtype(tl.dtype) for tl in lists[2:] if tl is not params}
+    if len(states) > 1:
+        raise TypeError(f"{what}: the states have different dtypes ({', '.join(sorted(map(str, states)))}); "
+                        "one launch takes one state dtype")
+
+
+def states_dtype(lists):
+    """The states' kernel dtype of a launch's lists (the params' when it uses none)."""
+    params = lists[0]
+    return next((kernel_dtype(tl.dtype) for tl in lists[2:] if tl is not params), kernel_dtype(params.dtype))
 
 
 def _contiguous(a) -> bool:
@@ -105,16 +184,21 @@ class Launcher:
     block = BLOCK
     max_grid = 2 ** 31 - 1
 
-    def run(self, rule, lists, scalars, tensor=None, before=None, gate=None):
-        """Launch ``rule`` over ``lists``; ``tensor``: None, or the ``TensorPass`` of a rule with a per-tensor
-        reduction (two launches first, ``tensor_values``: the update then reads their table);
-        ``before`` = (kernel, args): a 1 x 1 launch made first, once everything is checked (a capturable
-        step's prepare kernel), the gate appended to its args; ``gate``: None, or a float64 device array
-        [grad scale, skip] (``src/lrfast_kernels.cu``)."""
+    def run(self, rule, lists, scalars, tensor=None, lowp=None, before=None, gate=None, dev=None):
+        """Launch ``rule`` over ``lists`` (params, grads, states: each list its own storage dtype, the states
+        one between them; the kernel is ``update_kernel``'s); ``scalars``: the 1-tuple of the rule's scalars
+        struct (in the compute dtype); ``tensor``: None, or the ``TensorPass`` of a rule with a per-tensor
+        reduction (two launches first, ``tensor_values``: the update then reads their table); ``lowp``: None
+        or a checked ``Lowp`` (copies, rounding key); ``before`` = (kernel, args): a 1 x 1 launch made first,
+        once everything is checked (a capturable step's prepare kernel), the gate appended to its args;
+        ``gate``: None, or a float64 device array [grad scale, skip] (``src/lrfast_kernels.cu``); ``dev``:
+        None, or the device buffer the kernel reads its scalars from instead of ``scalars`` (capturable)."""
         params = lists[0]
-        kernel = kernel_name(rule, params.dtype)
+        lowp = Lowp() if lowp is None else lowp
+        kernel = update_kernel(rule, params.dtype, lists[1].dtype, states_dtype(lists))
         _check_lists(rule, lists)
         tables = self.tables(lists)  # validates every array (device, kind) before anything runs
+        copies = NULL if lowp.copies is None else self.tables([params, lowp.copies])[1]
         gate = NULL if gate is None else self.check_gate(params, gate)
         size = chunk_size(params.total)
         nchunks = params.chunks(size).shape[0]
@@ -124,37 +208,45 @@ class Launcher:
         if nchunks == 0:
             return
         grid = min(nchunks, self.max_grid)
-        if tensor is not None:
-            scalars = (*scalars, self.tensor_values(rule, params, tables, size, chunks, nchunks, gate, scalars,
-                                                    tensor))
-        self.call(kernel, grid, self.block, (*tables, chunks, np.int64(nchunks), gate, *scalars))
+        tail = ()
+        if scalars:  # a rule's update (the roofline kernel takes no scalars and no tail)
+            tail = (*scalars, NULL if dev is None else dev)
+            if tensor is not None:
+                tail += (self.tensor_values(rule, lists, tables, size, chunks, nchunks, gate, scalars, tensor),)
+            tail += (copies, np.int32(lowp.mode()), np.uint32(lowp.key or 0))
+        self.call(kernel, grid, self.block, (*tables, chunks, np.int64(nchunks), gate, *tail))
 
-    def tensor_values(self, rule, params, tables, size, chunks, nchunks, gate, scalars, tensor):
+    def tensor_values(self, rule, lists, tables, size, chunks, nchunks, gate, scalars, tensor):
         """The per-tensor values the update of ``rule`` reads, on the device (no host sync): two launches,
-        ``lrfast_<rule>_reduce_<t>`` (each chunk's sums of the rule's reduction, with the update's tables,
+        ``lrfast_<rule>_reduce_<storage>`` (each chunk's sums of the rule's reduction, with the update's tables,
         gate and scalars, into the cached partials) and ``lrfast_<rule>_per_tensor_<t>`` (one block per
         tensor: its rows summed in a fixed order, then the rule's per_tensor in double, written in the
-        params' dtype to a cached (tensors, values) table, which is returned). Both do nothing when the gate
+        compute dtype to a cached (tensors, values) table, which is returned). Both do nothing when the gate
         says skip (the update skips too)."""
+        params = lists[0]
         block = min(self.block, REDUCE_BLOCK)
         partials = self.partials(params, size, nchunks * tensor.reduced)
-        self.call(kernel_name(f"{rule}_reduce", params.dtype), min(nchunks, self.max_grid), block,
+        reduce = update_kernel(f"{rule}_reduce", params.dtype, lists[1].dtype, states_dtype(lists))
+        self.call(reduce, min(nchunks, self.max_grid), block,
                   (*tables, chunks, np.int64(nchunks), gate, *scalars, partials))
         values = self.values_buffer(params, len(params) * tensor.values)
-        self.call(kernel_name(f"{rule}_per_tensor", params.dtype), min(len(params), self.max_grid), block,
+        self.call(kernel_name(f"{rule}_per_tensor", compute_dtype(kernel_dtype(params.dtype))),
+                  min(len(params), self.max_grid), block,
                   (partials, self.starts_table(params, size), np.int64(len(params)), np.int64(nchunks),
                    self.ndims_table(params), tensor.hyper, gate, values))
         return values
 
-    def run_capturable(self, rule, lists, prepare, gate=None):
-        """A capturable step: the prepare kernel turns (lr, step) into the scalars buffer, then the update
-        kernel ``<rule>_dev`` reads it. ``prepare`` = (lr, step, hyperparameters..., flags). With a gate that
-        says skip, neither writes anything and the step is not counted."""
+    def run_capturable(self, rule, lists, prepare, scalars, lowp=None, gate=None):
+        """A capturable step: the prepare kernel (``<rule>_prepare_<f32|f64>``, by the compute dtype) turns
+        (lr, step) into the scalars buffer, then the update kernel reads it there (``scalars``: a zeroed
+        struct of the layout, passed by value and not read). ``prepare`` = (lr, step, hyperparameters...,
+        flags). With a gate that says skip, neither writes anything and the step is not counted."""
         params = lists[0]
         self.check_counters(params, prepare[:2])
-        scalars = self.scalars_buffer(params)
-        self.run(f"{rule}_dev", lists, (scalars,), before=(kernel_name(f"{rule}_prepare", params.dtype),
-                                                           (scalars, *prepare)), gate=gate)
+        buffer = self.scalars_buffer(params)
+        compute = compute_dtype(kernel_dtype(params.dtype))
+        self.run(rule, lists, (scalars,), lowp=lowp, before=(kernel_name(f"{rule}_prepare", compute),
+                                                             (buffer, *prepare)), gate=gate, dev=buffer)
 
     def reduce(self, reduction, lists, per_tensor=False, out=None):
         """The totals of ``reduction`` (a ``lrfast.rules._reductions`` Reduction) over the TensorLists
@@ -168,13 +260,15 @@ class Launcher:
         if len(lists) != reduction.inputs:
             raise ValueError(f"reduction {reduction.name} reads {reduction.inputs} tensor list(s), got {len(lists)}")
         params = lists[0]
-        kernel = kernel_name(f"reduce_{reduction.name}", params.dtype)
+        kernel = kernel_name(f"reduce_{reduction.name}", params.dtype)  # by the inputs' storage
         nout = len(reduction.outputs)
         if nout > REDUCE_MAX_OUTPUTS:
             raise ValueError(f"reduction {reduction.name}: {nout} outputs, the kernels combine at most "
                              f"{REDUCE_MAX_OUTPUTS}")
         maxed = sum(1 << k for k, how in enumerate(reduction.combine) if how == "max")
         _check_lists(reduction.name, lists)
+        if len({kernel_dtype(tl.dtype) for tl in lists}) > 1:
+            raise TypeError(f"reduction {reduction.name}: its inputs have different dtypes")
         tables = self.tables(lists)
         size = chunk_size(params.total)
         nchunks = params.chunks(size).shape[0]
@@ -255,7 +349,8 @@ class Launcher:
         raise NotImplementedError
 
     def values_buffer(self, params, n):
-        """A buffer of at least ``n`` elements (at least one) of the params' dtype: a rule's per-tensor values."""
+        """A buffer of at least ``n`` elements (at least one) of the params' compute dtype: a rule's per-tensor
+        values."""
         raise NotImplementedError
 
     def ndims_table(self, params):
@@ -410,8 +505,8 @@ class GpuLauncher(Launcher):
         return table
 
     def values_buffer(self, params, n):
-        """The per-tensor values table of a rule with a TensorReduction (the params' dtype)."""
-        return self._grown(params, "values", n, params.dtype, "a per-tensor table")
+        """The per-tensor values table of a rule with a TensorReduction (the params' compute dtype)."""
+        return self._grown(params, "values", n, compute_dtype(kernel_dtype(params.dtype)), "a per-tensor table")
 
     def ndims_table(self, params):
         cache = self._cache(params)

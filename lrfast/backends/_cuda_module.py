@@ -31,7 +31,7 @@ import numpy as np
 
 #: Mirror of LRFAST_ABI_VERSION (src/lrfast_modes.cuh; tests/test_cuda_host.py checks they agree): a module whose
 #: probe kernel reports another version is refused.
-ABI_VERSION = 7
+ABI_VERSION = 8
 #: Mirror of LRFAST_SCALARS_BYTES: bytes of the device buffer a capturable step's prepare kernel writes to.
 SCALARS_BYTES = 128
 #: Environment variable: set to 1 to ignore the prebuilt fatbin and compile the sources with NVRTC.

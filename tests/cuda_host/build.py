@@ -27,9 +27,32 @@ def find_nvcc():
     return shutil.which("nvcc") or next((str(p) for p in [Path("/usr/local/cuda/bin/nvcc")] if p.is_file()), None)
 
 
+_BUILT: dict = {}  # compiler -> (hash of the sources, library): one build per compiler and test session
+
+
+def _sources_hash():
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(SRC.glob("*.cu*")) + [DRIVER]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def build(compiler, out_dir):
-    """The host library; -ffp-contract=off so no host compiler fuses a * b + c (the device schedule code
-    cannot: its products are __dmul_rn)."""
+    """The host library (built once per compiler and session while the sources are unchanged: every
+    host-test module uses the same one); -ffp-contract=off so no host compiler fuses a * b + c (the device
+    schedule code cannot: its products are __dmul_rn)."""
+    digest = _sources_hash()
+    done = _BUILT.get(compiler)
+    if done is not None and done[0] == digest:
+        return done[1]
+    out = _build(compiler, out_dir)
+    _BUILT[compiler] = (digest, out)
+    return out
+
+
+def _build(compiler, out_dir):
     lib = Path(out_dir) / f"lrfast_host_{compiler}.so"
     if compiler == "cxx":
         cmd = [find_cxx(), "-x", "c++", "-std=c++17", "-O2", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall",
@@ -54,7 +77,7 @@ def library(request, tmp_path_factory):
 
 
 _CTYPE = {np.float32: ctypes.c_float, np.float64: ctypes.c_double, np.int32: ctypes.c_int,
-          np.int64: ctypes.c_longlong, np.uint64: ctypes.c_uint64}  # uint64: a null pointer (_cuda_launch.NULL)
+          np.int64: ctypes.c_longlong, np.uint64: ctypes.c_uint64, np.uint32: ctypes.c_uint32}  # uint64: a null pointer (_cuda_launch.NULL)
 _STRUCTS: dict = {}  # numpy structured dtype -> its ctypes Structure
 
 

@@ -13,3 +13,30 @@
 // Elements per 16-byte pack, so the test can build slices that take the pack path and ones that do not.
 extern "C" int lrfast_host_pack_f32() { return lrfast::Pack<float>::N; }
 extern "C" int lrfast_host_pack_f64() { return lrfast::Pack<double>::N; }
+
+// The storage conversions of lrfast_lowp.cuh over arrays, for tests/test_cuda_lowp_host.py.
+extern "C" void lrfast_host_bf16_to_f32(const unsigned short* in, float* out, long long n) {
+  for (long long i = 0; i < n; ++i) out[i] = lrfast::bf16_to_f32(in[i]);
+}
+extern "C" void lrfast_host_f32_to_bf16(const float* in, unsigned short* out, long long n) {
+  for (long long i = 0; i < n; ++i) out[i] = lrfast::f32_to_bf16(in[i]);
+}
+extern "C" void lrfast_host_f16_to_f32(const unsigned short* in, float* out, long long n) {
+  for (long long i = 0; i < n; ++i) out[i] = lrfast::f16_to_f32(in[i]);
+}
+extern "C" void lrfast_host_f32_to_f16(const float* in, unsigned short* out, long long n) {
+  for (long long i = 0; i < n; ++i) out[i] = lrfast::f32_to_f16(in[i]);
+}
+extern "C" void lrfast_host_mix32(const unsigned* in, unsigned* out, long long n) {
+  for (long long i = 0; i < n; ++i) out[i] = lrfast::mix32(in[i]);
+}
+// Element first + i of tensor `tensor` of a launch with rounding key `key`, rounded stochastically (narrow).
+extern "C" void lrfast_host_sr_bf16(const float* in, unsigned short* out, long long n, unsigned key,
+                                    long long tensor, long long first) {
+  const lrfast::Rounding r = {lrfast::tensor_key(key, tensor), true};
+  for (long long i = 0; i < n; ++i) {
+    lrfast::bf16 h;
+    lrfast::narrow(h, in[i], r, first + i);
+    out[i] = h.bits;
+  }
+}
