@@ -282,7 +282,7 @@ def test_stochastic_rounding_bits_are_reproducible_and_change_with_the_step():
     np.testing.assert_array_equal(a, kernel_round(x, "bfloat16", rounding_key(7, 1), 0))
     for other in [(rounding_key(7, 2), 0), (rounding_key(8, 1), 0), (rounding_key(7, 1), 1)]:
         b = kernel_round(x, "bfloat16", *other)
-        assert 0.3 < (a != b).mean() < 0.7  # independent bits: about half of the ties of chance differ
+        assert 0.3 < (a != b).mean() < 0.7  # independent bits: about half the roundings differ
 
 
 def _sgd_run(params, grads, backend, **kw):
@@ -375,6 +375,40 @@ CONFIG_IDS = [f"{c.__name__}({','.join(f'{k}={v}' for k, v in kw.items())})" for
 # odd sizes, a scalar, an empty tensor, and one tensor over several chunks (a parallel launch: > 65,536)
 PARITY_SHAPES = [(3, 5), (), (0,), (7,), (40, 33), (70_001,)]
 PARITY_STEPS = 5
+
+
+_SMOKE = """
+import sys
+import numpy as np, ml_dtypes, lrfast
+from lrfast.rules import VARIANTS
+failed = []
+for cls_name in VARIANTS:
+    for dtype in (ml_dtypes.bfloat16, np.float16):
+        what = f"{cls_name} {np.dtype(dtype).name}"
+        print("trying", what, flush=True)
+        p = [np.ones((4, 3), dtype), np.ones(70_001, dtype)]
+        try:
+            getattr(lrfast, cls_name)(p).step([np.ones((4, 3), dtype), np.ones(70_001, dtype)])
+        except Exception as exc:
+            failed.append(f"{what}: {type(exc).__name__}: {str(exc).splitlines()[-1][:200]}")
+print("FAILED", failed, flush=True)
+sys.exit(1 if failed else 0)
+"""
+
+
+def test_every_class_steps_16_bit_params_in_a_child_process():
+    """One step of every class on bfloat16 and float16 params in a child process (it runs first, before the
+    parity tests below step the same classes in this process): a kernel that cannot be built for a 16-bit store fails here with its class named, even where
+    LLVM aborts the process (as it does for a float64 value stored as float16: no __truncdfhf2)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SMOKE], capture_output=True, text=True, timeout=900)
+    lines = done.stdout.splitlines()
+    last = next((line for line in reversed(lines) if line.startswith(("trying", "FAILED"))), "")
+    assert done.returncode == 0, (last if last.startswith("FAILED") else
+                                  f"the child died ({done.returncode}) at: {last}; "
+                                  f"stderr: {done.stderr.strip().splitlines()[-1:]}")
 
 
 def _initial_exact(cls, kw, name):
@@ -668,3 +702,365 @@ def test_matches_torch_float32_math_rounded(case, name):
     print(f"MEASURE torch32 {cls_name} {kw} {name}: {agreement}")
     assert agreement.equal >= 0.9995 * agreement.total
     assert agreement.far <= 5e-5 * agreement.total and agreement.far_scaled <= 2.0**-8
+
+
+# ---- 5. master weights ----------------------------------------------------------------------------------
+
+MASTER_CASES = [("AdamW", dict(lr=1e-2, weight_decay=0.1)), ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+                ("Adagrad", dict(lr=1e-2, initial_accumulator_value=0.1)), ("LAMB", dict(lr=1e-2)),
+                ("ScheduleFreeAdamW", dict(lr=1e-2, warmup_steps=2)), ("Rprop", dict(lr=1e-2))]
+MASTER_IDS = [f"{n}({','.join(f'{k}={v}' for k, v in kw.items())})" for n, kw in MASTER_CASES]
+MASTER_SHAPES = [(3, 5), (7,), (40, 33), (70_001,)]
+#: (param dtype, grad dtype) of the master-weight runs
+MASTER_DTYPES = [("bfloat16", "bfloat16"), ("bfloat16", "float32"), ("float16", "float16"), ("float16", "float32")]
+
+
+def _grads_as(arrays, grad):
+    return [a.astype(F32) if grad == "float32" else a for a in arrays]
+
+
+def _master_run(cls, kw, name, grad, steps, backend="cpu", **extra):
+    """(16-bit params, master optimizer, float32 twin params, twin) after each of ``steps`` steps (a
+    generator): the twin runs the same optimizer on float32 copies of the starting params with the grads
+    upcast."""
+    p16 = low_arrays(MASTER_SHAPES, name, 0)
+    p32 = f32(p16)
+    opt = cls(p16, backend=backend, master_weights=True, **kw, **extra)
+    twin = cls(p32, backend=backend, **kw)
+    for k in range(steps):
+        g = _grads_as(low_arrays(MASTER_SHAPES, name, 1 + k), grad)
+        assert opt.step(g) is True and twin.step(f32(g)) is True
+        yield k + 1, p16, opt, p32, twin
+
+
+@pytest.mark.parametrize("dtypes", MASTER_DTYPES, ids=[f"{p}-grad-{g}" for p, g in MASTER_DTYPES])
+@pytest.mark.parametrize("case", MASTER_CASES, ids=MASTER_IDS)
+def test_master_weights_are_the_float32_run(case, dtypes):
+    """master_weights=True on 16-bit params is, bit for bit, the float32 run on float32 copies: the master
+    (state "master_param") and the float32 state equal the twin's after every step, and each param is its
+    master rounded to nearest even."""
+    (cls_name, kw), (name, grad) = case, dtypes
+    cls = getattr(lrfast, cls_name)
+    for step, p16, opt, p32, twin in _master_run(cls, kw, name, grad, 5):
+        for i, (a, b) in enumerate(zip(p16, p32)):
+            assert a.dtype == LOW[name]
+            np.testing.assert_array_equal(bits(a), bits(rne(b, name)), err_msg=f"step {step} param {i}")
+            master = opt.state[i]["master_param"]
+            assert master.dtype == F32
+            np.testing.assert_array_equal(master.view(np.uint32), b.view(np.uint32))
+        for s, t in zip(opt.state, twin.state):
+            assert set(s) == set(t) | {"master_param"}
+            for key in t:
+                assert s[key].dtype == F32
+                np.testing.assert_array_equal(s[key].view(np.uint32), t[key].view(np.uint32), err_msg=key)
+
+
+def test_master_weights_with_stochastic_rounding():
+    """master_weights with stochastic_rounding: the master is the float32 run, each bfloat16 param is its
+    master rounded stochastically with the key of that step (round_bf16, the param's index as tensor)."""
+    cls = lrfast.AdamW
+    for step, p16, opt, p32, _ in _master_run(cls, dict(lr=1e-2), "bfloat16", "float32", 4,
+                                              stochastic_rounding=True, rounding_seed=99):
+        for t, (a, b) in enumerate(zip(p16, p32)):
+            np.testing.assert_array_equal(bits(a), round_bf16(b, rounding_key(99, step), t).ravel())
+        assert (bits(p16[-1]) != bits(rne(p32[-1], "bfloat16"))).mean() > 0.1  # not to nearest
+
+
+@pytest.mark.parametrize("case", MASTER_CASES[:3] + MASTER_CASES[4:5], ids=MASTER_IDS[:3] + MASTER_IDS[4:5])
+def test_master_state_dict_resumes_bit_identically(case):
+    """state_dict of a master optimizer holds master_param (float32); a fresh master optimizer on the saved
+    params that loads it continues bit for bit. Without master_param the master restarts from the params
+    (upcast): the run then equals a float32 run from the rounded params and the saved state."""
+    cls_name, kw = case
+    cls = getattr(lrfast, cls_name)
+    name, steps = "bfloat16", 4
+    grads = [low_arrays(MASTER_SHAPES, name, 10 + k) for k in range(2 * steps)]
+    p16 = low_arrays(MASTER_SHAPES, name, 0)
+    opt = cls(p16, master_weights=True, **kw)
+    for g in grads[:steps]:
+        opt.step(g)
+    saved = copy.deepcopy(opt.state_dict())
+    saved_params = [a.copy() for a in p16]
+    assert all(entry["master_param"].dtype == F32 for entry in saved["state"].values())
+    for g in grads[steps:]:
+        opt.step(g)
+
+    resumed_p = [a.copy() for a in saved_params]
+    resumed = cls(resumed_p, master_weights=True, **kw)
+    resumed.load_state_dict(copy.deepcopy(saved))
+    for g in grads[steps:]:
+        resumed.step(g)
+    for a, b in zip(p16, resumed_p):
+        np.testing.assert_array_equal(bits(a), bits(b))
+    for s, t in zip(opt.state, resumed.state):
+        for key in s:
+            assert s[key].dtype == t[key].dtype and s[key].tobytes() == t[key].tobytes(), key
+
+    bare = copy.deepcopy(saved)
+    for entry in bare["state"].values():
+        del entry["master_param"]
+    restart_p = [a.copy() for a in saved_params]
+    restart = cls(restart_p, master_weights=True, **kw)
+    restart.load_state_dict(bare)
+    for a, s in zip(restart_p, restart.state):
+        np.testing.assert_array_equal(s["master_param"], a.astype(F32))
+    twin_p = f32(saved_params)
+    twin = cls(twin_p, **kw)
+    twin_state = copy.deepcopy(bare)
+    twin.load_state_dict(twin_state)
+    for g in grads[steps:]:
+        restart.step(g)
+        twin.step(f32(g))
+    for a, b, s in zip(restart_p, twin_p, restart.state):
+        np.testing.assert_array_equal(s["master_param"].view(np.uint32), b.view(np.uint32))
+        np.testing.assert_array_equal(bits(a), bits(rne(b, name)))
+
+
+@pytest.mark.parametrize("case", MASTER_CASES, ids=MASTER_IDS)
+def test_master_weights_numpy_and_cpu_agree(case):
+    """The NumPy reference in master mode (float64 math on the float32 master) and the cpu kernels
+    (float32 math): the masters agree as float32 runs do (tests/helpers.py's tolerance), and on each backend
+    every param is its master rounded to nearest even, bit for bit."""
+    from tests.helpers import assert_close
+
+    cls_name, kw = case
+    cls = getattr(lrfast, cls_name)
+    runs = {}
+    for backend in ("cpu", "numpy"):
+        for step, p16, opt, _, _ in _master_run(cls, kw, "bfloat16", "bfloat16", 5, backend=backend):
+            for a, s in zip(p16, opt.state):
+                np.testing.assert_array_equal(bits(a), bits(rne(s["master_param"], "bfloat16")))
+        runs[backend] = opt
+    cpu, ref = runs["cpu"], runs["numpy"]
+    for s, t in zip(cpu.state, ref.state):
+        assert s.keys() == t.keys()
+        assert_close(list(s.values()), list(t.values()), np.float32)
+
+
+# ---- 6. state_dtype -------------------------------------------------------------------------------------
+
+STATE_CASES = [("AdamW", dict(lr=1e-2, weight_decay=0.1)), ("SGD", dict(lr=0.05, momentum=0.9)),
+               ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5)), ("Adagrad", dict(lr=1e-2)),
+               ("Lion", dict(lr=1e-3)), ("NAdam", dict(lr=1e-2))]
+STATE_IDS = [f"{n}({','.join(f'{k}={v}' for k, v in kw.items())})" for n, kw in STATE_CASES]
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("case", STATE_CASES, ids=STATE_IDS)
+def test_low_precision_state_of_float32_params(case, state_dtype):
+    """state_dtype="bfloat16" / "float16" with float32 params: the state arrays have that dtype, and each
+    step is the float32 step with the state rounded to nearest even after it (the float32 twin's state is
+    replaced by its rounded values after every step), params bit for bit."""
+    cls_name, kw = case
+    cls = getattr(lrfast, cls_name)
+    start = f32(low_arrays(PARITY_SHAPES, "bfloat16", 0))
+    p, q = [a.copy() for a in start], [a.copy() for a in start]
+    opt, twin = cls(p, state_dtype=state_dtype, **kw), cls(q, **kw)
+    for k in range(5):
+        g = f32(low_arrays(PARITY_SHAPES, "bfloat16", 1 + k))
+        opt.step(g)
+        twin.step([a.copy() for a in g])
+        for i, (a, b) in enumerate(zip(p, q)):
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32), err_msg=f"step {k + 1} param {i}")
+        for s, t in zip(opt.state, twin.state):
+            assert s.keys() == t.keys()
+            for key in s:
+                assert s[key].dtype == LOW[state_dtype]
+                rounded = rne(t[key], state_dtype)
+                np.testing.assert_array_equal(bits(s[key]), bits(rounded), err_msg=key)
+                t[key][...] = rounded.astype(F32)
+
+
+def test_float32_state_of_bfloat16_params():
+    """state_dtype="float32" on bfloat16 params (no master): float32 state, the params rounded every step;
+    bit for bit the float32 step on the upcast params with the float32 state kept."""
+    p16 = low_arrays(PARITY_SHAPES, "bfloat16", 0)
+    p32 = f32(p16)
+    opt, twin = lrfast.Adam(p16, lr=1e-2, state_dtype="float32"), lrfast.Adam(p32, lr=1e-2)
+    for k in range(5):
+        g = low_arrays(PARITY_SHAPES, "bfloat16", 1 + k)
+        opt.step(g)
+        twin.step(f32(g))
+        for a, b in zip(p16, p32):
+            np.testing.assert_array_equal(bits(a), bits(rne(b, "bfloat16")))
+            b[...] = a.astype(F32)
+        for s, t in zip(opt.state, twin.state):
+            for key in s:
+                assert s[key].dtype == F32
+                np.testing.assert_array_equal(s[key].view(np.uint32), t[key].view(np.uint32))
+
+
+def test_master_weights_with_bfloat16_state():
+    """master_weights with state_dtype="bfloat16": float32 master, bfloat16 state; the float32 run with its
+    state rounded after every step, the params the master rounded."""
+    p16 = low_arrays(PARITY_SHAPES, "bfloat16", 0)
+    p32 = f32(p16)
+    opt = lrfast.AdamW(p16, lr=1e-2, master_weights=True, state_dtype="bfloat16")
+    twin = lrfast.AdamW(p32, lr=1e-2)
+    for k in range(5):
+        g = low_arrays(PARITY_SHAPES, "bfloat16", 1 + k)
+        opt.step(g)
+        twin.step(f32(g))
+        for a, b, s, t in zip(p16, p32, opt.state, twin.state):
+            np.testing.assert_array_equal(s["master_param"].view(np.uint32), b.view(np.uint32))
+            np.testing.assert_array_equal(bits(a), bits(rne(b, "bfloat16")))
+            for key in t:
+                assert s[key].dtype == BF16
+                np.testing.assert_array_equal(bits(s[key]), bits(rne(t[key], "bfloat16")))
+                t[key][...] = s[key].astype(F32)
+
+
+# ---- 7. bad input ---------------------------------------------------------------------------------------
+
+def _param_bytes(params):
+    return [a.tobytes() for a in params]
+
+
+BAD_OPTIONS = {
+    "master of float32 only": (lambda: [np.ones(3, F32)], dict(master_weights=True), ValueError,
+                               "Invalid master_weights: True; no param is bfloat16 or float16"),
+    "sr with float16": (lambda: [np.ones(3, BF16), np.ones(3, F16)], dict(stochastic_rounding=True), ValueError,
+                        "Invalid stochastic_rounding: True; .* float16"),
+    "sr without bfloat16": (lambda: [np.ones(3, F32)], dict(stochastic_rounding=True), ValueError,
+                            "Invalid stochastic_rounding: True; no param is bfloat16"),
+    "state_dtype int8": (lambda: [np.ones(3, BF16)], dict(state_dtype="int8"), ValueError, "Invalid state_dtype"),
+    "state_dtype float64": (lambda: [np.ones(3, F32)], dict(state_dtype="float64"), ValueError,
+                            "Invalid state_dtype"),
+    "state_dtype a dtype": (lambda: [np.ones(3, F32)], dict(state_dtype=np.float16), (TypeError, ValueError),
+                            "Invalid state_dtype"),
+    "negative seed": (lambda: [np.ones(3, BF16)], dict(stochastic_rounding=True, rounding_seed=-1), ValueError,
+                      "Invalid rounding_seed"),
+    "seed too large": (lambda: [np.ones(3, BF16)], dict(stochastic_rounding=True, rounding_seed=2**32),
+                       ValueError, "Invalid rounding_seed"),
+    "float seed": (lambda: [np.ones(3, BF16)], dict(stochastic_rounding=True, rounding_seed=1.5), ValueError,
+                   "Invalid rounding_seed"),
+    "str seed": (lambda: [np.ones(3, BF16)], dict(stochastic_rounding=True, rounding_seed="1"), TypeError,
+                 "Invalid rounding_seed"),
+    "master not a bool": (lambda: [np.ones(3, BF16)], dict(master_weights="yes"), TypeError,
+                          "Invalid master_weights"),
+}
+
+
+@pytest.mark.parametrize("cls_name", ["AdamW", "SGD"])
+@pytest.mark.parametrize("bad", list(BAD_OPTIONS), ids=list(BAD_OPTIONS))
+def test_bad_precision_options(bad, cls_name):
+    """A mixed-precision option with nothing to act on, or a bad value, raises when the optimizer is built,
+    naming the option; the params are untouched."""
+    make, kw, exc, message = BAD_OPTIONS[bad]
+    params = make()
+    before = _param_bytes(params)
+    with pytest.raises(exc, match=message):
+        getattr(lrfast, cls_name)(params, **kw)
+    assert _param_bytes(params) == before
+
+
+def _warm_master(n_steps=2):
+    params = [np.ones((3, 4), BF16), np.ones(5, BF16), np.ones(6, F32)]
+    opt = lrfast.AdamW(params, lr=1e-2, master_weights=True)
+    for _ in range(n_steps):
+        opt.step([np.full((3, 4), 0.5, F32), np.full(5, 0.5, F32), np.full(6, 0.5, F32)])
+    return opt, params
+
+
+BAD_MASTER_GRADS = {
+    "float64 grad of a master param": (lambda: [np.ones((3, 4)), np.ones(5, F32), np.ones(6, F32)], TypeError,
+                                       "grad 0 has dtype float64; the grad of a param with a float32 master"),
+    "int grad of a master param": (lambda: [np.ones((3, 4), np.int16), np.ones(5, F32), np.ones(6, F32)],
+                                   TypeError, "grad 0 has dtype int16"),
+    "mixed grad dtypes in one bucket": (lambda: [np.ones((3, 4), F32), np.ones(5, BF16), np.ones(6, F32)],
+                                        TypeError, "must share one dtype"),
+    "bfloat16 grad of a float32 param": (lambda: [np.ones((3, 4), F32), np.ones(5, F32), np.ones(6, BF16)],
+                                         TypeError, "grad 2 has dtype bfloat16, its param has dtype float32"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_MASTER_GRADS), ids=list(BAD_MASTER_GRADS))
+def test_bad_master_grads_change_nothing(bad):
+    """A grad a master param cannot take (float64, an integer), grads of one bucket in two dtypes, a 16-bit
+    grad of a float32 param: TypeError, and params, masters and state bit-identical."""
+    opt, params = _warm_master()
+    make, exc, message = BAD_MASTER_GRADS[bad]
+    before = snapshot(opt)
+    with pytest.raises(exc, match=message):
+        opt.step(make())
+    assert snapshot(opt) == before
+    assert "master_param" in opt.state[0]
+
+
+def test_16_bit_grad_dtype_must_match_without_master():
+    """Without master weights a bfloat16 param takes a bfloat16 grad only: float32 is refused, nothing written."""
+    params = [np.ones(5, BF16)]
+    opt = lrfast.Adam(params, lr=1e-2)
+    opt.step([np.ones(5, BF16)])
+    before = snapshot(opt)
+    with pytest.raises(TypeError, match="grad 0 has dtype float32, its param has dtype bfloat16"):
+        opt.step([np.ones(5, F32)])
+    assert snapshot(opt) == before
+
+
+def test_load_state_dict_master_into_plain_optimizer_is_refused():
+    """A state_dict with master_param loads only into an optimizer that keeps a master of that param."""
+    opt, params = _warm_master()
+    saved = opt.state_dict()
+    plain = lrfast.AdamW([a.copy() for a in params], lr=1e-2)
+    before = snapshot(plain)
+    with pytest.raises(ValueError, match="master_param"):
+        plain.load_state_dict(saved)
+    assert snapshot(plain) == before
+
+
+@pytest.mark.parametrize("cls_name", ["Adafactor", "Muon", "Prodigy"])
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+def test_programs_refuse_16_bit_params(cls_name, name):
+    """Adafactor, Muon and Prodigy update float32 / float64 params only: a 16-bit one is a TypeError naming
+    it, and no mixed-precision option is offered."""
+    params = [np.ones((4, 3), LOW[name])]
+    before = _param_bytes(params)
+    with pytest.raises(TypeError, match=f"{name}"):
+        getattr(lrfast, cls_name)(params)
+    assert _param_bytes(params) == before
+    with pytest.raises(TypeError):
+        getattr(lrfast, cls_name)([np.ones((4, 3), F32)], master_weights=True)
+
+
+# ---- 8. ParamBuffer -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [{}, dict(master_weights=True), dict(stochastic_rounding=True, rounding_seed=3)],
+                         ids=["plain", "master", "stochastic"])
+def test_param_buffer_of_bfloat16(extra):
+    """A ParamBuffer of bfloat16 arrays (one flat launch): plain and with master weights it steps bit for bit
+    as the same params as separate arrays; with stochastic rounding (the flat buffer is one launch tensor,
+    so its bits are not the separate arrays') each step is round_bf16 of the float32 step of a float32
+    ParamBuffer twin reset to the upcast params and state, with that step's key and tensor 0."""
+    start = low_arrays(PARITY_SHAPES, "bfloat16", 0)
+    buf = lrfast.ParamBuffer([a.copy() for a in start])
+    assert buf.flat_params.dtype == BF16 and all(v.dtype == BF16 for v in buf.params)
+    opt = lrfast.AdamW(buf, lr=1e-2, **extra)
+    stochastic = "stochastic_rounding" in extra
+    if stochastic:
+        twin_buf = lrfast.ParamBuffer(f32(start))
+        twin = lrfast.AdamW(twin_buf, lr=1e-2)
+    else:
+        sep = [a.copy() for a in start]
+        sep_opt = lrfast.AdamW(sep, lr=1e-2, **extra)
+    for k in range(4):
+        g = low_arrays(PARITY_SHAPES, "bfloat16", 1 + k)
+        for dst, src in zip(buf.grads, g):
+            dst[...] = src
+        if stochastic:
+            if k:
+                _sync(twin, twin_buf.params, opt, buf.params, F32)
+            for dst, src in zip(twin_buf.grads, g):
+                dst[...] = src.astype(F32)
+            assert twin.step() is True
+        assert opt.step() is True
+        if stochastic:
+            np.testing.assert_array_equal(bits(buf.flat_params),
+                                          round_bf16(twin_buf.flat_params, rounding_key(3, k + 1), 0).ravel())
+        else:
+            sep_opt.step(g)
+            for a, b in zip(buf.params, sep):
+                np.testing.assert_array_equal(bits(a), bits(b))
+            for s, t in zip(opt.state, sep_opt.state):
+                for key in s:
+                    assert s[key].dtype == t[key].dtype and s[key].tobytes() == t[key].tobytes(), key
