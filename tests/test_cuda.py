@@ -863,3 +863,49 @@ def test_gpu_compute_capability_is_checked():
     assert cc >= _cuda.MIN_COMPUTE_CAPABILITY
     assert _cuda._unavailable_reason(cp) is None
     assert "lrfast's options" in _cuda.info()["nvrtc"], _cuda.info()["nvrtc"]
+
+
+# ---- storage dtypes (src/lrfast_lowp.cuh; the host build checks every rule: tests/test_cuda_lowp_host.py) ----
+
+_LOWP = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32, "f64": np.float64}
+
+
+@gpu
+@pytest.mark.parametrize("combo", [("bf16", "bf16", "bf16"), ("f16", "f16", "f16"), ("f32", "bf16", "f32"),
+                                   ("f32", "f32", "bf16"), ("bf16", "bf16", "f32")], ids="_".join)
+@pytest.mark.parametrize("rule", list(FULLEST))
+def test_lowp_storage_is_the_compute_kernel_then_rounded(rule, combo):
+    """On the GPU, bit for bit: a 16-bit / mixed storage step = the float32 kernel on the widened values, its
+    results rounded to nearest even (``_cuda_lowp`` on CuPy arrays), with a bfloat16 master copy."""
+    from lrfast.backends import _cuda_lowp as lp
+
+    pk, gk, sk = combo
+    rule_, lr, hyper = rs.setup(FULLEST[rule])
+    rng = np.random.default_rng(11)
+    sizes = [1, 5, 1023, 4099, 70001]
+
+    def make(kind, scale=1.0):
+        out = []
+        for n in sizes:
+            x = cp.asarray((rng.standard_normal(n) * scale).astype(np.float32))
+            out.append(x if kind == "f32" else lp.f32_to_bf16(x) if kind == "bf16" else x.astype(np.float16))
+        return out
+
+    def wide(arrays):
+        return [lp.widen(a).astype(np.float32) for a in arrays]
+
+    p, g = make(pk), make(gk)
+    st = rs.states_for(rule_, hyper, lambda: [cp.abs(a) if sk != "bf16" else a & np.uint16(0x7FFF)
+                                              for a in make(sk, 0.1)])
+    q = [cp.zeros(n, np.uint16) for n in sizes] if pk == "f32" else None
+    for step in range(2):
+        wp, wg = wide(p), wide(g)
+        ws = [wide(s) if s is not None else None for s in st]
+        _cuda.update(rule_, TensorList(wp), TensorList(wg), [TensorList(s) if s else None for s in ws], lr=lr,
+                     hyper=hyper, **rs.counter(rule_, step, hyper))
+        _cuda.update(rule_, TensorList(p), TensorList(g), [TensorList(s) if s else None for s in st], lr=lr,
+                     hyper=hyper, copies=TensorList(q, dtype=np.uint16) if q else None, **rs.counter(rule_, step, hyper))
+        for mine, want, kind in [(p, wp, pk), (q or [], wp, "bf16")] + [(s, w, sk) for s, w in zip(st, ws) if s]:
+            for a, w in zip(mine, want):
+                expect = w if kind == "f32" else lp.f32_to_bf16(w) if kind == "bf16" else lp.f32_to_f16(w)
+                assert (cp.asnumpy(a).view(np.uint8) == cp.asnumpy(expect).view(np.uint8)).all(), (rule, combo, step)
