@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RULE_NAMES = list(RULES)
 VARIANT_NAMES = list(VARIANTS)
 #: lrfast's own keyword-only options after a class's hyperparameters
-OWN_OPTIONS = ("backend", "skip_nonfinite", "capturable", "max_grad_norm", "norm_type")
+OWN_OPTIONS = ("backend", "skip_nonfinite", "capturable", "max_grad_norm", "norm_type", "master_weights", "state_dtype",
+               "stochastic_rounding", "rounding_seed")
 
 
 # ---- every rule has a case table, a reference, and the tables are sound ---------------------------------
