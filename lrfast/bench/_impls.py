@@ -502,6 +502,8 @@ def _deepspeed(entry, case, numpy_max):
     if config.rule.name != "adam":
         raise Unavailable("DeepSpeedCPUAdam implements Adam/AdamW only")
     _unsupported(config, "DeepSpeedCPUAdam", amsgrad=False, maximize=False)
+    if case.dtype != np.float32:  # its C++ op: float32 (or 16-bit) params with float32 state only
+        raise Unavailable(f"DeepSpeedCPUAdam steps float32 params, not {case.dtype}")
     try:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
     except Exception as exc:  # ImportError, or its op builder failing at import
