@@ -462,9 +462,11 @@ def test_16_bit_step_is_float32_step_rounded(case, name):
 
 
 #: numpy vs cpu on bfloat16, one step from the same values: the least fraction of elements bit-equal
-#: (measured: 0.99870 for Adam / AdamW / LAMB at their defaults, whose m has the most cancellations; 1.0
-#: for plain SGD, Adagrad and LARS; every other configuration >= 0.9995)
-REFERENCE_EQUAL = 0.998
+#: (measured with ml_dtypes 0.5.4: 0.99870 for Adam / AdamW / LAMB at their defaults, whose m has the most
+#: cancellations; 1.0 for plain SGD, Adagrad and LARS; every other configuration >= 0.9995. With ml_dtypes
+#: 0.7.0, whose float64 -> bfloat16 stores the NumPy reference goes through, Adam / AdamW / RMSprop / NAdam /
+#: LAMB measure 0.99699 - 0.99737; the elements that differ stay within the bounds below either way)
+REFERENCE_EQUAL = 0.995
 
 
 @pytest.mark.parametrize("case", CONFIGS, ids=CONFIG_IDS)
