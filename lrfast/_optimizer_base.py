@@ -883,15 +883,10 @@ class Optimizer:
         # everything checked: now write
         for group, merged in zip(self.param_groups, new_groups):
             group.update(merged)
-        xp, flat_index, start = self._xp, {}, 0
-        for group, buckets in zip(self.param_groups, self._buckets):
-            for b in buckets:
-                for pos in b.positions:
-                    flat_index[start + pos] = (b, pos)
-            start += len(group["params"])
+        xp = self._xp
         present = {}  # bucket -> state names the dict holds for any of its params
         for idx, entry in d["state"].items():
-            present.setdefault(id(flat_index[int(idx)][0]), set()).update(entry)
+            present.setdefault(id(where[int(idx)][0]), set()).update(entry)
         for b, pos in where:  # masters: the saved ones below; a param saved without one starts from itself
             if b.master is not None:
                 b.master[2][b.positions.index(pos)][...] = b.params[b.positions.index(pos)]
@@ -909,7 +904,7 @@ class Optimizer:
                         v.fill(value)
         group_of = {id(b): g for g, bs in zip(self.param_groups, self._buckets) for b in bs}
         for (idx, role), arr in host_arrays.items():
-            b, pos = flat_index[idx]
+            b, pos = where[idx]
             if role == MASTER:
                 b.master[2][b.positions.index(pos)][...] = xp.asarray(arr)
                 continue
